@@ -1,0 +1,102 @@
+"""A cluster's intermediate CA and the ``cacerts`` secret istiod plugs in."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_tls as tls
+
+from .constants import (
+    CA_CERT_KEY,
+    CA_KEY_KEY,
+    CACERTS_SECRET,
+    CERT_CHAIN_KEY,
+    PACKAGE,
+    ROOT_CERT_KEY,
+)
+from .root_ca import CA_KEY_USAGES, CA_RSA_BITS
+
+#: SAN of every Istio intermediate (tools/certs/common.mk): istiod serves with certs from this CA.
+INTERMEDIATE_SAN = "istiod.istio-system.svc"
+
+
+@dataclass(frozen=True)
+class ClusterCAArgs:
+    """Inputs of a ``ClusterCA``."""
+
+    cluster_name: str
+    #: Namespace the ``cacerts`` secret goes into (istio-system): pass the Namespace's output name.
+    namespace: pulumi.Input[str]
+    root_cert_pem: pulumi.Input[str]
+    root_key_pem: pulumi.Input[str]
+    validity_days: int = 3650
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+class ClusterCA(pulumi.ComponentResource):
+    """An intermediate CA for one cluster, signed by the mesh root, written as ``cacerts``.
+
+    Intermediate: RSA 4096, O=Istio, CN=Intermediate CA, L=<cluster>, CA:true with pathlen:0, SAN
+    ``istiod.istio-system.svc``. The secret holds exactly ``ca-cert.pem``, ``ca-key.pem``,
+    ``root-cert.pem`` and ``cert-chain.pem`` (intermediate then root); the root KEY never leaves
+    Pulumi. Bind it to the cluster's provider with ``opts=ResourceOptions(provider=...)``.
+    """
+
+    cert_pem: pulumi.Output[str]
+    """The intermediate certificate (PEM)."""
+    secret_name: pulumi.Output[str]
+    """Name of the ``cacerts`` secret in the cluster."""
+    secret: k8s.core.v1.Secret
+    """The ``cacerts`` secret, for ``depends_on`` (istiod must start after it exists)."""
+
+    def __init__(self, name: str, args: ClusterCAArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PACKAGE}:index:ClusterCA", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        key = tls.PrivateKey(f"{name}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
+        csr = tls.CertRequest(
+            f"{name}-csr",
+            private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(
+                organization="Istio", common_name="Intermediate CA", locality=args.cluster_name
+            ),
+            dns_names=[INTERMEDIATE_SAN],
+            opts=child,
+        )
+        cert = tls.LocallySignedCert(
+            f"{name}-cert",
+            cert_request_pem=csr.cert_request_pem,
+            ca_cert_pem=args.root_cert_pem,
+            ca_private_key_pem=args.root_key_pem,
+            validity_period_hours=args.validity_days * 24,
+            is_ca_certificate=True,
+            max_path_length=0,
+            allowed_uses=CA_KEY_USAGES,
+            opts=child,
+        )
+        root = pulumi.Output.from_input(args.root_cert_pem)
+        chain = pulumi.Output.all(cert.cert_pem, root).apply(lambda pems: pems[0].rstrip("\n") + "\n" + pems[1])
+        data: pulumi.Output[dict[str, str]] = pulumi.Output.all(cert.cert_pem, key.private_key_pem, root, chain).apply(
+            lambda v: {
+                CA_CERT_KEY: _b64(v[0]),
+                CA_KEY_KEY: _b64(v[1]),
+                ROOT_CERT_KEY: _b64(v[2]),
+                CERT_CHAIN_KEY: _b64(v[3]),
+            }
+        )
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-cacerts",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=CACERTS_SECRET, namespace=args.namespace),
+            type="Opaque",
+            data=pulumi.Output.secret(data),  # type: ignore[arg-type]  # (SDK generic infers Never here)
+            opts=child,
+        )
+        self.cert_pem = cert.cert_pem
+        self.secret_name = self.secret.metadata.name
+        self.register_outputs({"cert_pem": self.cert_pem, "secret_name": self.secret_name})

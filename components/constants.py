@@ -1,0 +1,54 @@
+"""Names that Istio mandates, each with one home.
+
+Every value here is fixed by Istio (charts, istioctl, istiod) or by Kubernetes, not by this project:
+see reference/ISTIO_FACTS.md. Changing one breaks the mesh silently, so tests assert them.
+"""
+
+from __future__ import annotations
+
+#: Type-token package of every component in this library (``istiomesh:index:<Class>``).
+PACKAGE = "istiomesh"
+
+#: Namespace istiod watches for ``cacerts`` and remote secrets.
+ISTIO_NAMESPACE = "istio-system"
+
+#: Label on ``istio-system`` (and on the east-west gateway) telling istiod the cluster's network.
+NETWORK_LABEL = "topology.istio.io/network"
+
+#: Secret holding the plugged-in CA; istiod mounts it as optional and falls back to a self-signed CA.
+CACERTS_SECRET = "cacerts"
+CA_CERT_KEY = "ca-cert.pem"
+CA_KEY_KEY = "ca-key.pem"
+ROOT_CERT_KEY = "root-cert.pem"
+CERT_CHAIN_KEY = "cert-chain.pem"
+
+#: The ServiceAccount the ``base`` chart renders for remote readers, bound to the reader ClusterRole.
+READER_SERVICE_ACCOUNT = "istio-reader-service-account"
+
+#: Prefix of the secret ``istioctl create-remote-secret`` produces; the suffix is the source cluster.
+REMOTE_SECRET_PREFIX = "istio-remote-secret-"
+#: Label istiod selects remote secrets by, in its own namespace only.
+MULTICLUSTER_LABEL = "istio/multiCluster"
+#: Annotation naming the cluster a remote secret grants access to.
+CLUSTER_ANNOTATION = "networking.istio.io/cluster"
+
+#: Kubernetes >= 1.24 creates no token for a ServiceAccount: a Secret of this type, annotated with the
+#: ServiceAccount's name, is filled by the token controller with ``token`` and ``ca.crt``.
+SA_TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+
+#: East-west gateway: the release name fixes the pod labels ``app: istio-eastwestgateway`` and
+#: ``istio: eastwestgateway`` that the cross-network Gateway selects.
+EASTWEST_RELEASE = "istio-eastwestgateway"
+EASTWEST_SELECTOR = {"istio": "eastwestgateway"}
+CROSS_NETWORK_GATEWAY = "cross-network-gateway"
+#: mTLS passthrough port of the east-west gateway (AUTO_PASSTHROUGH, SNI routed).
+CROSS_NETWORK_PORT = 15443
+
+#: Official chart repository (charts ``base``, ``istiod``, ``gateway``).
+DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
+DEFAULT_HUB = "docker.io/istio"
+
+#: Pulumi kubernetes annotations understood by the provider's await logic.
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"

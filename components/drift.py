@@ -1,0 +1,31 @@
+"""Resource transforms that keep ``pulumi refresh`` quiet about fields istiod owns at runtime.
+
+istiod patches its admission webhooks after start-up: it writes its CA bundle into
+``webhooks[*].clientConfig.caBundle`` and flips the validating webhook's ``failurePolicy`` from
+``Ignore`` to ``Fail`` once it is ready. Those are not drift; a refresh must not report them, and an
+``up`` must not fight istiod over them. Every other field of these objects is still compared, so a
+real out-of-band change (a webhook deleted, a selector edited) is still reported.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+#: Kinds whose runtime-mutated fields are ignored.
+WEBHOOK_TYPES = (
+    "kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration",
+    "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration",
+)
+#: Property paths istiod rewrites (Pulumi property-path syntax; ``[*]`` matches every webhook).
+ISTIOD_MANAGED_FIELDS = ("webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy")
+
+
+def ignore_istiod_managed_fields(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """Adds ``ignore_changes`` for the istiod-managed webhook fields to webhook configurations."""
+    if args.type_ not in WEBHOOK_TYPES:
+        return None
+    existing = list(args.opts.ignore_changes or [])
+    merged = existing + [f for f in ISTIOD_MANAGED_FIELDS if f not in existing]
+    return pulumi.ResourceTransformResult(
+        props=args.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(ignore_changes=merged))
+    )

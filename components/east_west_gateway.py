@@ -1,0 +1,158 @@
+"""The east-west gateway of one network, and the one Gateway that exposes services across networks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .constants import (
+    CROSS_NETWORK_GATEWAY,
+    CROSS_NETWORK_PORT,
+    EASTWEST_RELEASE,
+    EASTWEST_SELECTOR,
+    ISTIO_NAMESPACE,
+    PACKAGE,
+    SKIP_AWAIT_ANNOTATION,
+    TIMEOUT_ANNOTATION,
+)
+from .istio_control_plane import chart_args
+from .settings import GatewaySettings, IstioSettings
+
+SERVICE_TYPE = "kubernetes:core/v1:Service"
+
+
+@dataclass(frozen=True)
+class EastWestGatewayArgs:
+    """Inputs of an ``EastWestGateway``."""
+
+    network: str
+    istio: IstioSettings
+    gateway: GatewaySettings
+    #: Namespace of the control plane (istio-system).
+    namespace: pulumi.Input[str] = ISTIO_NAMESPACE
+    #: What must exist first: the control plane (CRDs from ``base``, the injector from ``istiod``).
+    after: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+def gateway_values(args: EastWestGatewayArgs) -> dict[str, object]:
+    """Helm values of the ``gateway`` chart for a network's east-west gateway.
+
+    ``networkGateway`` makes the chart render the network label on pods and Service, the
+    ``ISTIO_META_REQUESTED_NETWORK_VIEW`` env and the ports 15021/15443/15012/15017.
+    """
+    annotations: dict[str, str] = {}
+    if args.gateway.service_type == "LoadBalancer":
+        if args.gateway.external_ips:
+            # The address comes from spec.externalIPs (set below), not from a load-balancer controller:
+            # Pulumi's Service await would otherwise wait for status.loadBalancer.ingress forever.
+            annotations[SKIP_AWAIT_ANNOTATION] = "true"
+        else:
+            annotations[TIMEOUT_ANNOTATION] = str(args.gateway.load_balancer_timeout_seconds)
+    return {
+        "networkGateway": args.network,
+        "service": {"type": args.gateway.service_type, "annotations": annotations},
+    }
+
+
+def set_external_ips(external_ips: Sequence[str]):  # type: ignore[no-untyped-def]
+    """A transform giving the gateway Service ``spec.externalIPs``, as the walkthrough's ``kubectl patch`` does.
+
+    The ``gateway`` chart has no value for externalIPs, so the rendered Service is amended before it
+    is registered; the preview shows the field like any other.
+    """
+
+    def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+        if args.type_ != SERVICE_TYPE or not external_ips:
+            return None
+        props: dict[str, Any] = dict(args.props)
+        spec = dict(props.get("spec") or {})
+        spec["externalIPs"] = list(external_ips)
+        props["spec"] = spec
+        return pulumi.ResourceTransformResult(props=props, opts=args.opts)
+
+    return transform
+
+
+def cross_network_gateway_spec() -> dict[str, object]:
+    """``samples/multicluster/expose-services.yaml``: SNI passthrough of every ``*.local`` service on 15443."""
+    return {
+        "selector": dict(EASTWEST_SELECTOR),
+        "servers": [
+            {
+                "port": {"number": CROSS_NETWORK_PORT, "name": "tls", "protocol": "TLS"},
+                "tls": {"mode": "AUTO_PASSTHROUGH"},
+                "hosts": ["*.local"],
+            }
+        ],
+    }
+
+
+def _service_address(svc: k8s.core.v1.Service) -> pulumi.Output[str]:
+    def pick(status: object) -> str:
+        ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
+        for entry in ingress:
+            if getattr(entry, "ip", None) or getattr(entry, "hostname", None):
+                return str(entry.ip or entry.hostname)
+        return ""
+
+    return svc.status.apply(pick)
+
+
+class EastWestGateway(pulumi.ComponentResource):
+    """Istio's ``gateway`` chart as ``istio-eastwestgateway`` for one network, plus ``cross-network-gateway``.
+
+    The Service type and ``externalIPs`` are configurable. With externalIPs, or a type other than
+    LoadBalancer, nothing waits for a load balancer; otherwise Pulumi waits up to
+    ``load_balancer_timeout_seconds`` for one and fails naming the Service. Exactly one Gateway
+    selects the east-west gateway (two would conflict on 15443).
+    """
+
+    address: pulumi.Output[str]
+    """Address other networks reach this gateway at (first externalIP, or the load balancer's)."""
+    network: pulumi.Output[str]
+    """The network this gateway serves."""
+
+    def __init__(self, name: str, args: EastWestGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PACKAGE}:index:EastWestGateway", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.after))
+
+        chart = k8s.helm.v4.Chart(
+            f"{name}-chart",
+            chart_args(
+                args.istio, "gateway", release=EASTWEST_RELEASE, namespace=args.namespace, values=gateway_values(args)
+            ),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(transforms=[set_external_ips(args.gateway.external_ips)])
+            ),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-cross-network-gateway",
+            api_version="networking.istio.io/v1",
+            kind="Gateway",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=CROSS_NETWORK_GATEWAY, namespace=args.namespace),
+            spec=cross_network_gateway_spec(),
+            opts=child,
+        )
+
+        if args.gateway.external_ips:
+            self.address = pulumi.Output.from_input(args.gateway.external_ips[0])
+        elif args.gateway.service_type == "LoadBalancer":
+            # Read the Service the chart created once it is ready; the ID depends on the chart's
+            # outputs, so a first preview does not try to read an object that does not exist yet.
+            svc_id = pulumi.Output.all(args.namespace, chart.resources).apply(lambda v: f"{v[0]}/{EASTWEST_RELEASE}")
+            svc = k8s.core.v1.Service.get(f"{name}-service", svc_id, opts=pulumi.ResourceOptions(parent=self))
+            self.address = _service_address(svc)
+        else:
+            pulumi.log.warn(
+                f"{name}: service type {args.gateway.service_type} without externalIPs gives istiod no address "
+                "for this network's gateway; set eastWestGateway.externalIPs to a node IP reachable from the "
+                "other networks",
+                resource=self,
+            )
+            self.address = pulumi.Output.from_input("")
+        self.network = pulumi.Output.from_input(args.network)
+        self.register_outputs({"address": self.address, "network": self.network})

@@ -1,0 +1,144 @@
+"""One cluster's Istio control plane: network-labelled namespace, plugged-in CA, base and istiod."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .cluster_ca import ClusterCA, ClusterCAArgs
+from .constants import ISTIO_NAMESPACE, NETWORK_LABEL, PACKAGE
+from .drift import ignore_istiod_managed_fields
+from .settings import IstioSettings
+
+
+@dataclass(frozen=True)
+class IstioControlPlaneArgs:
+    """Inputs of an ``IstioControlPlane``."""
+
+    mesh_id: str
+    cluster_name: str
+    network: str
+    istio: IstioSettings
+    #: Root CA the cluster's intermediate is signed by. ``None`` means the ``cacerts`` secret is
+    #: managed elsewhere (e.g. by your own PKI) and must exist before this runs.
+    root_cert_pem: pulumi.Input[str] | None = None
+    root_key_pem: pulumi.Input[str] | None = None
+    intermediate_validity_days: int = 3650
+
+
+def chart_args(
+    istio: IstioSettings, chart: str, *, release: str, namespace: pulumi.Input[str], values: dict[str, object]
+) -> k8s.helm.v4.ChartArgs:
+    """Arguments of a Helm v4 ``Chart`` for ``chart`` from the configured source (repository or directory)."""
+    if istio.charts.directory:
+        return k8s.helm.v4.ChartArgs(chart=istio.charts.chart(chart), name=release, namespace=namespace, values=values)
+    return k8s.helm.v4.ChartArgs(
+        chart=chart,
+        version=istio.version,
+        repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=istio.charts.repository),
+        name=release,
+        namespace=namespace,
+        values=values,
+    )
+
+
+def istiod_values(args: IstioControlPlaneArgs) -> dict[str, object]:
+    """Helm values of the ``istiod`` chart: the three settings multi-cluster depends on.
+
+    Without ``global.multiCluster.clusterName`` istiod's CLUSTER_ID is ``Kubernetes`` and remote
+    secrets keyed by the real name are ignored: the classic silent failure.
+    """
+    return {
+        "global": {
+            "hub": args.istio.hub,
+            "tag": args.istio.tag,
+            "meshID": args.mesh_id,
+            "multiCluster": {"clusterName": args.cluster_name},
+            "network": args.network,
+            "istioNamespace": ISTIO_NAMESPACE,
+        },
+    }
+
+
+class IstioControlPlane(pulumi.ComponentResource):
+    """Installs Istio as a primary in one cluster of a multi-network mesh.
+
+    Creates ``istio-system`` labelled ``topology.istio.io/network=<network>``, the cluster's
+    ``ClusterCA`` (the ``cacerts`` secret), then Istio's ``base`` chart and the ``istiod`` chart with
+    mesh ID, cluster name and network. istiod depends on ``cacerts``: istiod mounts it as optional and
+    would silently fall back to a self-signed CA if it started first. Charts are rendered per object
+    (Helm v4 ``Chart``), so previews show each Kubernetes object's diff.
+    """
+
+    namespace: pulumi.Output[str]
+    """The control plane's namespace (istio-system)."""
+    cluster_name: pulumi.Output[str]
+    """istiod's cluster ID."""
+    network: pulumi.Output[str]
+    """The network this cluster's workloads are on."""
+    intermediate_cert_pem: pulumi.Output[str | None]
+    """The cluster's intermediate CA certificate (None when ``cacerts`` is managed elsewhere)."""
+    base: k8s.helm.v4.Chart
+    """The ``base`` chart (CRDs, the reader ServiceAccount): for ``depends_on``."""
+    istiod: k8s.helm.v4.Chart
+    """The ``istiod`` chart: for ``depends_on`` (webhooks, reader ClusterRole, istiod itself)."""
+
+    def __init__(self, name: str, args: IstioControlPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PACKAGE}:index:IstioControlPlane", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        ns = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=ISTIO_NAMESPACE, labels={NETWORK_LABEL: args.network}),
+            opts=child,
+        )
+        ca_deps: list[pulumi.Resource] = []
+        self.intermediate_cert_pem = pulumi.Output.from_input(None)
+        if args.root_cert_pem is not None and args.root_key_pem is not None:
+            ca = ClusterCA(
+                f"{name}-ca",
+                ClusterCAArgs(
+                    cluster_name=args.cluster_name,
+                    namespace=ns.metadata.name,
+                    root_cert_pem=args.root_cert_pem,
+                    root_key_pem=args.root_key_pem,
+                    validity_days=args.intermediate_validity_days,
+                ),
+                opts=child,
+            )
+            ca_deps.append(ca.secret)
+            self.intermediate_cert_pem = ca.cert_pem
+
+        drift = pulumi.ResourceOptions(transforms=[ignore_istiod_managed_fields])
+        self.base = k8s.helm.v4.Chart(
+            f"{name}-base",
+            chart_args(
+                args.istio,
+                "base",
+                release="istio-base",
+                namespace=ns.metadata.name,
+                values={"global": {"istioNamespace": ISTIO_NAMESPACE}},
+            ),
+            opts=pulumi.ResourceOptions.merge(child, drift),
+        )
+        self.istiod = k8s.helm.v4.Chart(
+            f"{name}-istiod",
+            chart_args(args.istio, "istiod", release="istiod", namespace=ns.metadata.name, values=istiod_values(args)),
+            # cacerts BEFORE istiod (ISTIO_FACTS: a missing cacerts means a self-signed CA, silently).
+            opts=pulumi.ResourceOptions.merge(
+                pulumi.ResourceOptions.merge(child, drift), pulumi.ResourceOptions(depends_on=[self.base, *ca_deps])
+            ),
+        )
+        self.namespace = ns.metadata.name
+        self.cluster_name = pulumi.Output.from_input(args.cluster_name)
+        self.network = pulumi.Output.from_input(args.network)
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "cluster_name": self.cluster_name,
+                "network": self.network,
+                "intermediate_cert_pem": self.intermediate_cert_pem,
+            }
+        )

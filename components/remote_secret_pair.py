@@ -1,0 +1,129 @@
+"""Remote secrets both ways between two clusters, so each istiod can read the other's API server."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .constants import (
+    CLUSTER_ANNOTATION,
+    ISTIO_NAMESPACE,
+    MULTICLUSTER_LABEL,
+    PACKAGE,
+    READER_SERVICE_ACCOUNT,
+    REMOTE_SECRET_PREFIX,
+    SA_NAME_ANNOTATION,
+    SA_TOKEN_SECRET_TYPE,
+)
+from .kubeconfig import remote_kubeconfig
+from .settings import is_loopback_url
+
+
+@dataclass(frozen=True)
+class MeshMember:
+    """One side of a ``RemoteSecretPair``: a cluster, its provider and how others reach it."""
+
+    name: str
+    """The cluster's name, which is istiod's cluster ID (``global.multiCluster.clusterName``)."""
+    provider: k8s.Provider
+    api_server: str
+    """API server URL written into the kubeconfig other clusters use: must be reachable from them."""
+    namespace: pulumi.Input[str] = ISTIO_NAMESPACE
+    after: Sequence[pulumi.Resource] = field(default_factory=list)
+    """What must exist first in this cluster: the control plane (it renders the reader ServiceAccount)."""
+
+
+@dataclass(frozen=True)
+class RemoteSecretPairArgs:
+    """Inputs of a ``RemoteSecretPair``."""
+
+    a: MeshMember
+    b: MeshMember
+    #: Warn when an API server address is loopback (only the local lab runs every istiod on one host).
+    warn_loopback: bool = True
+
+
+def token_secret_name(reader: str) -> str:
+    """Name of the reader token secret created in the SOURCE cluster for ``reader``."""
+    return f"istio-reader-token-{reader}"
+
+
+def remote_secret_name(source: str) -> str:
+    """``istio-remote-secret-<source>``: the name istioctl gives the secret in the READER cluster."""
+    return f"{REMOTE_SECRET_PREFIX}{source}"
+
+
+def kubeconfig_data(source: str, reader: str, server: str, token_data: Mapping[str, Any] | None) -> dict[str, str]:
+    """The remote secret's data: ONE key, named exactly ``source``, holding the kubeconfig (base64)."""
+    if not token_data or "token" not in token_data or "ca.crt" not in token_data:
+        raise RuntimeError(
+            f"the token secret {ISTIO_NAMESPACE}/{token_secret_name(reader)} in cluster {source!r} has no "
+            "token or ca.crt: the token controller (kube-controller-manager) did not fill it"
+        )
+    token = base64.b64decode(token_data["token"]).decode()
+    kubeconfig = remote_kubeconfig(source, server, token_data["ca.crt"], token)
+    return {source: base64.b64encode(kubeconfig.encode()).decode()}
+
+
+class RemoteSecretPair(pulumi.ComponentResource):
+    """What ``istioctl create-remote-secret`` does, in both directions between clusters A and B.
+
+    For each direction (source -> reader): in the SOURCE cluster, a ``kubernetes.io/service-account-token``
+    Secret for ``istio-reader-service-account`` (created after the control plane renders that account;
+    Pulumi waits until the token controller fills ``token`` and ``ca.crt``); in the READER cluster,
+    ``istio-remote-secret-<source>`` labelled ``istio/multiCluster: "true"``, annotated
+    ``networking.istio.io/cluster: <source>``, with one data key ``<source>`` holding the kubeconfig.
+    Every child names its provider explicitly, so each object's cluster is visible in the code.
+    """
+
+    secret_in_a: pulumi.Output[str]
+    """Name of the remote secret in A (grants A's istiod access to B)."""
+    secret_in_b: pulumi.Output[str]
+    """Name of the remote secret in B (grants B's istiod access to A)."""
+
+    def __init__(self, name: str, args: RemoteSecretPairArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"{PACKAGE}:index:RemoteSecretPair", name, None, opts)
+        self.secret_in_b = self._direction(name, source=args.a, reader=args.b, warn_loopback=args.warn_loopback)
+        self.secret_in_a = self._direction(name, source=args.b, reader=args.a, warn_loopback=args.warn_loopback)
+        self.register_outputs({"secret_in_a": self.secret_in_a, "secret_in_b": self.secret_in_b})
+
+    def _direction(self, name: str, source: MeshMember, reader: MeshMember, warn_loopback: bool) -> pulumi.Output[str]:
+        if warn_loopback and is_loopback_url(source.api_server):
+            pulumi.log.warn(
+                f"the remote secret for {source.name!r} in {reader.name!r} points at {source.api_server}, a loopback "
+                f"address: istiod in {reader.name!r} cannot reach it unless both run on this host. Set "
+                f"clusters[{source.name}].apiServer to an address reachable from {reader.name!r}.",
+                resource=self,
+            )
+        token = k8s.core.v1.Secret(
+            f"{name}-{source.name}-reader-token",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=token_secret_name(reader.name),
+                namespace=source.namespace,
+                annotations={SA_NAME_ANNOTATION: READER_SERVICE_ACCOUNT},
+            ),
+            type=SA_TOKEN_SECRET_TYPE,
+            # The token controller deletes a token secret whose ServiceAccount does not exist yet.
+            opts=pulumi.ResourceOptions(parent=self, provider=source.provider, depends_on=list(source.after)),
+        )
+        data: pulumi.Output[dict[str, str]] = token.data.apply(
+            lambda d: kubeconfig_data(source.name, reader.name, source.api_server, d)
+        )
+        remote = k8s.core.v1.Secret(
+            f"{name}-{source.name}-remote-secret-in-{reader.name}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=remote_secret_name(source.name),
+                namespace=reader.namespace,
+                labels={MULTICLUSTER_LABEL: "true"},
+                annotations={CLUSTER_ANNOTATION: source.name},
+            ),
+            type="Opaque",
+            data=pulumi.Output.secret(data),  # type: ignore[arg-type]  # (SDK generic infers Never here)
+            opts=pulumi.ResourceOptions(parent=self, provider=reader.provider, depends_on=list(reader.after)),
+        )
+        return remote.metadata.name

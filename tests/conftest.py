@@ -1,0 +1,300 @@
+"""Recording Pulumi mocks: every registration (type, name, inputs, provider, parent, dependencies,
+options) is kept so tests can assert what the mesh is made of, which cluster each object lands in,
+what is secret and what depends on what.
+
+The mocks stand in for providers only where the program reads a provider's output: the token
+controller filling a service-account token secret, pulumi-tls returning certificate PEMs (a real
+self-signed certificate, so fingerprints are computed on real data), and a load balancer address.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import textwrap
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pytest
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import rpc
+
+# The magic key Pulumi's wire format uses to mark a secret value.
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+FAKE_TOKEN_PREFIX = "token-of-"
+FAKE_CLUSTER_CA = "FAKE CLUSTER CA of "
+
+
+@dataclass
+class Registration:
+    """One resource registration as the engine would receive it."""
+
+    type: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
+    raw: dict[str, Any]
+    custom: bool
+    provider: str
+    providers: dict[str, str]
+    parent: str
+    dependencies: list[str]
+    protect: bool
+    ignore_changes: list[str]
+    transforms: list[Callable[..., Any]] = field(default_factory=list)
+    read: bool = False
+
+    def is_secret(self, prop: str) -> bool:
+        """Whether the input ``prop`` was sent to the engine as a secret."""
+        value = self.raw.get(prop)
+        return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
+
+    @property
+    def k8s_name(self) -> str:
+        meta = self.inputs.get("metadata") or {}
+        return f"{meta.get('namespace', '')}/{meta.get('name', '')}".lstrip("/")
+
+
+def _self_signed_pem(cn: str) -> str:
+    """A real certificate (EC, fast to make) standing in for pulumi-tls output."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Returns inputs as outputs, plus the few provider-computed outputs the program reads."""
+
+    def __init__(self) -> None:
+        self.cert_pems: dict[str, str] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            outputs["private_key_pem"] = f"FAKE-PRIVATE-KEY({args.name})"
+            outputs["privateKeyPem"] = outputs["private_key_pem"]
+        elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
+            outputs["certPem"] = self.cert_pems.setdefault(args.name, _self_signed_pem(args.name))
+        elif args.typ == "tls:index/locallySignedCert:LocallySignedCert":
+            outputs["certPem"] = f"FAKE-INTERMEDIATE-CERT({args.name})\n"
+        elif args.typ == "tls:index/certRequest:CertRequest":
+            outputs["certRequestPem"] = f"FAKE-CSR({args.name})"
+        elif (
+            args.typ == "kubernetes:core/v1:Secret" and args.inputs.get("type") == "kubernetes.io/service-account-token"
+        ):
+            # What kube-controller-manager's token controller does (and pulumi-kubernetes waits for).
+            ns = args.inputs["metadata"]["namespace"]
+            outputs["data"] = {
+                "token": base64.b64encode(f"{FAKE_TOKEN_PREFIX}{args.name}".encode()).decode(),
+                "ca.crt": base64.b64encode(f"{FAKE_CLUSTER_CA}{ns}/{args.name}".encode()).decode(),
+                "namespace": base64.b64encode(ns.encode()).decode(),
+            }
+        elif args.typ == "kubernetes:core/v1:Service" and args.resource_id:
+            # A read of the east-west gateway Service after a cloud load balancer gave it an address.
+            outputs["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+        elif args.typ == "kubernetes:helm.sh/v4:Chart":
+            outputs["resources"] = []
+        return (args.resource_id or f"{args.name}-id"), outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """A MockMonitor that also keeps each request's options (provider, parent, dependencies...)."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self._record(request, response.urn, read=False)
+        return response
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().ReadResource(request)
+        self._record(request, response.urn, read=True)
+        return response
+
+    def _record(self, request: Any, urn: str, read: bool) -> None:
+        obj = request.properties if read else request.object
+        self.registrations.append(
+            Registration(
+                type=request.type,
+                name=request.name,
+                urn=urn,
+                inputs=_unwrap(rpc.deserialize_properties(obj)),
+                raw=json_format.MessageToDict(obj),
+                custom=True if read else bool(request.custom),
+                provider=request.provider,
+                providers=dict(getattr(request, "providers", {}) or {}),
+                parent=request.parent,
+                dependencies=list(getattr(request, "dependencies", []) or []),
+                protect=bool(getattr(request, "protect", False)),
+                ignore_changes=list(getattr(request, "ignoreChanges", []) or []),
+                transforms=list(pmocks._resolve_callbacks(request.transforms)) if not read else [],
+                read=read,
+            )
+        )
+
+
+def _unwrap(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return _unwrap(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+@dataclass
+class Recorded:
+    """What a program registered, with helpers to query it."""
+
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == typ]
+
+    def one(self, typ: str, k8s_name: str | None = None, name_contains: str = "") -> Registration:
+        found = [
+            r for r in self.of_type(typ) if (k8s_name is None or r.k8s_name == k8s_name) and name_contains in r.name
+        ]
+        assert len(found) == 1, (
+            f"expected one {typ} {k8s_name or ''} ~{name_contains!r}, found {[r.name for r in found]}"
+        )
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registration:
+        return next(r for r in self.registrations if r.urn == urn)
+
+    def provider_of(self, reg: Registration) -> str:
+        """The provider resource NAME a registration is bound to (custom: provider; remote: providers map)."""
+        # A provider reference is "<provider urn>::<provider id>"; the urn ends with the provider's name.
+        ref = reg.provider or reg.providers.get("kubernetes", "")
+        return ref.split("::")[-2] if ref else ""
+
+    def depends_on(self, reg: Registration, other: Registration) -> bool:
+        return other.urn in reg.dependencies
+
+
+def run_program(build: Callable[[], Mapping[str, pulumi.Output[Any]]]) -> Recorded:
+    """Runs ``build`` under recording mocks and returns every registration and resolved output."""
+    mocks = RecordingMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="istio-mesh", stack="test", preview=False, monitor=monitor)
+    resolved: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        outputs = build()
+        return pulumi.Output.all(**outputs).apply(resolved.update)
+
+    program()
+    return Recorded(registrations=monitor.registrations, outputs=resolved)
+
+
+def write_kubeconfig(directory: str, cluster: str, server: str) -> str:
+    """A syntactically real kubeconfig with placeholder credentials (no cluster behind it)."""
+    path = os.path.join(directory, f"{cluster}.kubeconfig")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(
+            textwrap.dedent(
+                f"""\
+                apiVersion: v1
+                kind: Config
+                clusters:
+                - name: {cluster}
+                  cluster:
+                    server: {server}
+                    certificate-authority-data: {base64.b64encode(b"placeholder-ca").decode()}
+                contexts:
+                - name: {cluster}
+                  context: {{cluster: {cluster}, user: admin-{cluster}}}
+                current-context: {cluster}
+                users:
+                - name: admin-{cluster}
+                  user: {{token: placeholder-token}}
+                """
+            )
+        )
+    return path
+
+
+@pytest.fixture
+def kubeconfigs(tmp_path: Any) -> Iterator[Callable[[int], list[dict[str, Any]]]]:
+    """Factory: ``kubeconfigs(n)`` writes n kubeconfigs and returns raw cluster config entries."""
+
+    def make(n: int, networks: list[str] | None = None) -> list[dict[str, Any]]:
+        entries = []
+        for i in range(1, n + 1):
+            name = f"cluster{i}"
+            path = write_kubeconfig(str(tmp_path), name, f"https://10.0.{i}.1:6443")
+            entries.append(
+                {
+                    "name": name,
+                    "network": (networks or [f"network{j}" for j in range(1, n + 1)])[i - 1],
+                    "kubeconfig": path,
+                    "eastWestGateway": {"serviceType": "LoadBalancer", "externalIPs": [f"10.0.{i}.10"]},
+                }
+            )
+        return entries
+
+    yield make
+
+
+def mesh_program(settings: Any) -> Callable[[], Mapping[str, pulumi.Output[Any]]]:
+    """The program ``__main__.py`` runs, for hand-written settings: providers, mesh, outputs."""
+
+    def build() -> Mapping[str, pulumi.Output[Any]]:
+        from components import MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider
+
+        providers = {c.name: cluster_provider(c) for c in settings.clusters}
+        mesh = MultiPrimaryMesh("mesh1", MultiPrimaryMeshArgs(settings=settings, providers=providers))
+        return {
+            "meshId": mesh.mesh_id,
+            "rootCertificatePem": mesh.root_cert_pem,
+            "rootCertificateFingerprint": mesh.root_fingerprint,
+            "clusters": mesh.clusters,
+        }
+
+    return build
+
+
+@pytest.fixture
+def mesh_settings(kubeconfigs: Callable[..., list[dict[str, Any]]]) -> Callable[..., Any]:
+    """Factory: parsed settings for n clusters (each on its own network unless told otherwise)."""
+    from components import parse_settings
+
+    def make(n: int = 2, networks: list[str] | None = None, **extra: Any) -> Any:
+        raw = {"meshId": "mesh1", "clusters": kubeconfigs(n, networks), "samples": {"enabled": True}, **extra}
+        return parse_settings(raw)
+
+    return make

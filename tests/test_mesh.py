@@ -1,0 +1,476 @@
+"""The mesh the program registers, checked against reference/ISTIO_FACTS.md under recording mocks."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from typing import Any
+
+import pulumi
+import yaml
+from conftest import FAKE_CLUSTER_CA, FAKE_TOKEN_PREFIX, Recorded, Registration, mesh_program, run_program
+
+from components import constants as c
+from components.drift import ignore_istiod_managed_fields
+from components.root_ca import pem_fingerprint
+
+SECRET = "kubernetes:core/v1:Secret"
+CHART = "kubernetes:helm.sh/v4:Chart"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+GATEWAY_CR = "kubernetes:networking.istio.io/v1:Gateway"
+ROOT_KEY = "FAKE-PRIVATE-KEY(mesh1-root-ca-key)"
+CA_USAGES = ["digital_signature", "content_commitment", "key_encipherment", "cert_signing"]
+
+
+def _b64d(value: str) -> str:
+    return base64.b64decode(value).decode()
+
+
+def _build(settings: Any) -> Recorded:
+    return run_program(mesh_program(settings))
+
+
+# ---- trust ------------------------------------------------------------------------------------------
+
+
+def test_root_ca_has_istio_root_fields(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    key = rec.one("tls:index/privateKey:PrivateKey", name_contains="root-ca")
+    assert (key.inputs["algorithm"], key.inputs["rsaBits"]) == ("RSA", 4096)
+    cert = rec.one("tls:index/selfSignedCert:SelfSignedCert")
+    assert cert.inputs["subject"] == {"organization": "Istio", "commonName": "Root CA"}
+    assert cert.inputs["validityPeriodHours"] == 3650 * 24
+    assert cert.inputs["isCaCertificate"] is True
+    assert sorted(cert.inputs["allowedUses"]) == sorted(CA_USAGES)
+    assert cert.inputs["privateKeyPem"] == ROOT_KEY
+    # The generated root is protected against accidental deletion by default.
+    assert key.protect and cert.protect
+
+
+def test_lab_style_root_is_not_protected(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(ca={"protect": False}))
+    assert not rec.one("tls:index/privateKey:PrivateKey", name_contains="root-ca").protect
+    assert not rec.one("tls:index/selfSignedCert:SelfSignedCert").protect
+
+
+def test_each_cluster_gets_an_intermediate_signed_by_the_one_root(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(3))
+    root_pem = rec.outputs["rootCertificatePem"]
+    certs = rec.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    assert len(certs) == 3
+    assert len(rec.of_type("tls:index/selfSignedCert:SelfSignedCert")) == 1
+    for cluster in ("cluster1", "cluster2", "cluster3"):
+        csr = rec.one("tls:index/certRequest:CertRequest", name_contains=f"-{cluster}-ca-")
+        assert csr.inputs["subject"] == {"organization": "Istio", "commonName": "Intermediate CA", "locality": cluster}
+        assert csr.inputs["dnsNames"] == ["istiod.istio-system.svc"]
+        own_key = rec.one("tls:index/privateKey:PrivateKey", name_contains=f"-{cluster}-ca-")
+        assert (own_key.inputs["algorithm"], own_key.inputs["rsaBits"]) == ("RSA", 4096)
+        assert csr.inputs["privateKeyPem"] == f"FAKE-PRIVATE-KEY({own_key.name})"
+        cert = rec.one("tls:index/locallySignedCert:LocallySignedCert", name_contains=f"-{cluster}-ca-")
+        assert cert.inputs["caCertPem"] == root_pem
+        assert cert.inputs["caPrivateKeyPem"] == ROOT_KEY
+        assert cert.inputs["isCaCertificate"] is True
+        assert cert.inputs["maxPathLength"] == 0
+        assert sorted(cert.inputs["allowedUses"]) == sorted(CA_USAGES)
+        assert cert.inputs["validityPeriodHours"] == 3650 * 24
+        assert cert.is_secret("caPrivateKeyPem")
+
+
+def test_cacerts_holds_the_four_keys_with_chain_intermediate_then_root(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    root_pem = rec.outputs["rootCertificatePem"]
+    for cluster in ("cluster1", "cluster2"):
+        secret = rec.one(SECRET, "istio-system/cacerts", name_contains=f"-{cluster}-")
+        assert rec.provider_of(secret) == f"k8s-{cluster}"
+        data = {k: _b64d(v) for k, v in secret.inputs["data"].items()}
+        assert sorted(data) == ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
+        intermediate = f"FAKE-INTERMEDIATE-CERT(mesh1-{cluster}-ca-cert)\n"
+        assert data["ca-cert.pem"] == intermediate
+        assert data["ca-key.pem"] == f"FAKE-PRIVATE-KEY(mesh1-{cluster}-ca-key)"
+        assert data["root-cert.pem"] == root_pem
+        assert data["cert-chain.pem"] == intermediate + root_pem
+        assert secret.is_secret("data")
+
+
+def test_root_key_is_written_into_no_cluster(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(3))
+    k8s_objects = [r for r in rec.registrations if r.type.startswith("kubernetes:")]
+    assert k8s_objects
+    for reg in k8s_objects:
+        text = repr(reg.inputs)
+        decoded = [_b64d(v) for v in (reg.inputs.get("data") or {}).values()]
+        assert ROOT_KEY not in text and all(ROOT_KEY not in d for d in decoded), reg.name
+
+
+def test_istiod_starts_only_after_cacerts_and_base(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for cluster in ("cluster1", "cluster2"):
+        istiod = rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod")
+        cacerts = rec.one(SECRET, "istio-system/cacerts", name_contains=f"-{cluster}-")
+        base = rec.one(CHART, name_contains=f"mesh1-{cluster}-base")
+        assert rec.depends_on(istiod, cacerts)
+        assert rec.depends_on(istiod, base)
+        # And not on the other cluster's CA: each istiod waits for its own.
+        other = rec.one(
+            SECRET, "istio-system/cacerts", name_contains="-cluster2-" if cluster == "cluster1" else "-cluster1-"
+        )
+        assert not rec.depends_on(istiod, other)
+
+
+# ---- control plane ----------------------------------------------------------------------------------
+
+
+def test_istio_system_is_labelled_with_the_clusters_network(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for cluster, network in (("cluster1", "network1"), ("cluster2", "network2")):
+        ns = rec.one(NAMESPACE, "istio-system", name_contains=f"-{cluster}-")
+        assert ns.inputs["metadata"]["labels"] == {"topology.istio.io/network": network}
+        assert rec.provider_of(ns) == f"k8s-{cluster}"
+
+
+def test_istiod_values_carry_mesh_id_cluster_name_and_network(mesh_settings: Any) -> None:
+    rec = _build(
+        mesh_settings(istio={"version": "1.30.4", "hub": "registry.example/istio", "tag": "1.28.0-distroless"})
+    )
+    for cluster, network in (("cluster1", "network1"), ("cluster2", "network2")):
+        istiod = rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod")
+        g = istiod.inputs["values"]["global"]
+        assert g["meshID"] == "mesh1"
+        assert g["multiCluster"]["clusterName"] == cluster
+        assert g["network"] == network
+        assert (g["hub"], g["tag"]) == ("registry.example/istio", "1.28.0-distroless")
+        assert istiod.inputs["chart"] == "istiod"
+        assert istiod.inputs["namespace"] == "istio-system"
+        assert istiod.inputs["version"] == "1.30.4"
+        assert istiod.inputs["repositoryOpts"]["repo"] == c.DEFAULT_CHART_REPOSITORY
+        base = rec.one(CHART, name_contains=f"mesh1-{cluster}-base")
+        assert base.inputs["chart"] == "base"
+        assert rec.provider_of(istiod) == rec.provider_of(base) == f"k8s-{cluster}"
+
+
+def test_charts_come_from_a_local_directory_when_configured(mesh_settings: Any, tmp_path: Any) -> None:
+    for chart_name in ("base", "istiod", "gateway"):
+        (tmp_path / "charts" / chart_name).mkdir(parents=True)
+        (tmp_path / "charts" / chart_name / "Chart.yaml").write_text(f"name: {chart_name}\n")
+    rec = _build(mesh_settings(istio={"chartDirectory": str(tmp_path / "charts")}))
+    charts = rec.of_type(CHART)
+    assert len(charts) == 6
+    for chart in charts:
+        assert chart.inputs["chart"].startswith(str(tmp_path / "charts") + "/")
+        assert "repositoryOpts" not in chart.inputs
+
+
+def _webhook_props() -> dict[str, Any]:
+    return {"webhooks": [{"name": "rev.validation.istio.io", "failurePolicy": "Ignore"}]}
+
+
+def test_runtime_webhook_fields_are_not_drift(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for name in ("mesh1-cluster1-base", "mesh1-cluster1-istiod"):
+        chart = rec.one(CHART, name_contains=name)
+        assert ignore_istiod_managed_fields in chart.transforms, name
+    webhook = pulumi.ResourceTransformArgs(
+        custom=True,
+        type_="kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration",
+        name="istiod-default-validator",
+        props=_webhook_props(),
+        opts=pulumi.ResourceOptions(),
+    )
+    result = ignore_istiod_managed_fields(webhook)
+    assert result is not None
+    assert result.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy"]
+    # Anything else is left alone, so real out-of-band changes are still reported.
+    deployment = pulumi.ResourceTransformArgs(
+        custom=True, type_="kubernetes:apps/v1:Deployment", name="istiod", props={}, opts=pulumi.ResourceOptions()
+    )
+    assert ignore_istiod_managed_fields(deployment) is None
+
+
+# ---- east-west gateway ------------------------------------------------------------------------------
+
+
+def _service_transform_result(chart: Registration, props: dict[str, Any]) -> dict[str, Any]:
+    for transform in chart.transforms:
+        result = transform(
+            pulumi.ResourceTransformArgs(
+                custom=True,
+                type_="kubernetes:core/v1:Service",
+                name="istio-eastwestgateway",
+                props=props,
+                opts=pulumi.ResourceOptions(),
+            )
+        )
+        if result is not None:
+            props = dict(result.props)
+    return props
+
+
+def test_east_west_gateway_chart_per_network(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for cluster, network in (("cluster1", "network1"), ("cluster2", "network2")):
+        chart = rec.one(CHART, name_contains=f"mesh1-{cluster}-eastwest")
+        assert rec.provider_of(chart) == f"k8s-{cluster}"
+        assert chart.inputs["chart"] == "gateway"
+        assert chart.inputs["name"] == "istio-eastwestgateway"  # gives app/istio pod labels
+        assert chart.inputs["namespace"] == "istio-system"
+        values = chart.inputs["values"]
+        assert values["networkGateway"] == network
+        assert values["service"]["type"] == "LoadBalancer"
+        # externalIPs: nothing waits for a load balancer.
+        assert values["service"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+        i = cluster[-1]
+        props = _service_transform_result(chart, {"spec": {"type": "LoadBalancer"}})
+        assert props["spec"]["externalIPs"] == [f"10.0.{i}.10"]
+        # The gateway chart goes in after the control plane.
+        assert rec.depends_on(chart, rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod"))
+    assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] == "10.0.1.10"
+    assert rec.outputs["clusters"]["cluster2"]["eastWestGatewayAddress"] == "10.0.2.10"
+
+
+def test_the_one_cross_network_gateway(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    gateways = rec.of_type(GATEWAY_CR)
+    assert sorted(rec.provider_of(g) for g in gateways) == ["k8s-cluster1", "k8s-cluster2"]
+    for gw in gateways:
+        assert gw.k8s_name == "istio-system/cross-network-gateway"
+        assert gw.inputs["apiVersion"] == "networking.istio.io/v1"
+        assert gw.inputs["spec"] == {
+            "selector": {"istio": "eastwestgateway"},
+            "servers": [
+                {
+                    "port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                    "tls": {"mode": "AUTO_PASSTHROUGH"},
+                    "hosts": ["*.local"],
+                }
+            ],
+        }
+        cluster = rec.provider_of(gw).removeprefix("k8s-")
+        assert rec.depends_on(gw, rec.one(CHART, name_contains=f"mesh1-{cluster}-base"))  # the Gateway CRD
+
+
+def test_load_balancer_gateway_waits_with_a_timeout_and_reports_its_address(kubeconfigs: Any) -> None:
+    from components import parse_settings
+
+    clusters = kubeconfigs(2)
+    clusters[0]["eastWestGateway"] = {"serviceType": "LoadBalancer", "loadBalancerTimeoutSeconds": 300}
+    rec = _build(parse_settings({"meshId": "mesh1", "clusters": clusters}))
+    chart = rec.one(CHART, name_contains="mesh1-cluster1-eastwest")
+    assert chart.inputs["values"]["service"]["annotations"] == {"pulumi.com/timeoutSeconds": "300"}
+    assert "externalIPs" not in _service_transform_result(chart, {"spec": {}})["spec"]
+    read = [r for r in rec.of_type("kubernetes:core/v1:Service") if r.read]
+    assert len(read) == 1 and rec.provider_of(read[0]) == "k8s-cluster1"
+    assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] == "203.0.113.10"
+
+
+def test_single_network_mesh_has_no_gateways(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(2, networks=["shared", "shared"]))
+    assert not [r for r in rec.of_type(CHART) if r.inputs["chart"] == "gateway"]
+    assert not rec.of_type(GATEWAY_CR)
+    assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] is None
+    # Remote secrets are still exchanged: a multi-primary mesh on one network.
+    assert len(rec.of_type(SECRET)) == 2 + 2 + 2
+
+
+# ---- remote secrets ---------------------------------------------------------------------------------
+
+
+def _remote_secret(rec: Recorded, source: str, reader: str) -> Registration:
+    found = [
+        r
+        for r in rec.of_type(SECRET)
+        if r.k8s_name == f"istio-system/istio-remote-secret-{source}" and rec.provider_of(r) == f"k8s-{reader}"
+    ]
+    assert len(found) == 1, (source, reader, [r.name for r in found])
+    return found[0]
+
+
+def test_remote_secret_is_what_istioctl_creates(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for source, reader in (("cluster1", "cluster2"), ("cluster2", "cluster1")):
+        secret = _remote_secret(rec, source, reader)
+        meta = secret.inputs["metadata"]
+        assert meta["labels"] == {"istio/multiCluster": "true"}
+        assert meta["annotations"] == {"networking.istio.io/cluster": source}
+        assert list(secret.inputs["data"]) == [source]  # ONE key, exactly the source's cluster name
+        assert secret.is_secret("data")
+
+        token = rec.one(SECRET, f"istio-system/istio-reader-token-{reader}", name_contains=f"-{source}-reader-token")
+        assert rec.provider_of(token) == f"k8s-{source}"  # the token lives in the cluster being READ
+        assert token.inputs["type"] == "kubernetes.io/service-account-token"
+        assert token.inputs["metadata"]["annotations"] == {
+            "kubernetes.io/service-account.name": "istio-reader-service-account"
+        }
+
+        kubeconfig = yaml.safe_load(_b64d(secret.inputs["data"][source]))
+        assert kubeconfig["current-context"] == source
+        assert [x["name"] for x in kubeconfig["clusters"]] == [source]
+        assert [x["name"] for x in kubeconfig["contexts"]] == [source]
+        assert [x["name"] for x in kubeconfig["users"]] == [source]
+        assert kubeconfig["contexts"][0]["context"] == {"cluster": source, "user": source}
+        i = source[-1]
+        assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://10.0.{i}.1:6443"
+        ca = _b64d(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
+        assert ca == f"{FAKE_CLUSTER_CA}istio-system/{token.name}"
+        assert kubeconfig["users"][0]["user"] == {"token": f"{FAKE_TOKEN_PREFIX}{token.name}"}
+
+
+def test_token_is_read_only_after_it_exists_and_after_the_reader_account(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for source, reader in (("cluster1", "cluster2"), ("cluster2", "cluster1")):
+        secret = _remote_secret(rec, source, reader)
+        token = rec.one(SECRET, f"istio-system/istio-reader-token-{reader}", name_contains=f"-{source}-reader-token")
+        assert rec.depends_on(secret, token)
+        # The token secret waits for the source's charts: they render istio-reader-service-account.
+        assert rec.depends_on(token, rec.one(CHART, name_contains=f"mesh1-{source}-base"))
+        # The remote secret waits for the reader's istio-system.
+        assert rec.depends_on(secret, rec.one(NAMESPACE, "istio-system", name_contains=f"mesh1-{reader}-"))
+
+
+def test_remote_secret_api_server_can_be_overridden(kubeconfigs: Any) -> None:
+    from components import parse_settings
+
+    clusters = kubeconfigs(2)
+    clusters[0]["apiServer"] = "https://cluster1.api.example:443"
+    rec = _build(parse_settings({"meshId": "mesh1", "clusters": clusters}))
+    kubeconfig = yaml.safe_load(_b64d(_remote_secret(rec, "cluster1", "cluster2").inputs["data"]["cluster1"]))
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://cluster1.api.example:443"
+
+
+def test_three_clusters_give_six_remote_secrets_and_one_root(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(3))
+    names = ["cluster1", "cluster2", "cluster3"]
+    for source, reader in itertools.permutations(names, 2):
+        _remote_secret(rec, source, reader)
+    remote = [r for r in rec.of_type(SECRET) if r.k8s_name.startswith("istio-system/istio-remote-secret-")]
+    assert len(remote) == 6
+    assert len([r for r in rec.of_type(SECRET) if r.inputs.get("type") == "kubernetes.io/service-account-token"]) == 6
+    assert len(rec.of_type("istiomesh:index:RemoteSecretPair")) == 3
+    assert len(rec.of_type("istiomesh:index:RootCA")) == 1
+    assert len(rec.of_type("istiomesh:index:ClusterCA")) == 3
+    for name in names:
+        held = rec.outputs["clusters"][name]["remoteSecrets"]
+        assert held == sorted(f"istio-remote-secret-{other}" for other in names if other != name)
+
+
+def test_loopback_api_server_is_warned_about_outside_the_lab(kubeconfigs: Any, caplog: Any) -> None:
+    from components import parse_settings
+
+    clusters = kubeconfigs(2)
+    clusters[0]["apiServer"] = "https://127.0.0.1:6443"
+    _build(parse_settings({"meshId": "mesh1", "clusters": clusters}))
+    assert any("loopback" in r.getMessage() and "cluster1" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    _build(parse_settings({"meshId": "mesh1", "clusters": clusters, "lab": True}))
+    assert not any("loopback" in r.getMessage() for r in caplog.records)
+
+
+# ---- placement, secrets, outputs --------------------------------------------------------------------
+
+
+def test_every_kubernetes_object_is_bound_to_its_own_clusters_provider(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(3))
+    k8s_objects = [r for r in rec.registrations if r.type.startswith("kubernetes:")]
+    assert len(k8s_objects) > 40
+    for reg in k8s_objects:
+        provider = rec.provider_of(reg)
+        assert provider in ("k8s-cluster1", "k8s-cluster2", "k8s-cluster3"), f"{reg.name} has no cluster provider"
+        if "reader-token" in reg.name:
+            expected = reg.name.split("-reader-token")[0].rsplit("-", 1)[-1]
+        elif "-remote-secret-in-" in reg.name:
+            expected = reg.name.rsplit("-in-", 1)[1]
+        else:
+            expected = reg.name.split("-")[1]  # mesh1-<cluster>-...
+        assert provider == f"k8s-{expected}", reg.name
+
+
+def test_providers_get_the_kubeconfig_as_a_secret(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for reg in rec.of_type("pulumi:providers:kubernetes"):
+        assert reg.is_secret("kubeconfig")
+        assert reg.inputs["context"] == reg.name.removeprefix("k8s-")
+
+
+def test_outputs_hold_no_private_material(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    text = repr(rec.outputs)
+    for needle in (
+        "FAKE-PRIVATE-KEY",
+        FAKE_TOKEN_PREFIX,
+        "placeholder-token",
+        "kubeconfig",
+        "certificate-authority-data",
+    ):
+        assert needle not in text
+    assert rec.outputs["meshId"] == "mesh1"
+    assert rec.outputs["rootCertificateFingerprint"] == pem_fingerprint(rec.outputs["rootCertificatePem"])
+    assert rec.outputs["clusters"]["cluster1"]["network"] == "network1"
+
+
+def test_root_key_output_is_secret(mesh_settings: Any) -> None:
+    from components import RootCA
+
+    settings = mesh_settings()
+    seen: dict[str, bool] = {}
+
+    def build() -> dict[str, pulumi.Output[Any]]:
+        root = RootCA("root", settings.ca)
+
+        async def secrecy() -> bool:
+            seen["key"] = await root.key_pem.is_secret()
+            seen["cert"] = await root.cert_pem.is_secret()
+            return True
+
+        return {"checked": pulumi.Output.from_input(secrecy())}
+
+    run_program(build)
+    assert seen == {"key": True, "cert": False}
+
+
+# ---- samples ----------------------------------------------------------------------------------------
+
+
+def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(3))
+    deployments = {(rec.provider_of(r), r.k8s_name) for r in rec.of_type("kubernetes:apps/v1:Deployment")}
+    assert deployments == {
+        ("k8s-cluster1", "sample/helloworld-v1"),
+        ("k8s-cluster2", "sample/helloworld-v2"),
+        ("k8s-cluster1", "sample/sleep"),
+        ("k8s-cluster2", "sample/sleep"),
+        ("k8s-cluster3", "sample/sleep"),
+    }
+    services = [r for r in rec.of_type("kubernetes:core/v1:Service") if r.k8s_name == "sample/helloworld"]
+    assert len(services) == 3  # the name resolves in every cluster
+    for svc in services:
+        local = rec.provider_of(svc) in ("k8s-cluster1", "k8s-cluster2")
+        annotations = svc.inputs["metadata"].get("annotations") or {}
+        assert (annotations.get("pulumi.com/skipAwait") == "true") is (not local)
+    for ns in [r for r in rec.of_type(NAMESPACE) if r.k8s_name == "sample"]:
+        assert ns.inputs["metadata"]["labels"] == {"istio-injection": "enabled"}
+        cluster = rec.provider_of(ns).removeprefix("k8s-")
+        assert rec.depends_on(ns, rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod"))
+
+
+def test_samples_are_off_by_default(kubeconfigs: Any) -> None:
+    from components import parse_settings
+
+    rec = _build(parse_settings({"meshId": "mesh1", "clusters": kubeconfigs(2)}))
+    assert not rec.of_type("kubernetes:apps/v1:Deployment")
+    assert not rec.of_type("istiomesh:index:SampleApps")
+
+
+def test_component_type_tokens(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    tokens = {r.type for r in rec.registrations if r.type.startswith("istiomesh:")}
+    assert tokens == {
+        f"istiomesh:index:{n}"
+        for n in (
+            "MultiPrimaryMesh",
+            "RootCA",
+            "ClusterCA",
+            "IstioControlPlane",
+            "EastWestGateway",
+            "RemoteSecretPair",
+            "SampleApps",
+        )
+    }

@@ -1,0 +1,286 @@
+"""Every configuration mistake fails before anything is registered, naming the setting and what is valid."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import runpy
+from typing import Any
+
+import pulumi
+import pytest
+from conftest import run_program, write_kubeconfig
+
+from components import ConfigError, parse_settings
+from components.settings import is_loopback_url
+
+
+def _raw(kubeconfigs: Any, n: int = 2, **extra: Any) -> dict[str, Any]:
+    return {"meshId": "mesh1", "clusters": kubeconfigs(n), **extra}
+
+
+def _problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(raw)
+    assert "nothing was changed" in str(err.value)
+    return err.value.problems
+
+
+def test_valid_two_cluster_config(kubeconfigs: Any) -> None:
+    s = parse_settings(_raw(kubeconfigs))
+    assert [c.name for c in s.clusters] == ["cluster1", "cluster2"]
+    assert s.networks == ("network1", "network2") and s.multi_network
+    # The API server for remote secrets defaults to the one in the cluster's kubeconfig.
+    assert s.clusters[0].api_server == "https://10.0.1.1:6443"
+    assert s.clusters[0].context == "cluster1"
+    assert s.clusters[0].gateway.external_ips == ("10.0.1.10",)
+    assert s.ca.source == "generate" and s.ca.protect
+    assert s.istio.charts.repository == "https://istio-release.storage.googleapis.com/charts"
+    assert s.istio.tag == s.istio.version
+
+
+def test_duplicate_cluster_names(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][1]["name"] = "cluster1"
+    problems = _problems(raw)
+    assert any(p.startswith("clusters[1].name:") and "already the name of clusters[0]" in p for p in problems)
+
+
+@pytest.mark.parametrize("name", ["Cluster1", "cluster_1", "-c1", "c1-", "a" * 64, "cl.1"])
+def test_cluster_name_must_be_dns_1123(kubeconfigs: Any, name: str) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["name"] = name
+    problems = _problems(raw)
+    assert any(p.startswith("clusters[0].name:") and "DNS-1123" in p and repr(name) in p for p in problems)
+
+
+@pytest.mark.parametrize("network", ["Net 2", "net/2", "-net", "n" * 64])
+def test_network_must_be_a_label_value(kubeconfigs: Any, network: str) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][1]["network"] = network
+    problems = _problems(raw)
+    assert any(p.startswith("clusters[1].network:") and "label value" in p for p in problems)
+
+
+def test_fewer_than_two_clusters(kubeconfigs: Any) -> None:
+    problems = _problems(_raw(kubeconfigs, n=1))
+    assert any(p.startswith("clusters:") and "at least two clusters, got 1" in p for p in problems)
+    assert any(p.startswith("clusters:") and "required" in p for p in _problems({"meshId": "m"}))
+
+
+def test_missing_kubeconfig_file(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["kubeconfig"] = "/nonexistent/kubeconfig"
+    problems = _problems(raw)
+    assert any(p.startswith("clusters[0].kubeconfig:") and "does not exist" in p for p in problems)
+
+
+def test_missing_context(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["context"] = "prod"
+    problems = _problems(raw)
+    assert any("context 'prod' is not in" in p and "['cluster1']" in p for p in problems)
+
+
+def test_kubeconfig_that_is_not_a_kubeconfig(kubeconfigs: Any, tmp_path: Any) -> None:
+    bad = tmp_path / "bad"
+    bad.write_text("just: text\n")
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["kubeconfig"] = str(bad)
+    assert any("has no 'contexts' list" in p for p in _problems(raw))
+
+
+def test_unset_environment_variable_in_a_path(kubeconfigs: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("NO_SUCH_VAR_FOR_TEST", raising=False)
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["kubeconfig"] = "${NO_SUCH_VAR_FOR_TEST}/kubeconfig"
+    assert any("NO_SUCH_VAR_FOR_TEST, which is not set" in p for p in _problems(raw))
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.300", "node-1", ""])
+def test_malformed_external_ip(kubeconfigs: Any, ip: str) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["eastWestGateway"] = {"externalIPs": [ip]}
+    assert any(p.startswith("clusters[0].eastWestGateway.externalIPs[0]:") for p in _problems(raw))
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1:6443", "10.0.0.1:6443", "https://", "https://h:99999", "https://h/api"]
+)
+def test_malformed_api_server_url(kubeconfigs: Any, url: str) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["apiServer"] = url
+    assert any(p.startswith("clusters[0].apiServer:") and "https://<host>" in p for p in _problems(raw))
+
+
+def test_bad_service_type_and_timeout(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["eastWestGateway"] = {"serviceType": "Ingress", "loadBalancerTimeoutSeconds": -5}
+    problems = _problems(raw)
+    assert any("serviceType" in p and "LoadBalancer, NodePort, ClusterIP" in p for p in problems)
+    assert any("loadBalancerTimeoutSeconds" in p and "positive integer" in p for p in problems)
+
+
+def test_unknown_keys_at_every_level(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs, meshID="typo", istio={"verison": "1.28.0"}, samples={"enable": True})
+    raw["clusters"][0]["netwrok"] = "x"
+    raw["clusters"][1]["eastWestGateway"] = {"externalIP": ["10.0.0.1"]}
+    problems = _problems(raw)
+    for path in (
+        "meshID",
+        "istio.verison",
+        "samples.enable",
+        "clusters[0].netwrok",
+        "clusters[1].eastWestGateway.externalIP",
+    ):
+        assert any(p.startswith(f"{path}: unknown setting") for p in problems), path
+
+
+def test_all_problems_are_reported_at_once(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs)
+    raw["clusters"][0]["name"] = "Bad_Name"
+    raw["clusters"][1]["network"] = "bad network"
+    raw["meshId"] = "mesh 1"
+    assert len(_problems(raw)) == 3
+
+
+def test_chart_directory_must_hold_the_charts(kubeconfigs: Any, tmp_path: Any) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Chart.yaml").write_text("name: base\n")
+    problems = _problems(_raw(kubeconfigs, istio={"chartDirectory": str(tmp_path)}))
+    assert any(p.startswith("istio.chartDirectory:") and "missing: istiod, gateway" in p for p in problems)
+    both = _raw(kubeconfigs, istio={"chartDirectory": str(tmp_path), "chartRepository": "https://charts.example"})
+    assert any("either chartRepository or chartDirectory" in p for p in _problems(both))
+    assert any(
+        p.startswith("istio.chartRepository:")
+        for p in _problems(_raw(kubeconfigs, istio={"chartRepository": "charts"}))
+    )
+    assert any(p.startswith("istio.version:") for p in _problems(_raw(kubeconfigs, istio={"version": "latest"})))
+
+
+# ---- imported root -----------------------------------------------------------------------------------
+
+
+def _ca_pair(ca: bool = True) -> tuple[str, str, str]:
+    """A real CA cert with its key, and an unrelated key (EC keys: fast)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+    def pem(k: Any) -> str:
+        return k.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), pem(key), pem(other)
+
+
+def test_imported_root_is_used_and_checked(kubeconfigs: Any) -> None:
+    cert, key, other = _ca_pair()
+    s = parse_settings(_raw(kubeconfigs, ca={"source": "import", "rootCertPem": cert}, caRootKeyPem=key))
+    assert s.ca.root_cert_pem == cert and s.ca.root_key_pem == key
+    assert key not in repr(s.ca)  # never printed
+
+    problems = _problems(_raw(kubeconfigs, ca={"source": "import", "rootCertPem": cert}, caRootKeyPem=other))
+    assert any(p.startswith("caRootKeyPem:") and "does not match ca.rootCertPem" in p for p in problems)
+    problems = _problems(_raw(kubeconfigs, ca={"source": "import", "rootCertPem": "not a cert"}, caRootKeyPem=key))
+    assert any(p.startswith("ca.rootCertPem:") and "not a PEM certificate" in p for p in problems)
+    problems = _problems(_raw(kubeconfigs, ca={"source": "import"}))
+    assert any(p.startswith("ca.rootCertPem:") for p in problems) and any(
+        p.startswith("caRootKeyPem:") for p in problems
+    )
+    leaf, leaf_key, _ = _ca_pair(ca=False)
+    problems = _problems(_raw(kubeconfigs, ca={"source": "import", "rootCertPem": leaf}, caRootKeyPem=leaf_key))
+    assert any("is not a CA certificate" in p for p in problems)
+    assert any(p.startswith("ca.source:") for p in _problems(_raw(kubeconfigs, ca={"source": "vault"})))
+
+
+def test_imported_root_signs_intermediates_and_creates_no_root(kubeconfigs: Any) -> None:
+    from conftest import mesh_program
+
+    cert, key, _ = _ca_pair()
+    s = parse_settings(_raw(kubeconfigs, ca={"source": "import", "rootCertPem": cert}, caRootKeyPem=key))
+    rec = run_program(mesh_program(s))
+    assert not rec.of_type("tls:index/selfSignedCert:SelfSignedCert")
+    assert not [r for r in rec.of_type("tls:index/privateKey:PrivateKey") if "root" in r.name]
+    for signed in rec.of_type("tls:index/locallySignedCert:LocallySignedCert"):
+        assert signed.inputs["caCertPem"] == cert
+        assert signed.inputs["caPrivateKeyPem"] == key and signed.is_secret("caPrivateKeyPem")
+    assert rec.outputs["rootCertificatePem"] == cert
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback_url("https://127.0.1.1:6443") and is_loopback_url("https://localhost:6443")
+    assert is_loopback_url("https://[::1]:6443")
+    assert not is_loopback_url("https://10.0.0.1:6443") and not is_loopback_url("https://api.example:443")
+
+
+# ---- the program itself -----------------------------------------------------------------------------
+
+
+def _run_main(config: dict[str, Any], cwd: str) -> Any:
+    """Runs __main__.py under mocks with ``config`` as the stack's istio-mesh:* settings."""
+    env = {f"istio-mesh:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    main = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "__main__.py")
+
+    def build() -> dict[str, pulumi.Output[Any]]:
+        pulumi.runtime.set_all_config(env)
+        old = os.getcwd()
+        os.chdir(cwd)
+        try:
+            runpy.run_path(main, run_name="__main__")
+        finally:
+            os.chdir(old)
+        return {}
+
+    return build
+
+
+def test_main_rejects_bad_config_before_registering_anything(tmp_path: Any) -> None:
+    from conftest import RecordingMocks, RecordingMonitor
+
+    path = write_kubeconfig(str(tmp_path), "cluster1", "https://10.0.1.1:6443")
+    config = {"meshId": "mesh1", "clusters": [{"name": "cluster1", "network": "network1", "kubeconfig": path}]}
+    mocks = RecordingMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="istio-mesh", stack="test", preview=False, monitor=monitor)
+    with pytest.raises(pulumi.RunError) as err:
+        pulumi.runtime.test(_run_main(config, str(tmp_path)))()
+    assert "clusters: a multi-cluster mesh needs at least two clusters, got 1" in str(err.value)
+    assert monitor.registrations == []
+
+
+def test_main_builds_the_mesh_from_stack_config(tmp_path: Any) -> None:
+    clusters = [
+        {
+            "name": f"cluster{i}",
+            "network": f"network{i}",
+            "kubeconfig": os.path.basename(write_kubeconfig(str(tmp_path), f"cluster{i}", f"https://10.0.{i}.1:6443")),
+            "eastWestGateway": {"externalIPs": [f"10.0.{i}.10"]},
+        }
+        for i in (1, 2)
+    ]
+    # Relative kubeconfig paths resolve against the project directory (where pulumi runs the program).
+    rec = run_program(_run_main({"meshId": "mesh1", "clusters": clusters, "lab": "true"}, str(tmp_path)))
+    assert len(rec.of_type("istiomesh:index:MultiPrimaryMesh")) == 1
+    assert sorted(r.name for r in rec.of_type("pulumi:providers:kubernetes")) == ["k8s-cluster1", "k8s-cluster2"]
