@@ -1,0 +1,164 @@
+"""End-to-end harness: the real Pulumi engine (built by toolchain/build) against the local lab.
+
+Nothing here is mocked. A missing toolchain or a lab that does not start FAILS the tier with the
+reason (it is never skipped). Live objects are read through the Kubernetes API with the official
+Python client, never from Pulumi's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_DIR = Path(os.environ.get("LAB_DIR", ROOT / ".lab"))
+PASSPHRASE = "cluster-lab"  # the lab's state is local and disposable; this is not a secret
+REQUIRED_BINARIES = (
+    "pulumi",
+    "pulumi-language-python",
+    "pulumi-language-python-exec",
+    "pulumi-resource-kubernetes",
+    "pulumi-resource-tls",
+    "pulumi-resource-random",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "etcd",
+    "kwok",
+)
+
+
+def toolchain_env() -> dict[str, str]:
+    """The environment ``toolchain/build --env`` describes; fails the tier if anything is missing."""
+    out = subprocess.run([str(ROOT / "toolchain" / "build"), "--env"], capture_output=True, text=True, check=True)
+    env = dict(os.environ)
+    for line in out.stdout.splitlines():
+        if not line.startswith("export "):
+            continue
+        key, _, value = line[len("export ") :].partition("=")
+        value = value.strip('"').replace("$PATH", env.get("PATH", ""))
+        env[key] = value
+    bin_dir = Path(env["ISTIO_MESH_TOOLCHAIN"]) / "bin"
+    missing = [b for b in REQUIRED_BINARIES if not (bin_dir / b).exists()]
+    if missing:
+        pytest.fail(
+            f"the toolchain is not built ({', '.join(missing)} missing in {bin_dir}): run `toolchain/build` "
+            "(the e2e tier needs the real Pulumi engine and Kubernetes binaries)",
+            pytrace=False,
+        )
+    return env
+
+
+def run(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path = ROOT,
+    timeout: float = 900,
+    check: bool = True,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command, echoing it and (on failure) its output."""
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=input_text)
+    took = time.monotonic() - t0
+    print(f"$ {' '.join(cmd)}  [{took:.1f}s, exit {proc.returncode}]", file=sys.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+@dataclass
+class Lab:
+    """The lab's clusters, started fresh for a test module."""
+
+    env: dict[str, str]
+    clusters: int
+
+    def kubeconfig(self, cluster: str) -> Path:
+        return LAB_DIR / cluster / "kubeconfig"
+
+    def up(self) -> None:
+        run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "lab", "up", "--clusters", str(self.clusters)],
+            self.env,
+            timeout=600,
+        )
+
+    def down(self, purge: bool = False) -> None:
+        run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "lab", "down", *(["--purge"] if purge else [])],
+            self.env,
+            timeout=300,
+        )
+
+
+class Stack:
+    """A Pulumi stack of this project on a local file backend, driven through the CLI."""
+
+    def __init__(self, name: str, env: dict[str, str], backend: Path) -> None:
+        self.name = name
+        backend.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **env,
+            "PULUMI_BACKEND_URL": f"file://{backend}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_SKIP_CONFIRMATIONS": "true",
+        }
+        self.backend = backend
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+        return run(["pulumi", *args, "--stack", self.name, "--non-interactive"], self.env, check=check, timeout=timeout)
+
+    def init(self) -> None:
+        listed = run(["pulumi", "stack", "ls", "--json"], self.env, check=False)
+        if listed.returncode == 0 and any(s.get("name") == self.name for s in json.loads(listed.stdout or "[]")):
+            return
+        run(["pulumi", "stack", "init", self.name, "--secrets-provider", "passphrase", "--non-interactive"], self.env)
+
+    def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("up", "--yes", "--skip-preview", *extra)
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.cli("stack", "output", "--json").stdout)
+
+    def export(self) -> dict[str, Any]:
+        return json.loads(self.cli("stack", "export").stdout)
+
+    def state_files(self) -> list[Path]:
+        return [p for p in self.backend.rglob("*") if p.is_file()]
+
+    def remove(self) -> None:
+        run(["pulumi", "stack", "rm", self.name, "--yes", "--force", "--non-interactive"], self.env, check=False)
+
+
+def k8s_api(kubeconfig: Path | dict[str, Any]) -> Any:
+    """An ApiClient of the official Kubernetes Python client, from a kubeconfig file or document."""
+    from kubernetes import config
+
+    doc = yaml.safe_load(kubeconfig.read_text()) if isinstance(kubeconfig, Path) else kubeconfig
+    return config.new_client_from_config_dict(doc)
+
+
+def wait_for(what: str, check: Any, timeout: float = 60, interval: float = 1.0) -> Any:
+    """Polls ``check`` until it returns something truthy; fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

@@ -1,0 +1,395 @@
+"""The cluster-lab stack against two real API servers, from empty to destroyed.
+
+Tests run in file order and share one lab and one stack: preview from empty, up, inspect the live
+clusters, no-op preview, drift, interrupted up, state hygiene, destroy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+from harness import ROOT, Lab, Stack, k8s_api, run, wait_for
+
+CLUSTERS = ("cluster1", "cluster2")
+NETWORK = {"cluster1": "network1", "cluster2": "network2"}
+NODE_IP = {"cluster1": "127.0.1.1", "cluster2": "127.0.2.1"}
+OTHER = {"cluster1": "cluster2", "cluster2": "cluster1"}
+HELLO = {"cluster1": "v1", "cluster2": "v2"}
+
+
+@pytest.fixture(scope="module")
+def lab(tc_env: dict[str, str]) -> Any:
+    lab = Lab(env=tc_env, clusters=2)
+    lab.down(purge=True)
+    lab.up()
+    yield lab
+    lab.down()
+
+
+@pytest.fixture(scope="module")
+def stack(lab: Lab, tc_env: dict[str, str], e2e_backend: Path) -> Any:
+    s = Stack("cluster-lab", tc_env, e2e_backend / "two")
+    s.init()
+    yield s
+    s.cli("destroy", "--yes", "--skip-preview", check=False)
+    s.remove()
+
+
+def core(cluster: str) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(k8s_api(Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / cluster / "kubeconfig"))
+
+
+def api_client(cluster: str) -> Any:
+    return k8s_api(Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / cluster / "kubeconfig")
+
+
+def secret_data(cluster: str, namespace: str, name: str) -> dict[str, str]:
+    secret = core(cluster).read_namespaced_secret(name, namespace)
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+# ---- from empty ---------------------------------------------------------------------------------------
+
+
+def test_preview_from_empty_and_the_pr_summary(stack: Stack, tmp_path: Path) -> None:
+    preview = stack.cli("preview", "--json", "--diff")
+    doc = json.loads(preview.stdout)
+    creates = [s for s in doc["steps"] if s["op"] == "create"]
+    assert len(creates) > 40
+    out = tmp_path / "preview.json"
+    out.write_text(preview.stdout)
+    summary = run(
+        [str(ROOT / ".venv/bin/python"), str(ROOT / "scripts/preview_summary.py"), str(out), "--stack", "cluster-lab"],
+        stack.env,
+    ).stdout
+    assert "#### Cluster `cluster1`" in summary and "#### Cluster `cluster2`" in summary
+    assert "| + create | Secret | `istio-system/cacerts` |" in summary
+    assert "`istio-system/istio-remote-secret-cluster2`" in summary.split("#### Cluster `cluster2`")[0]
+
+
+def test_up_from_empty(stack: Stack) -> None:
+    t0 = time.monotonic()
+    stack.up()
+    print(f"pulumi up from empty: {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    out = stack.outputs()
+    assert out["meshId"] == "mesh1"
+    for c in CLUSTERS:
+        assert out["clusters"][c] == {
+            "network": NETWORK[c],
+            "eastWestGatewayAddress": NODE_IP[c],
+            "remoteSecrets": [f"istio-remote-secret-{OTHER[c]}"],
+        }
+
+
+def test_every_object_is_in_the_right_cluster(stack: Stack) -> None:
+    from kubernetes import client
+
+    for c in CLUSTERS:
+        ns = core(c).read_namespace("istio-system")
+        assert ns.metadata.labels["topology.istio.io/network"] == NETWORK[c]
+        names = {s.metadata.name for s in core(c).list_namespaced_secret("istio-system").items}
+        assert {"cacerts", f"istio-remote-secret-{OTHER[c]}", f"istio-reader-token-{OTHER[c]}"} <= names
+        assert f"istio-remote-secret-{c}" not in names and f"istio-reader-token-{c}" not in names
+        apps = client.AppsV1Api(api_client(c))
+        for name in ("istiod", "istio-eastwestgateway"):
+            dep = apps.read_namespaced_deployment(name, "istio-system")
+            assert dep.status.available_replicas and dep.status.available_replicas >= 1, (c, name)
+        gw_dep = apps.read_namespaced_deployment("istio-eastwestgateway", "istio-system")
+        pod_labels = gw_dep.spec.template.metadata.labels
+        assert pod_labels["app"] == "istio-eastwestgateway" and pod_labels["istio"] == "eastwestgateway"
+        assert pod_labels["topology.istio.io/network"] == NETWORK[c]
+        env = {e.name: e.value for e in gw_dep.spec.template.spec.containers[0].env or []}
+        assert env["ISTIO_META_REQUESTED_NETWORK_VIEW"] == NETWORK[c]
+        svc = core(c).read_namespaced_service("istio-eastwestgateway", "istio-system")
+        assert svc.spec.type == "LoadBalancer" and svc.spec.external_i_ps == [NODE_IP[c]]
+        assert svc.metadata.labels["topology.istio.io/network"] == NETWORK[c]
+        assert {(p.name, p.port) for p in svc.spec.ports} == {
+            ("status-port", 15021),
+            ("tls", 15443),
+            ("tls-istiod", 15012),
+            ("tls-webhook", 15017),
+        }
+        gws = client.CustomObjectsApi(api_client(c)).list_namespaced_custom_object(
+            "networking.istio.io", "v1", "istio-system", "gateways"
+        )["items"]
+        assert [g["metadata"]["name"] for g in gws] == ["cross-network-gateway"]
+        assert gws[0]["spec"]["servers"][0]["tls"]["mode"] == "AUTO_PASSTHROUGH"
+        istiod = apps.read_namespaced_deployment("istiod", "istio-system")
+        istiod_env = {e.name: e.value for e in istiod.spec.template.spec.containers[0].env or []}
+        assert istiod_env.get("CLUSTER_ID") == c  # not the silent default "Kubernetes"
+        sample = {d.metadata.name for d in apps.list_namespaced_deployment("sample").items}
+        assert sample == {f"helloworld-{HELLO[c]}", "sleep"}
+        assert core(c).read_namespace("sample").metadata.labels["istio-injection"] == "enabled"
+
+
+def _load_chain(c: str) -> dict[str, Any]:
+    data = secret_data(c, "istio-system", "cacerts")
+    assert sorted(data) == ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
+    return {
+        "ca": x509.load_pem_x509_certificate(data["ca-cert.pem"].encode()),
+        "root": x509.load_pem_x509_certificate(data["root-cert.pem"].encode()),
+        "chain": x509.load_pem_x509_certificates(data["cert-chain.pem"].encode()),
+        "key": serialization.load_pem_private_key(data["ca-key.pem"].encode(), password=None),
+    }
+
+
+def test_cacerts_chain_to_one_root_with_istio_fields(stack: Stack) -> None:
+    chains = {c: _load_chain(c) for c in CLUSTERS}
+    root = chains["cluster1"]["root"]
+    assert chains["cluster2"]["root"] == root
+    assert chains["cluster1"]["ca"] != chains["cluster2"]["ca"]
+    root_bc = root.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert root_bc.critical and root_bc.value.ca
+    assert root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Root CA"
+    assert isinstance(root.public_key(), rsa.RSAPublicKey) and root.public_key().key_size == 4096
+    for c, ch in chains.items():
+        ca = ch["ca"]
+        ca.verify_directly_issued_by(root)  # raises if not signed by the one root
+        assert ch["chain"] == [ca, root]  # cert-chain.pem = intermediate + root
+        assert ch["key"].public_key().public_numbers() == ca.public_key().public_numbers()
+        assert isinstance(ca.signature_hash_algorithm, hashes.SHA256)
+        assert ca.public_key().key_size == 4096
+        subject = {a.oid: a.value for a in ca.subject}
+        assert subject == {
+            NameOID.ORGANIZATION_NAME: "Istio",
+            NameOID.COMMON_NAME: "Intermediate CA",
+            NameOID.LOCALITY_NAME: c,
+        }
+        bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+        assert bc.critical and bc.value.ca and bc.value.path_length == 0
+        ku = ca.extensions.get_extension_for_class(x509.KeyUsage)
+        assert ku.critical
+        assert (
+            ku.value.digital_signature,
+            ku.value.content_commitment,
+            ku.value.key_encipherment,
+            ku.value.key_cert_sign,
+        ) == (True, True, True, True)
+        san = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        assert san.value.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc"]
+        root.public_key().verify(
+            ca.signature, ca.tbs_certificate_bytes, padding.PKCS1v15(), ca.signature_hash_algorithm
+        )
+
+
+def test_root_key_is_in_no_cluster(stack: Stack) -> None:
+    root_pub = _load_chain("cluster1")["root"].public_key().public_numbers()
+    checked = 0
+    for c in CLUSTERS:
+        for secret in core(c).list_secret_for_all_namespaces().items:
+            for key, value in (secret.data or {}).items():
+                raw = base64.b64decode(value)
+                if b"PRIVATE KEY" not in raw:
+                    continue
+                checked += 1
+                key_obj = serialization.load_pem_private_key(raw, password=None)
+                assert key_obj.public_key().public_numbers() != root_pub, (c, secret.metadata.name, key)
+        for cm in core(c).list_config_map_for_all_namespaces().items:
+            assert not any("PRIVATE KEY" in v for v in (cm.data or {}).values()), (c, cm.metadata.name)
+    assert checked >= 2  # at least each cluster's own intermediate key was looked at
+
+
+def test_remote_secrets_authenticate_and_are_read_only(stack: Stack) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    for reader in CLUSTERS:
+        source = OTHER[reader]
+        secret = core(reader).read_namespaced_secret(f"istio-remote-secret-{source}", "istio-system")
+        assert secret.metadata.labels == {"istio/multiCluster": "true"}
+        assert secret.metadata.annotations["networking.istio.io/cluster"] == source
+        assert list(secret.data) == [source]
+        kubeconfig = yaml.safe_load(base64.b64decode(secret.data[source]))
+        assert kubeconfig["current-context"] == source
+        assert (
+            kubeconfig["clusters"][0]["cluster"]["server"]
+            == f"https://{NODE_IP[source]}:{20043 + 100 * int(source[-1])}"
+        )
+        remote = k8s_api(kubeconfig)
+        v1 = client.CoreV1Api(remote)
+        # Everything istiod needs to read the other cluster.
+        assert v1.list_service_for_all_namespaces().items
+        assert v1.list_pod_for_all_namespaces().items
+        assert v1.list_namespace().items
+        assert v1.list_secret_for_all_namespaces().items
+        assert client.DiscoveryV1Api(remote).list_endpoint_slice_for_all_namespaces().items is not None
+        # And nothing more: a write is refused.
+        with pytest.raises(ApiException) as denied:
+            v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x")))
+        assert denied.value.status == 403
+
+
+def test_second_preview_reports_no_changes(stack: Stack) -> None:
+    stack.cli("preview", "--expect-no-changes")
+    stack.cli("preview", "--refresh", "--expect-no-changes")
+
+
+def test_istiod_runtime_webhook_edits_are_not_drift(stack: Stack) -> None:
+    from kubernetes import client
+
+    adm = client.AdmissionregistrationV1Api(api_client("cluster1"))
+    hooks = adm.list_validating_webhook_configuration().items
+    assert hooks, "the charts render validating webhooks"
+    for hook in hooks:
+        body = {
+            "webhooks": [
+                {
+                    "name": w.name,
+                    "failurePolicy": "Fail",
+                    "clientConfig": {"caBundle": base64.b64encode(b"istiod-ca").decode()},
+                }
+                for w in hook.webhooks
+            ]
+        }
+        adm.patch_validating_webhook_configuration(hook.metadata.name, body, field_manager="pilot-discovery")
+    stack.cli("preview", "--refresh", "--expect-no-changes")
+
+
+def test_out_of_band_changes_are_reported_and_repaired(stack: Stack) -> None:
+    core("cluster2").delete_namespaced_secret("istio-remote-secret-cluster1", "istio-system")
+    core("cluster1").patch_namespace("istio-system", {"metadata": {"labels": {"topology.istio.io/network": None}}})
+    drift = stack.cli("preview", "--refresh", "--expect-no-changes", "--diff", check=False)
+    assert drift.returncode != 0
+    assert "istio-remote-secret-cluster1" in drift.stdout
+    assert "topology.istio.io/network" in drift.stdout
+    stack.up("--refresh")
+    assert core("cluster1").read_namespace("istio-system").metadata.labels["topology.istio.io/network"] == "network1"
+    assert list(secret_data("cluster2", "istio-system", "istio-remote-secret-cluster1")) == ["cluster1"]
+    stack.cli("preview", "--refresh", "--expect-no-changes")
+
+
+def test_state_holds_no_plaintext_private_key_or_token(stack: Stack) -> None:
+    files = stack.state_files()
+    assert files
+    tokens = [secret_data(c, "istio-system", f"istio-reader-token-{OTHER[c]}")["token"] for c in CLUSTERS]
+    assert all(len(t) > 100 for t in tokens)
+    for f in files:
+        text = f.read_text(errors="replace")
+        assert "PRIVATE KEY" not in text, f
+        for t in tokens:
+            assert t not in text and base64.b64encode(t.encode()).decode() not in text, f
+
+
+def _k8s_objects(state: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(cluster, apiVersion, kind, namespace, name) of every Kubernetes object the stack created."""
+    objects = []
+    for res in state["deployment"].get("resources", []):
+        if (
+            not res.get("custom")
+            or not res["type"].startswith("kubernetes:")
+            or res["type"].startswith("kubernetes:helm")
+        ):
+            continue
+        outputs = res.get("outputs") or {}
+        meta = outputs.get("metadata") or {}
+        provider = res.get("provider", "").split("::")[-2].removeprefix("k8s-")
+        objects.append(
+            (
+                provider,
+                outputs.get("apiVersion", ""),
+                outputs.get("kind", ""),
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+            )
+        )
+    return objects
+
+
+def _exists(cluster: str, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    from kubernetes import dynamic
+    from kubernetes.client.rest import ApiException
+
+    dyn = dynamic.DynamicClient(api_client(cluster))
+    try:
+        resource = dyn.resources.get(api_version=api_version, kind=kind)
+    except Exception:
+        return False
+    try:
+        resource.get(name=name, namespace=namespace or None)
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def test_interrupted_up_converges(stack: Stack) -> None:
+    """Destroy, start `pulumi up`, kill it halfway (SIGINT, as Ctrl-C or a CI timeout does), run again."""
+    stack.cli("destroy", "--yes", "--skip-preview")
+    proc = subprocess.Popen(
+        ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.name, "--non-interactive"],
+        cwd=ROOT,
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # Halfway: once the first cluster's cacerts exists, the CA half is done and the charts are not.
+    wait_for(
+        "cacerts in cluster1",
+        lambda: _try(lambda: core("cluster1").read_namespaced_secret("cacerts", "istio-system")),
+        timeout=300,
+        interval=0.5,
+    )
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=600)
+    print(out[-3000:], file=sys.stderr)
+    stack.up()
+    stack.cli("preview", "--refresh", "--expect-no-changes")
+    assert stack.outputs()["clusters"]["cluster2"]["remoteSecrets"] == ["istio-remote-secret-cluster1"]
+
+
+def test_hard_killed_up_converges_after_cancel(stack: Stack) -> None:
+    """SIGKILL (the machine died): the file backend keeps a lock; `pulumi cancel` releases it, then up converges."""
+    stack.cli("destroy", "--yes", "--skip-preview")
+    proc = subprocess.Popen(
+        ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.name, "--non-interactive"],
+        cwd=ROOT,
+        env=stack.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(
+        "cacerts in cluster2",
+        lambda: _try(lambda: core("cluster2").read_namespaced_secret("cacerts", "istio-system")),
+        timeout=300,
+        interval=0.5,
+    )
+    proc.kill()
+    proc.wait(timeout=60)
+    stack.cli("cancel", "--yes", check=False)
+    stack.up("--refresh")
+    stack.cli("preview", "--refresh", "--expect-no-changes")
+
+
+def _try(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def test_destroy_leaves_no_object_it_created(stack: Stack) -> None:
+    objects = _k8s_objects(stack.export())
+    assert len(objects) > 40
+    assert {o[0] for o in objects} == set(CLUSTERS)
+    stack.cli("destroy", "--yes", "--skip-preview")
+    left = [o for o in objects if _exists(*o)]
+    assert left == []
+    assert not stack.export()["deployment"].get("resources")
