@@ -47,6 +47,10 @@ def toolchain_env() -> dict[str, str]:
         key, _, value = line[len("export ") :].partition("=")
         value = value.strip('"').replace("$PATH", env.get("PATH", ""))
         env[key] = value
+    # The program runs in the project's virtualenv (Pulumi.yaml names it; put first so the language
+    # host's exec script finds the pinned SDKs whatever python is on PATH).
+    env["VIRTUAL_ENV"] = str(ROOT / ".venv")
+    env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env['PATH']}"
     bin_dir = Path(env["ISTIO_MESH_TOOLCHAIN"]) / "bin"
     missing = [b for b in REQUIRED_BINARIES if not (bin_dir / b).exists()]
     if missing:

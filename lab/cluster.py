@@ -1,0 +1,589 @@
+"""Bring the lab's clusters up, down, and report on them.
+
+Per cluster, five processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK
+(which plays the kubelet of the fake nodes). Binaries and KWOK's default stages come from the
+toolchain cache (``toolchain/build``); nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from . import procs
+from .kubeapi import ApiError, Client, write_kubeconfigs, write_merged_kubeconfig
+from .layout import LAB_DIR, NODES_PER_CLUSTER, REPO, Cluster
+from .pki import CA_CERT, CA_DIR, ensure_cluster_pki
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Admission webhooks are off by default: an in-cluster webhook (istiod's sidecar injector and config
+# validator) is a Service backed by pods, and in this lab no pod network exists (KWOK's pods are
+# fake, nothing runs behind their IPs), so the API server could never reach it and every matching
+# request would fail or time out. `up --webhooks` turns them back on.
+WEBHOOK_PLUGINS = "MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
+# Controllers that need a cloud provider; everything else of `*` runs.
+CLOUD_CONTROLLERS = ("service-lb-controller", "node-route-controller", "cloud-node-lifecycle-controller")
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+LB_STAGE_FILE = "kwok-loadbalancer-stage.yaml"
+
+
+def write_lb_stage(c: Cluster) -> None:
+    """A KWOK Stage that plays the cloud's load-balancer controller: every Service of type
+    LoadBalancer gets ``status.loadBalancer.ingress[0].ip`` = the cluster's loopback address.
+
+    This is how the east-west gateway gets its address in the lab: ``spec.externalIPs`` may not hold a
+    loopback address (API validation refuses 127.0.0.0/8), a load balancer's status may. Istio reads a
+    network gateway's address from that status, and Pulumi's await logic for a LoadBalancer Service
+    waits for it.
+    """
+    stage = f"""\
+# Written by `python -m lab up` for {c.name}: KWOK acts as the load-balancer controller.
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: lab-service-loadbalancer
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Service
+  selector:
+    matchExpressions:
+    - key: '.spec.type'
+      operator: 'In'
+      values:
+      - 'LoadBalancer'
+    - key: '.status.loadBalancer.ingress'
+      operator: 'DoesNotExist'
+  next:
+    patches:
+    - subresource: status
+      root: status
+      type: merge
+      template: |
+        loadBalancer:
+          ingress:
+          - ip: "{c.ip}"
+            ipMode: VIP
+"""
+    path = c.dir / LB_STAGE_FILE
+    if not path.exists() or path.read_text() != stage:
+        path.write_text(stage)
+
+
+class LabError(Exception):
+    pass
+
+
+# ---- toolchain -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Toolchain:
+    dir: Path
+
+    def bin(self, name: str) -> Path:
+        return self.dir / "bin" / name
+
+    @property
+    def kwok_stages(self) -> Path:
+        return self.dir / "share" / "kwok" / "default-stages.yaml"
+
+
+def find_toolchain() -> Toolchain:
+    """The toolchain cache, complete (or a LabError saying how to build it)."""
+    tc = _locate_toolchain(required=True)
+    assert tc is not None
+    return tc
+
+
+def _locate_toolchain(required: bool) -> Toolchain | None:
+    """The toolchain cache: $ISTIO_MESH_TOOLCHAIN, else what `toolchain/build --dir` names."""
+    d = os.environ.get("ISTIO_MESH_TOOLCHAIN")
+    if not d:
+        try:
+            d = subprocess.run(
+                [str(REPO / "toolchain" / "build"), "--dir"], check=True, capture_output=True, text=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError) as e:
+            if required:
+                raise LabError(f"cannot locate the toolchain (toolchain/build --dir): {e}") from None
+            return None
+    tc = Toolchain(Path(d))
+    missing = [c for c in COMPONENTS if not os.access(tc.bin(c), os.X_OK)]
+    if not tc.kwok_stages.is_file():
+        missing.append(str(tc.kwok_stages))
+    if missing and required:
+        raise LabError(
+            f"the toolchain in {tc.dir} lacks {', '.join(missing)}; build it with:\n"
+            "  toolchain/build kube-apiserver kube-controller-manager kube-scheduler etcd kwok"
+        )
+    return tc
+
+
+# ---- command lines -------------------------------------------------------------------------------
+def command_line(tc: Toolchain, c: Cluster, comp: str, webhooks: bool) -> list[str]:
+    p = c.pki
+    if comp == "etcd":
+        return [
+            f"--name={c.name}",
+            f"--data-dir={c.dir / 'etcd'}",
+            f"--listen-client-urls={c.etcd_url}",
+            f"--advertise-client-urls={c.etcd_url}",
+            f"--listen-peer-urls=https://{c.ip}:{c.etcd_peer_port}",
+            f"--initial-advertise-peer-urls=https://{c.ip}:{c.etcd_peer_port}",
+            f"--initial-cluster={c.name}=https://{c.ip}:{c.etcd_peer_port}",
+            f"--initial-cluster-token={c.name}",
+            f"--cert-file={p / 'etcd.crt'}",
+            f"--key-file={p / 'etcd.key'}",
+            f"--trusted-ca-file={CA_CERT}",
+            "--client-cert-auth=true",
+            f"--peer-cert-file={p / 'etcd.crt'}",
+            f"--peer-key-file={p / 'etcd.key'}",
+            f"--peer-trusted-ca-file={CA_CERT}",
+            "--peer-client-cert-auth=true",
+            # Lab data: skip fsync (much faster on a shared disk; a host crash may lose the lab).
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+    if comp == "kube-apiserver":
+        args = [
+            f"--advertise-address={c.ip}",
+            f"--bind-address={c.ip}",
+            f"--secure-port={c.apiserver_port}",
+            f"--etcd-servers={c.etcd_url}",
+            f"--etcd-cafile={CA_CERT}",
+            f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
+            f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={CA_CERT}",
+            f"--service-cluster-ip-range={c.service_cidr}",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+            # The API server writes its --advertise-address into the `kubernetes` Service's
+            # Endpoints/EndpointSlice, and validation refuses loopback addresses there (it would
+            # log an error every 10 s). Nothing in the lab reaches the API server through that
+            # Service (pods are fake), so the Service stays without endpoints.
+            "--endpoint-reconciler-type=none",
+            # Request-header authentication for aggregated API servers, as kubeadm sets it up (also
+            # what the controller manager and scheduler read from extension-apiserver-authentication).
+            f"--requestheader-client-ca-file={CA_CERT}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+        ]
+        if not webhooks:
+            args.append(f"--disable-admission-plugins={WEBHOOK_PLUGINS}")
+        return args
+    if comp == "kube-controller-manager":
+        kc = c.component_kubeconfig(comp)
+        return [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--bind-address={c.ip}",
+            f"--secure-port={c.controller_manager_port}",
+            f"--cluster-name={c.name}",
+            # The token controller signs `kubernetes.io/service-account-token` Secrets with this key
+            # and puts this CA in their `ca.crt` (and in every namespace's kube-root-ca.crt).
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--root-ca-file={CA_CERT}",
+            "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={CA_CERT}",
+            f"--cluster-signing-key-file={CA_DIR / 'ca.key'}",
+            f"--service-cluster-ip-range={c.service_cidr}",
+            "--controllers=*," + ",".join(f"-{x}" for x in CLOUD_CONTROLLERS),
+            "--leader-elect=false",
+        ]
+    if comp == "kube-scheduler":
+        kc = c.component_kubeconfig(comp)
+        return [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--bind-address={c.ip}",
+            f"--secure-port={c.scheduler_port}",
+            "--leader-elect=false",
+        ]
+    if comp == "kwok":
+        return [
+            f"--config={tc.kwok_stages}",
+            f"--config={c.dir / LB_STAGE_FILE}",
+            f"--kubeconfig={c.component_kubeconfig(comp)}",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--node-ip={c.ip}",
+            f"--cidr={c.pod_cidr}",
+            f"--server-address={c.ip}:{c.kwok_port}",
+            "--node-lease-duration-seconds=40",
+        ]
+    raise ValueError(comp)
+
+
+# ---- health checks -------------------------------------------------------------------------------
+def _https_get(url: str, ctx: ssl.SSLContext, timeout: float = 3.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def _insecure() -> ssl.SSLContext:
+    # kube-controller-manager, kube-scheduler and KWOK serve self-signed certificates.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def health_probe(c: Cluster, comp: str) -> Callable[[], bool]:
+    if comp == "etcd":
+        ctx = ssl.create_default_context(cafile=str(CA_CERT))
+        ctx.load_cert_chain(str(c.pki / "apiserver-etcd-client.crt"), str(c.pki / "apiserver-etcd-client.key"))
+        url = f"{c.etcd_url}/health"
+        return lambda: '"health":"true"' in _https_get(url, ctx)[1]
+    if comp == "kube-apiserver":
+        ctx = ssl.create_default_context(cafile=str(CA_CERT))
+        ctx.load_cert_chain(str(c.pki / "admin.crt"), str(c.pki / "admin.key"))
+        url = f"{c.server}/readyz"
+        return lambda: _https_get(url, ctx) == (200, "ok")
+    port = {
+        "kube-controller-manager": c.controller_manager_port,
+        "kube-scheduler": c.scheduler_port,
+    }.get(comp)
+    if port:
+        url = f"https://{c.ip}:{port}/healthz"
+        ctx = _insecure()
+        return lambda: _https_get(url, ctx) == (200, "ok")
+    if comp == "kwok":
+        url = f"http://{c.ip}:{c.kwok_port}/healthz"
+        return lambda: _http_ok(url)
+    raise ValueError(comp)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status == 200
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+def _safe(probe: Callable[[], bool]) -> bool:
+    try:
+        return probe()
+    except (OSError, ssl.SSLError, ValueError):
+        return False
+
+
+# ---- up ------------------------------------------------------------------------------------------
+def _log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def _start_component(tc: Toolchain, c: Cluster, comp: str, webhooks: bool) -> tuple[int, bool]:
+    binary = tc.bin(comp)
+    pid = procs.running_pid(c.pidfile(comp), binary)
+    if pid is not None:
+        return pid, False
+    args = command_line(tc, c, comp, webhooks)
+    return procs.start(binary, args, c.pidfile(comp), c.log(comp), c.dir), True
+
+
+def _wait(what: str, items: list, check: Callable, timeout: float, on_fail: Callable) -> None:
+    """Poll ``check(item)`` for every item until all pass; ``on_fail(item)`` explains a failure."""
+    pending = list(items)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for item in list(pending):
+            if check(item):
+                pending.remove(item)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"timed out after {timeout:.0f}s waiting for {what}:\n" + "\n".join(on_fail(i) for i in pending)
+            )
+        time.sleep(0.25)
+
+
+def _process_check(tc: Toolchain, c: Cluster, comp: str, pid: int) -> None:
+    if procs.exited(pid):
+        raise LabError(
+            f"{c.name}: {comp} (pid {pid}) exited during start-up. Last lines of {c.log(comp)}:\n"
+            + procs.tail(c.log(comp), 25)
+        )
+
+
+def _bring_up(tc: Toolchain, cl: list[Cluster], comps: tuple[str, ...], webhooks: bool, timeout: float) -> None:
+    started = {}
+    for c in cl:
+        for comp in comps:
+            pid, fresh = _start_component(tc, c, comp, webhooks)
+            started[(c, comp)] = pid
+            if fresh:
+                _log(f"{c.name}: started {comp} (pid {pid}, log {c.log(comp)})")
+    probes = {(c, comp): health_probe(c, comp) for c in cl for comp in comps}
+
+    def check(key: tuple[Cluster, str]) -> bool:
+        c, comp = key
+        _process_check(tc, c, comp, started[key])
+        return _safe(probes[key])
+
+    def fail(key: tuple[Cluster, str]) -> str:
+        c, comp = key
+        return f"  {c.name}: {comp} (pid {started[key]}) is not healthy; last lines of {c.log(comp)}:\n" + procs.tail(
+            c.log(comp), 10
+        )
+
+    _wait(" and ".join(comps) + " health", list(probes), check, timeout, fail)
+
+
+def _ensure_nodes(c: Cluster, count: int) -> None:
+    api = Client(c)
+    for k, name in enumerate(c.node_names(count), start=1):
+        cidr = c.node_pod_cidr(k)
+        api.create(
+            "/api/v1/nodes",
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                        "topology.istio.io/network": c.network,
+                    },
+                },
+                "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "250"},
+                    "capacity": {"cpu": "32", "memory": "128Gi", "pods": "250"},
+                },
+            },
+        )
+
+
+def _release_node_leases(c: Cluster) -> None:
+    """Delete the Leases of the fake nodes before a new KWOK starts.
+
+    KWOK names itself ``<hostname>_<random uuid>`` and only simulates nodes whose Lease it holds, so
+    after a restart it would wait for the previous instance's Leases to expire (up to 40 s) while
+    the nodes still look Ready and new pods stay Pending.
+    """
+    api = Client(c)
+    for n in api.get("/api/v1/nodes").get("items", []):
+        if n["metadata"].get("annotations", {}).get(KWOK_NODE_ANNOTATION) == "fake":
+            api.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n['metadata']['name']}")
+
+
+def node_readiness(api: Client) -> dict[str, bool]:
+    out = {}
+    for n in api.get("/api/v1/nodes").get("items", []):
+        conds = {x["type"]: x["status"] for x in n.get("status", {}).get("conditions", [])}
+        out[n["metadata"]["name"]] = conds.get("Ready") == "True"
+    return out
+
+
+def _nodes_ready(c: Cluster, count: int) -> bool:
+    """Every fake node Ready, and its Lease held (by the running KWOK: stale ones were deleted)."""
+    api = Client(c)
+    try:
+        ready = node_readiness(api)
+        if not all(ready.get(n) for n in c.node_names(count)):
+            return False
+        for n in c.node_names(count):
+            lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n}")
+            if not lease.get("spec", {}).get("holderIdentity"):
+                return False
+    except (OSError, ApiError):
+        return False
+    return True
+
+
+PROBE_SECRET = "/api/v1/namespaces/kube-system/secrets/lab-token-probe"
+
+
+def _token_controller_ok(c: Cluster) -> bool:
+    """A `kubernetes.io/service-account-token` Secret gets `token` and `ca.crt` (then is deleted);
+    every namespace gets kube-root-ca.crt."""
+    api = Client(c)
+    try:
+        api.get("/api/v1/namespaces/kube-system/serviceaccounts/default")
+        api.get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
+        api.create(
+            "/api/v1/namespaces/kube-system/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": "lab-token-probe",
+                    "namespace": "kube-system",
+                    "annotations": {"kubernetes.io/service-account.name": "default"},
+                },
+                "type": "kubernetes.io/service-account-token",
+            },
+        )
+        data = api.get(PROBE_SECRET).get("data") or {}
+    except (OSError, ApiError):
+        return False
+    if data.get("token") and data.get("ca.crt"):
+        api.delete(PROBE_SECRET)
+        return True
+    return False
+
+
+def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -> None:
+    from .layout import clusters
+
+    t0 = time.monotonic()
+    tc = find_toolchain()
+    cl = clusters(n)
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    for c in cl:
+        c.dir.mkdir(parents=True, exist_ok=True)
+        ensure_cluster_pki(c)
+        write_kubeconfigs(c)
+        write_lb_stage(c)
+    merged = write_merged_kubeconfig(cl)
+
+    _bring_up(tc, cl, ("etcd",), webhooks, timeout)
+    _bring_up(tc, cl, ("kube-apiserver",), webhooks, timeout)
+    _log(f"API servers ready ({time.monotonic() - t0:.1f}s)")
+    for c in cl:
+        if procs.running_pid(c.pidfile("kwok"), tc.bin("kwok")) is None:
+            _release_node_leases(c)
+    _bring_up(tc, cl, ("kube-controller-manager", "kube-scheduler", "kwok"), webhooks, timeout)
+    for c in cl:
+        _ensure_nodes(c, nodes)
+    _wait(
+        "fake nodes Ready",
+        cl,
+        lambda c: _nodes_ready(c, nodes),
+        timeout,
+        lambda c: (
+            f"  {c.name}: nodes {c.node_names(nodes)} not Ready; KWOK log {c.log('kwok')}:\n"
+            + procs.tail(c.log("kwok"), 10)
+        ),
+    )
+    _wait(
+        "the token controller (service-account-token Secret filled, kube-root-ca.crt published)",
+        cl,
+        _token_controller_ok,
+        timeout,
+        lambda c: (
+            f"  {c.name}: see {c.log('kube-controller-manager')}:\n" + procs.tail(c.log("kube-controller-manager"), 10)
+        ),
+    )
+    _write_summary(cl)
+    _log(f"{len(cl)} cluster(s) up in {time.monotonic() - t0:.1f}s; merged kubeconfig: {merged}")
+    from .layout import existing_clusters
+
+    others = [x.name for x in existing_clusters() if x.index > n]
+    if others:
+        _log(f"note: {', '.join(others)} also exist(s) under {LAB_DIR} (left as they are; `down` stops every cluster)")
+    status(cl, tc)
+
+
+def _write_summary(cl: list[Cluster]) -> None:
+    """.lab/clusters.json: what the Pulumi stack needs to know about each cluster."""
+    doc = [
+        {
+            "name": c.name,
+            "network": c.network,
+            "nodeIP": c.ip,
+            "server": c.server,
+            "kubeconfig": str(c.kubeconfig),
+            "context": c.name,
+            "serviceCIDR": c.service_cidr,
+            "podCIDR": c.pod_cidr,
+        }
+        for c in cl
+    ]
+    (LAB_DIR / "clusters.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+# ---- down / status -------------------------------------------------------------------------------
+def _binary_name(tc: Toolchain | None, comp: str) -> Path | str:
+    return tc.bin(comp) if tc else comp
+
+
+def down(cl: list[Cluster], purge: bool) -> None:
+    tc = _locate_toolchain(required=False)
+    for c in cl:
+        stopped = [comp for comp in reversed(COMPONENTS) if procs.stop(c.pidfile(comp), _binary_name(tc, comp))]
+        _log(f"{c.name}: stopped {', '.join(stopped) if stopped else 'nothing (was not running)'}")
+        if purge and c.dir.exists():
+            shutil.rmtree(c.dir)
+            _log(f"{c.name}: deleted {c.dir}")
+    if purge:
+        from .layout import existing_clusters
+
+        if not existing_clusters():
+            for extra in (CA_DIR, LAB_DIR / "kubeconfig", LAB_DIR / "clusters.json"):
+                if extra.is_dir():
+                    shutil.rmtree(extra)
+                elif extra.exists():
+                    extra.unlink()
+            _log(f"deleted the lab CA and merged files under {LAB_DIR}")
+            with contextlib.suppress(OSError):
+                LAB_DIR.rmdir()  # only if empty
+
+
+def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
+    """Print each cluster's state; returns the number of components that are down."""
+    tc = tc or _locate_toolchain(required=False)
+    if not cl:
+        print("no lab clusters (run: python -m lab up)")
+        return 0
+    down_count = 0
+    total_kib = 0
+    for c in cl:
+        print(f"{c.name}  network={c.network}  node IP={c.ip}  server={c.server}")
+        print(f"  kubeconfig: {c.kubeconfig} (context {c.name})")
+        cols = []
+        for comp in COMPONENTS:
+            pid = procs.running_pid(c.pidfile(comp), _binary_name(tc, comp))
+            if pid is None:
+                down_count += 1
+                cols.append(f"{comp}=down")
+            else:
+                kib = procs.rss_kib(pid)
+                total_kib += kib
+                cols.append(f"{comp}=up(pid {pid}, {kib // 1024} MiB)")
+        print("  processes: " + "  ".join(cols))
+        if not CA_CERT.exists() or not (c.pki / "admin.crt").exists():
+            print("  API server: no credentials yet")
+            continue
+        try:
+            api = Client(c, timeout=3)
+            version = api.get("/version")["gitVersion"]
+            ready = node_readiness(api)
+            nodes = ", ".join(f"{k}={'Ready' if v else 'NotReady'}" for k, v in sorted(ready.items())) or "none"
+            print(f"  API server: {version}   nodes: {nodes}")
+        except (OSError, ApiError, ValueError, KeyError) as e:
+            print(f"  API server: unreachable ({e})")
+    print(f"total RSS of lab processes: {total_kib // 1024} MiB")
+    sys.stdout.flush()
+    return down_count

@@ -1,0 +1,147 @@
+"""Addresses, ports, CIDRs and paths of the local lab: one place, so nothing collides.
+
+Cluster ``i`` (1-based) is named ``cluster<i>``, sits on network ``network<i>`` and owns the loopback
+address ``127.0.<i>.1`` (all of 127.0.0.0/8 routes to ``lo``) and the port block ``20000 + 100*i``:
+
+=======================  ==============  =========  =========  =========
+what                     port            cluster1   cluster2   cluster3
+=======================  ==============  =========  =========  =========
+kube-apiserver (https)   block + 43      20143      20243      20343
+etcd client (https)      block + 79      20179      20279      20379
+etcd peer (https)        block + 80      20180      20280      20380
+kube-controller-manager  block + 57      20157      20257      20357
+kube-scheduler           block + 59      20159      20259      20359
+kwok (healthz, metrics)  block + 47      20147      20247      20347
+=======================  ==============  =========  =========  =========
+
+Every process binds only its cluster's loopback address. In-cluster address ranges are virtual
+(nothing routes them; no kube-proxy or CNI runs): services ``10.<100+i>.0.0/16`` (the ``kubernetes``
+Service is ``10.<100+i>.0.1``), pods ``10.<i>.0.0/16`` with fake node ``k`` owning ``10.<i>.<k>.0/24``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from pathlib import Path
+
+MAX_CLUSTERS = 50
+PORT_BASE = 20000
+NODES_PER_CLUSTER = 2
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_DIR = Path(os.environ.get("LAB_DIR", REPO / ".lab"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    index: int
+
+    # --- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"cluster{self.index}"
+
+    @property
+    def network(self) -> str:
+        return f"network{self.index}"
+
+    @property
+    def ip(self) -> str:
+        """The cluster's loopback address: API server, etcd, ... and the fake nodes' InternalIP."""
+        return f"127.0.{self.index}.1"
+
+    # --- ports ----------------------------------------------------------------------------------
+    def _port(self, offset: int) -> int:
+        return PORT_BASE + 100 * self.index + offset
+
+    @property
+    def apiserver_port(self) -> int:
+        return self._port(43)
+
+    @property
+    def etcd_port(self) -> int:
+        return self._port(79)
+
+    @property
+    def etcd_peer_port(self) -> int:
+        return self._port(80)
+
+    @property
+    def controller_manager_port(self) -> int:
+        return self._port(57)
+
+    @property
+    def scheduler_port(self) -> int:
+        return self._port(59)
+
+    @property
+    def kwok_port(self) -> int:
+        return self._port(47)
+
+    @property
+    def server(self) -> str:
+        return f"https://{self.ip}:{self.apiserver_port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"https://{self.ip}:{self.etcd_port}"
+
+    # --- in-cluster ranges (virtual) ------------------------------------------------------------
+    @property
+    def service_cidr(self) -> str:
+        return f"10.{100 + self.index}.0.0/16"
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.{self.index}.0.0/16"
+
+    def node_names(self, count: int = NODES_PER_CLUSTER) -> list[str]:
+        return [f"{self.name}-node{k}" for k in range(1, count + 1)]
+
+    def node_pod_cidr(self, k: int) -> str:
+        return f"10.{self.index}.{k}.0/24"
+
+    # --- files ----------------------------------------------------------------------------------
+    @property
+    def dir(self) -> Path:
+        return LAB_DIR / self.name
+
+    @property
+    def pki(self) -> Path:
+        return self.dir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig (O=system:masters), context named after the cluster."""
+        return self.dir / "kubeconfig"
+
+    def component_kubeconfig(self, component: str) -> Path:
+        return self.dir / f"{component}.kubeconfig"
+
+    def log(self, component: str) -> Path:
+        return self.dir / "logs" / f"{component}.log"
+
+    def pidfile(self, component: str) -> Path:
+        return self.dir / "run" / f"{component}.pid"
+
+
+def clusters(n: int) -> list[Cluster]:
+    if not 1 <= n <= MAX_CLUSTERS:
+        raise ValueError(f"--clusters must be between 1 and {MAX_CLUSTERS}, not {n}")
+    return [Cluster(i) for i in range(1, n + 1)]
+
+
+def existing_clusters() -> list[Cluster]:
+    """The clusters that have a directory under .lab/, in index order."""
+    found = []
+    if LAB_DIR.is_dir():
+        for p in LAB_DIR.iterdir():
+            if p.is_dir() and p.name.startswith("cluster") and p.name[7:].isdigit():
+                found.append(Cluster(int(p.name[7:])))
+    return sorted(found, key=lambda c: c.index)

@@ -1,0 +1,114 @@
+"""Background processes with pid files and logs under ``.lab/<cluster>/``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def running_pid(pidfile: Path, binary: Path | str) -> int | None:
+    """The pid recorded in ``pidfile`` if that process is alive and still runs ``binary``."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    args = _cmdline(pid)
+    if not args or _is_zombie(pid):
+        return None
+    # A recycled pid running something else is not ours.
+    if os.path.basename(args[0]) != os.path.basename(str(binary)):
+        return None
+    return pid
+
+
+def start(binary: Path, args: list[str], pidfile: Path, log: Path, cwd: Path) -> int:
+    """Start ``binary args...`` detached (own session), stdout+stderr appended to ``log``."""
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {binary} {' '.join(args)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            [str(binary), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def exited(pid: int) -> bool:
+    """True once ``pid`` is gone (reaping it if it is our child)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return True
+    except ChildProcessError:
+        pass
+    return not _cmdline(pid) or _is_zombie(pid)
+
+
+def stop(pidfile: Path, binary: Path | str, grace: float = 15.0) -> bool:
+    """SIGTERM the recorded process, SIGKILL it after ``grace`` seconds. True if one was running."""
+    pid = running_pid(pidfile, binary)
+    if pid is None:
+        pidfile.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not exited(pid):
+        time.sleep(0.1)
+    if not exited(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while not exited(pid):
+            time.sleep(0.05)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines the latest run wrote (the log is appended to across restarts)."""
+    try:
+        data = path.read_bytes()[-40000:].decode(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    starts = [i for i, line in enumerate(data) if line.startswith("===== ")]
+    if starts:
+        data = data[starts[-1] + 1 :]
+    return "\n".join("    " + line[:400] for line in data[-lines:])

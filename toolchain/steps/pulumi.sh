@@ -1,0 +1,119 @@
+# shellcheck shell=bash
+# Pulumi engine and plugins, built from Go modules fetched through the Go module proxy.
+# Sourced by toolchain/build; every step builds into $TC_BIN and uses $TC_WORK (outside the repo) for
+# sources that are copied or generated at build time. The runner runs each step in a fresh
+# `bash -euo pipefail`; commands that can fail also end in `|| return` so a step stays correct when
+# sourced anywhere errexit is off.
+# Versions: toolchain/pins.env ("Pulumi engine and plugins"); module versions: toolchain/go/pulumi*/go.mod.
+# What is built from what, and why, is in toolchain/README.md.
+
+# _pulumi_modver DIR MODULE: the version of MODULE selected by the wrapper module in DIR.
+_pulumi_modver() { (cd "$1" && go list -m -f '{{.Version}}' "$2"); }
+
+# _pulumi_moddir DIR MODULE: the module cache directory of MODULE as selected by the wrapper in DIR.
+_pulumi_moddir() { (cd "$1" && go mod download "$2" && go list -m -f '{{.Dir}}' "$2"); }
+
+# _pulumi_expect WHAT GOT WANT: fail when a wrapper go.mod disagrees with pins.env.
+_pulumi_expect() {
+  if [[ "$2" != "$3" ]]; then
+    echo "pin mismatch for $1: wrapper module selects '$2' but toolchain/pins.env wants '$3'" >&2
+    return 1
+  fi
+}
+
+# _pulumi_provider_src WRAPPER MODULE CMDPKG NAME: copy the provider's cmd package into
+# $TC_WORK/NAME (a copy of the wrapper module, so go.mod/go.sum pin every dependency) and print the
+# directory of the copied cmd package. Module zips are read-only and lack the go:embed'ed files.
+_pulumi_provider_src() {
+  local wrapper="$1" module="$2" cmdpkg="$3" name="$4" src work
+  src="$(_pulumi_moddir "$wrapper" "$module")" || return
+  work="$TC_WORK/$name"
+  rm -rf "$work" && mkdir -p "$work/cmd" || return
+  cp "$wrapper/go.mod" "$wrapper/go.sum" "$work/" || return
+  cp -r "$src/$cmdpkg" "$work/cmd/$name" && chmod -R u+w "$work" || return
+  echo "$work/cmd/$name"
+}
+
+pulumi_cli() {
+  local mod="$here/go/pulumi"
+  _pulumi_expect "github.com/pulumi/pulumi/pkg/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/pkg/v3)" "v$PULUMI_VERSION" || return
+  _pulumi_expect "github.com/pulumi/pulumi/sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_VERSION" || return
+  (cd "$mod" && go build -tags osusergo,grpcnotrace \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
+    -o "$TC_BIN/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi) || return
+  _pulumi_expect "pulumi version" "$("$TC_BIN/pulumi" version)" "v$PULUMI_VERSION"
+}
+
+pulumi_language_python() {
+  local mod="$here/go/pulumi/language-python" sdk
+  # The language host's own module (sdk/python/cmd/pulumi-language-python/v3) is not served by the
+  # proxy; the newest served sdk/v3 that still contains the host as a package is built instead, as
+  # pulumi-language-python-host, and started by the launcher in the wrapper module (main.go), which
+  # is what the CLI finds as pulumi-language-python.
+  _pulumi_expect "language host sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_LANGUAGE_PYTHON_VERSION" || return
+  (cd "$mod" && go build \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_LANGUAGE_PYTHON_VERSION" \
+    -o "$TC_BIN/pulumi-language-python-host" github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python) || return
+  (cd "$mod" && go build -ldflags "-s -w" -o "$TC_BIN/pulumi-language-python" .) || return
+  # The host runs the program through the pulumi-language-python-exec script found next to its own
+  # executable. It is the Python side of the protocol, so it comes from the sdk/v3 module of the CLI
+  # version (it accepts every argument the older host passes).
+  sdk="$(_pulumi_moddir "$here/go/pulumi" github.com/pulumi/pulumi/sdk/v3)" || return
+  install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$TC_BIN/pulumi-language-python-exec" || return
+  if [[ -f "$sdk/python/dist/pulumi-resource-pulumi-python" ]]; then
+    install -m 0755 "$sdk/python/dist/pulumi-resource-pulumi-python" "$TC_BIN/pulumi-resource-pulumi-python" || return
+  fi
+  ls -l "$TC_BIN"/pulumi-language-python* "$TC_BIN"/pulumi-resource-pulumi-python 2>/dev/null || true
+}
+
+pulumi_resource_kubernetes() {
+  local mod="$here/go/pulumi-kubernetes" module=github.com/pulumi/pulumi-kubernetes/provider/v4 cmd
+  _pulumi_expect "$module" "$(_pulumi_modver "$mod" "$module")" "$PULUMI_KUBERNETES_MODULE_VERSION" || return
+  cmd="$(_pulumi_provider_src "$mod" "$module" cmd/pulumi-resource-kubernetes pulumi-resource-kubernetes)" || return
+  # Upstream's `go generate` step (generate.go in the same package, build tag `ignore`): writes
+  # schema-embed.json (schema.json minified, version set) and terraform-mapping-embed.json.
+  (cd "$cmd" && VERSION="$PULUMI_KUBERNETES_VERSION" go run ./generate.go) || return
+  ls -l "$cmd"
+  (cd "$cmd" && go build \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION" \
+    -o "$TC_BIN/pulumi-resource-kubernetes" .) || return
+}
+
+# _pulumi_bridged NAME VERSION: a Terraform provider bridged to Pulumi (wrapper toolchain/go/pulumi-NAME).
+# As upstream's `make provider`: build the tfgen program, run it to write schema.json and
+# bridge-metadata.json, write schema-embed.json (schema.json minified, version set), then build the
+# provider, which go:embeds both. All of it happens in a copy of the wrapper under $TC_WORK.
+_pulumi_bridged() {
+  local name="$1" version="$2" mod="$here/go/pulumi-$1" work cmd ldflags
+  ldflags="-s -w -X istio-mesh.local/toolchain/pulumi-$name.Version=$version"
+  # tfgen reads the upstream docs from the module cache through `go mod download -json`, which it
+  # runs in the working directory only when that is named "provider" (upstream's layout).
+  work="$TC_WORK/pulumi-$name/provider"
+  rm -rf "$TC_WORK/pulumi-$name" && mkdir -p "$work" && cp -r "$mod/." "$work/" || return
+  cmd="$work/cmd/pulumi-resource-$name"
+  (cd "$work" && go build -ldflags "$ldflags" -o "$work/bin/pulumi-tfgen-$name" "./cmd/pulumi-tfgen-$name") || return
+  # --skip-examples: converting the HCL examples in the docs needs `pulumi convert` and a converter
+  # plugin download; examples only feed the schema's descriptions.
+  (cd "$work" && "$work/bin/pulumi-tfgen-$name" schema --skip-examples --out "$cmd") || return
+  python3 - "$cmd" "$version" <<'PY' || return
+import json, sys
+cmd, version = sys.argv[1], sys.argv[2]
+with open(f"{cmd}/schema.json") as f:
+    spec = json.load(f)
+spec["version"] = version
+with open(f"{cmd}/schema-embed.json", "w") as f:
+    json.dump(spec, f, separators=(",", ":"), ensure_ascii=False)
+PY
+  [[ -s "$cmd/schema-embed.json" && -f "$cmd/bridge-metadata.json" ]] || return
+  ls -l "$cmd"
+  (cd "$work" && go build -ldflags "$ldflags" -o "$TC_BIN/pulumi-resource-$name" "./cmd/pulumi-resource-$name") || return
+}
+
+pulumi_resource_tls() { _pulumi_bridged tls "$PULUMI_TLS_VERSION"; }
+pulumi_resource_random() { _pulumi_bridged random "$PULUMI_RANDOM_VERSION"; }
+
+register pulumi-cli pulumi_cli
+register pulumi-language-python pulumi_language_python
+register pulumi-resource-tls pulumi_resource_tls
+register pulumi-resource-random pulumi_resource_random
+register pulumi-resource-kubernetes pulumi_resource_kubernetes
