@@ -91,15 +91,26 @@ def cross_network_gateway_spec() -> dict[str, object]:
     }
 
 
-def _service_address(svc: k8s.core.v1.Service) -> pulumi.Output[str]:
-    def pick(status: object) -> str:
-        ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
-        for entry in ingress:
+def load_balancer_address(resources: pulumi.Input[Sequence[Any] | None]) -> pulumi.Output[str]:
+    """The address a load balancer gave the gateway Service among a chart's rendered ``resources``.
+
+    The Service's own output is used, so the value is what Pulumi's Service await saw when it
+    declared the Service ready (status.loadBalancer.ingress); unknown during a first preview.
+    """
+
+    def pick_status(status: Any) -> str:
+        for entry in getattr(getattr(status, "load_balancer", None), "ingress", None) or []:
             if getattr(entry, "ip", None) or getattr(entry, "hostname", None):
                 return str(entry.ip or entry.hostname)
         return ""
 
-    return svc.status.apply(pick)
+    def from_resources(items: Sequence[Any] | None) -> pulumi.Output[str]:
+        services = [r for r in items or [] if isinstance(r, k8s.core.v1.Service)]
+        if not services:
+            return pulumi.Output.from_input("")
+        return services[0].status.apply(pick_status)
+
+    return pulumi.Output.from_input(resources).apply(from_resources)
 
 
 class EastWestGateway(pulumi.ComponentResource):
@@ -141,11 +152,8 @@ class EastWestGateway(pulumi.ComponentResource):
         if args.gateway.external_ips:
             self.address = pulumi.Output.from_input(args.gateway.external_ips[0])
         elif args.gateway.service_type == "LoadBalancer":
-            # Read the Service the chart created once it is ready; the ID depends on the chart's
-            # outputs, so a first preview does not try to read an object that does not exist yet.
-            svc_id = pulumi.Output.all(args.namespace, chart.resources).apply(lambda v: f"{v[0]}/{EASTWEST_RELEASE}")
-            svc = k8s.core.v1.Service.get(f"{name}-service", svc_id, opts=pulumi.ResourceOptions(parent=self))
-            self.address = _service_address(svc)
+            # The chart's Service, once Pulumi's await saw the load balancer assign an address.
+            self.address = load_balancer_address(chart.resources)
         else:
             pulumi.log.warn(
                 f"{name}: service type {args.gateway.service_type} without externalIPs gives istiod no address "

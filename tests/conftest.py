@@ -112,8 +112,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "ca.crt": base64.b64encode(f"{FAKE_CLUSTER_CA}{ns}/{args.name}".encode()).decode(),
                 "namespace": base64.b64encode(ns.encode()).decode(),
             }
-        elif args.typ == "kubernetes:core/v1:Service" and args.resource_id:
-            # A read of the east-west gateway Service after a cloud load balancer gave it an address.
+        elif args.typ == "kubernetes:core/v1:Service" and args.name == "lb-service":
+            # A Service after a cloud load-balancer controller gave it an address.
             outputs["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
         elif args.typ == "kubernetes:helm.sh/v4:Chart":
             outputs["resources"] = []
