@@ -29,3 +29,21 @@ def ignore_istiod_managed_fields(args: pulumi.ResourceTransformArgs) -> pulumi.R
     return pulumi.ResourceTransformResult(
         props=args.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(ignore_changes=merged))
     )
+
+
+CRD_TYPE = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
+def delete_crds_on_destroy(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """Lets ``pulumi destroy`` delete the CRDs Istio's ``base`` chart renders.
+
+    The chart marks its CRDs ``helm.sh/resource-policy: keep`` and Pulumi's Chart honours that with
+    ``retainOnDelete``, as ``helm uninstall`` would: deleting a CRD deletes every resource of its kind
+    cluster-wide, including users' VirtualServices. Only stacks that opt in (``istio.keepCRDs:
+    false``, e.g. the disposable lab) get this transform.
+    """
+    if args.type_ != CRD_TYPE:
+        return None
+    return pulumi.ResourceTransformResult(
+        props=args.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=False))
+    )

@@ -9,7 +9,7 @@ import pulumi_kubernetes as k8s
 
 from .cluster_ca import ClusterCA, ClusterCAArgs
 from .constants import ISTIO_NAMESPACE, NETWORK_LABEL, PACKAGE
-from .drift import ignore_istiod_managed_fields
+from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
 from .settings import IstioSettings
 
 
@@ -112,6 +112,7 @@ class IstioControlPlane(pulumi.ComponentResource):
             self.intermediate_cert_pem = ca.cert_pem
 
         drift = pulumi.ResourceOptions(transforms=[ignore_istiod_managed_fields])
+        crds = pulumi.ResourceOptions(transforms=[] if args.istio.keep_crds else [delete_crds_on_destroy])
         self.base = k8s.helm.v4.Chart(
             f"{name}-base",
             chart_args(
@@ -121,7 +122,7 @@ class IstioControlPlane(pulumi.ComponentResource):
                 namespace=ns.metadata.name,
                 values={"global": {"istioNamespace": ISTIO_NAMESPACE}},
             ),
-            opts=pulumi.ResourceOptions.merge(child, drift),
+            opts=pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(child, drift), crds),
         )
         self.istiod = k8s.helm.v4.Chart(
             f"{name}-istiod",

@@ -89,6 +89,9 @@ class IstioSettings:
     charts: ChartSource = ChartSource()
     hub: str = DEFAULT_HUB
     tag: str = DEFAULT_ISTIO_VERSION
+    #: Keep Istio's CRDs on ``pulumi destroy`` (the chart's ``helm.sh/resource-policy: keep``):
+    #: deleting a CRD deletes every resource of its kind in the cluster, users' ones included.
+    keep_crds: bool = True
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ class _Problems:
 _TOP_KEYS = {"meshId", "clusters", "istio", "ca", "samples", "lab", ROOT_KEY_CONFIG}
 _CLUSTER_KEYS = {"name", "network", "kubeconfig", "context", "apiServer", "eastWestGateway"}
 _GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds"}
-_ISTIO_KEYS = {"version", "chartRepository", "chartDirectory", "hub", "tag"}
+_ISTIO_KEYS = {"version", "chartRepository", "chartDirectory", "hub", "tag", "keepCRDs"}
 _CA_KEYS = {"source", "protect", "rootValidityDays", "intermediateValidityDays", "rootCertPem"}
 _SAMPLE_KEYS = {"enabled", "namespace", "helloworldImagePrefix", "sleepImage"}
 
@@ -401,7 +404,8 @@ def _parse_istio(p: _Problems, raw: Any, base_dir: str) -> IstioSettings:
         charts = ChartSource(repository=repo)
     hub = _str(p, "istio.hub", data.get("hub"), DEFAULT_HUB) or DEFAULT_HUB
     tag = _str(p, "istio.tag", data.get("tag"), version) or version
-    return IstioSettings(version=version, charts=charts, hub=hub, tag=tag)
+    keep_crds = _bool(p, "istio.keepCRDs", data.get("keepCRDs"), True)
+    return IstioSettings(version=version, charts=charts, hub=hub, tag=tag, keep_crds=keep_crds)
 
 
 def _parse_ca(p: _Problems, raw: Any, root_key: str | None) -> CASettings:

@@ -186,6 +186,29 @@ def test_runtime_webhook_fields_are_not_drift(mesh_settings: Any) -> None:
     assert ignore_istiod_managed_fields(deployment) is None
 
 
+def test_crds_are_kept_on_destroy_unless_the_stack_opts_out(mesh_settings: Any) -> None:
+    from components.drift import delete_crds_on_destroy
+
+    kept = _build(mesh_settings())
+    assert delete_crds_on_destroy not in kept.one(CHART, name_contains="mesh1-cluster1-base").transforms
+    lab = _build(mesh_settings(istio={"keepCRDs": False}))
+    base = lab.one(CHART, name_contains="mesh1-cluster1-base")
+    assert delete_crds_on_destroy in base.transforms and ignore_istiod_managed_fields in base.transforms
+    crd = pulumi.ResourceTransformArgs(
+        custom=True,
+        type_="kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+        name="gateways.networking.istio.io",
+        props={},
+        opts=pulumi.ResourceOptions(retain_on_delete=True),  # what the chart's resource-policy: keep gives
+    )
+    result = delete_crds_on_destroy(crd)
+    assert result is not None and result.opts.retain_on_delete is False
+    other = pulumi.ResourceTransformArgs(
+        custom=True, type_="kubernetes:core/v1:ConfigMap", name="x", props={}, opts=pulumi.ResourceOptions()
+    )
+    assert delete_crds_on_destroy(other) is None
+
+
 # ---- east-west gateway ------------------------------------------------------------------------------
 
 

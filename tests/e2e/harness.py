@@ -145,7 +145,11 @@ class Stack:
         return [p for p in self.backend.rglob("*") if p.is_file()]
 
     def remove(self) -> None:
-        run(["pulumi", "stack", "rm", self.name, "--yes", "--force", "--non-interactive"], self.env, check=False)
+        run(
+            ["pulumi", "stack", "rm", self.name, "--yes", "--force", "--preserve-config", "--non-interactive"],
+            self.env,
+            check=False,
+        )
 
 
 def k8s_api(kubeconfig: Path | dict[str, Any]) -> Any:
