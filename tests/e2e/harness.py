@@ -52,7 +52,9 @@ def toolchain_env() -> dict[str, str]:
     env["VIRTUAL_ENV"] = str(ROOT / ".venv")
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env['PATH']}"
     bin_dir = Path(env["ISTIO_MESH_TOOLCHAIN"]) / "bin"
-    missing = [b for b in REQUIRED_BINARIES if not (bin_dir / b).exists()]
+    # With a working `pulumi` already installed (online machines) the toolchain builds only the rest.
+    required = [b for b in REQUIRED_BINARIES if not (env.get("ISTIO_MESH_SYSTEM_PULUMI") and b.startswith("pulumi"))]
+    missing = [b for b in required if not (bin_dir / b).exists()]
     if missing:
         pytest.fail(
             f"the toolchain is not built ({', '.join(missing)} missing in {bin_dir}): run `toolchain/build` "
