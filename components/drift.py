@@ -9,6 +9,8 @@ real out-of-band change (a webhook deleted, a selector edited) is still reported
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 
 #: Kinds whose runtime-mutated fields are ignored.
@@ -34,16 +36,25 @@ def ignore_istiod_managed_fields(args: pulumi.ResourceTransformArgs) -> pulumi.R
 CRD_TYPE = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
 
+#: Helm's "never delete this" annotation; Istio's charts put it on every CRD.
+KEEP_POLICY_ANNOTATION = "helm.sh/resource-policy"
+
+
 def delete_crds_on_destroy(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
     """Lets ``pulumi destroy`` delete the CRDs Istio's ``base`` chart renders.
 
-    The chart marks its CRDs ``helm.sh/resource-policy: keep`` and Pulumi's Chart honours that with
-    ``retainOnDelete``, as ``helm uninstall`` would: deleting a CRD deletes every resource of its kind
-    cluster-wide, including users' VirtualServices. Only stacks that opt in (``istio.keepCRDs:
-    false``, e.g. the disposable lab) get this transform.
+    The chart marks its CRDs ``helm.sh/resource-policy: keep``; Pulumi's Chart honours it (the CRD is
+    retained on delete), as ``helm uninstall`` would: deleting a CRD deletes every resource of its kind
+    cluster-wide, including users' VirtualServices. For stacks that opt in (``istio.keepCRDs: false``,
+    e.g. the disposable lab) the annotation is dropped and ``retainOnDelete`` turned off.
     """
     if args.type_ != CRD_TYPE:
         return None
+    props: dict[str, Any] = dict(args.props)
+    metadata = dict(props.get("metadata") or {})
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != KEEP_POLICY_ANNOTATION}
+    metadata["annotations"] = annotations
+    props["metadata"] = metadata
     return pulumi.ResourceTransformResult(
-        props=args.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=False))
+        props=props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=False))
     )

@@ -198,11 +198,14 @@ def test_crds_are_kept_on_destroy_unless_the_stack_opts_out(mesh_settings: Any) 
         custom=True,
         type_="kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
         name="gateways.networking.istio.io",
-        props={},
+        props={
+            "metadata": {"name": "gateways.networking.istio.io", "annotations": {"helm.sh/resource-policy": "keep"}}
+        },
         opts=pulumi.ResourceOptions(retain_on_delete=True),  # what the chart's resource-policy: keep gives
     )
     result = delete_crds_on_destroy(crd)
     assert result is not None and result.opts.retain_on_delete is False
+    assert result.props["metadata"] == {"name": "gateways.networking.istio.io", "annotations": {}}
     other = pulumi.ResourceTransformArgs(
         custom=True, type_="kubernetes:core/v1:ConfigMap", name="x", props={}, opts=pulumi.ResourceOptions()
     )
