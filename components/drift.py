@@ -53,7 +53,11 @@ def delete_crds_on_destroy(args: pulumi.ResourceTransformArgs) -> pulumi.Resourc
     props: dict[str, Any] = dict(args.props)
     metadata = dict(props.get("metadata") or {})
     annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != KEEP_POLICY_ANNOTATION}
-    metadata["annotations"] = annotations
+    # An empty map would differ from the live object (which has none) on every preview.
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
     props["metadata"] = metadata
     return pulumi.ResourceTransformResult(
         props=props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=False))
