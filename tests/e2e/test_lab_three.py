@@ -56,7 +56,9 @@ def test_three_clusters(stack3: Stack) -> None:
         intermediates.add(ca.serial_number)
         held = out["clusters"][c]["remoteSecrets"]
         assert held == sorted(f"istio-remote-secret-{o}" for o in CLUSTERS if o != c)
-        assert out["clusters"][c]["eastWestGatewayAddress"] == f"127.0.{c[-1]}.1"
+        # cluster1/2: the lab's load balancer; cluster3: the walkthrough's externalIPs (Pulumi.cluster-lab-3.yaml).
+        expected = "192.0.2.3" if c == "cluster3" else f"127.0.{c[-1]}.1"
+        assert out["clusters"][c]["eastWestGatewayAddress"] == expected
     assert len(roots) == 1 and len(intermediates) == 3
     remote = [
         s
@@ -65,4 +67,6 @@ def test_three_clusters(stack3: Stack) -> None:
         if s.metadata.name.startswith("istio-remote-secret-")
     ]
     assert len(remote) == 6
+    svc = _core("cluster3").read_namespaced_service("istio-eastwestgateway", "istio-system")
+    assert svc.spec.external_ips == ["192.0.2.3"]  # set by the program's transform, as `kubectl patch` did
     stack3.cli("preview", "--expect-no-changes")
