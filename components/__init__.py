@@ -5,6 +5,7 @@ Import what you need; nothing happens at import time. ``MultiPrimaryMesh`` compo
 
 from .cluster_ca import ClusterCA, ClusterCAArgs
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
+from .intermediate_cert import IntermediateCertificate, sign_intermediate
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
 from .multi_primary_mesh import MultiPrimaryMesh, MultiPrimaryMeshArgs
 from .providers import cluster_provider
@@ -34,6 +35,7 @@ __all__ = [
     "EastWestGateway",
     "EastWestGatewayArgs",
     "GatewaySettings",
+    "IntermediateCertificate",
     "IstioControlPlane",
     "IstioControlPlaneArgs",
     "IstioSettings",
@@ -50,4 +52,5 @@ __all__ = [
     "cluster_provider",
     "load_settings",
     "parse_settings",
+    "sign_intermediate",
 ]

@@ -17,10 +17,10 @@ from .constants import (
     PACKAGE,
     ROOT_CERT_KEY,
 )
-from .root_ca import CA_KEY_USAGES, CA_RSA_BITS
+from .intermediate_cert import INTERMEDIATE_SAN, IntermediateCertificate
+from .root_ca import CA_RSA_BITS
 
-#: SAN of every Istio intermediate (tools/certs/common.mk): istiod serves with certs from this CA.
-INTERMEDIATE_SAN = "istiod.istio-system.svc"
+__all__ = ["INTERMEDIATE_SAN", "ClusterCA", "ClusterCAArgs"]
 
 
 @dataclass(frozen=True)
@@ -60,24 +60,15 @@ class ClusterCA(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         key = tls.PrivateKey(f"{name}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
-        csr = tls.CertRequest(
-            f"{name}-csr",
-            private_key_pem=key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(
-                organization="Istio", common_name="Intermediate CA", locality=args.cluster_name
-            ),
-            dns_names=[INTERMEDIATE_SAN],
-            opts=child,
-        )
-        cert = tls.LocallySignedCert(
+        # Signed by our own dynamic provider, not tls.LocallySignedCert: only this way does the
+        # intermediate get pathlen:0 (see intermediate_cert.py).
+        cert = IntermediateCertificate(
             f"{name}-cert",
-            cert_request_pem=csr.cert_request_pem,
-            ca_cert_pem=args.root_cert_pem,
-            ca_private_key_pem=args.root_key_pem,
-            validity_period_hours=args.validity_days * 24,
-            is_ca_certificate=True,
-            max_path_length=0,
-            allowed_uses=CA_KEY_USAGES,
+            public_key_pem=key.public_key_pem,
+            cluster_name=args.cluster_name,
+            root_cert_pem=args.root_cert_pem,
+            root_key_pem=args.root_key_pem,
+            validity_days=args.validity_days,
             opts=child,
         )
         root = pulumi.Output.from_input(args.root_cert_pem)

@@ -3,14 +3,19 @@ options) is kept so tests can assert what the mesh is made of, which cluster eac
 what is secret and what depends on what.
 
 The mocks stand in for providers only where the program reads a provider's output: the token
-controller filling a service-account token secret, pulumi-tls returning certificate PEMs (a real
-self-signed certificate, so fingerprints are computed on real data), and a load balancer address.
+controller filling a service-account token secret, pulumi-tls returning keys and the root
+certificate (real ones: RSA keys of the requested size, cached per resource name, and a root
+self-signed with the key it is given), and a load balancer address. The program's own dynamic
+provider (the intermediate signer) is not mocked: its serialized provider is loaded and its
+``create`` runs, exactly as the engine's Python dynamic-provider plugin would, so the intermediates
+the tests inspect are the real certificates the program makes.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import os
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
@@ -61,28 +66,69 @@ class Registration:
         return f"{meta.get('namespace', '')}/{meta.get('name', '')}".lstrip("/")
 
 
-def _self_signed_pem(cn: str) -> str:
-    """A real certificate (EC, fast to make) standing in for pulumi-tls output."""
+@functools.cache
+def mock_private_key_pem(resource_name: str, bits: int = 2048) -> str:
+    """The real RSA key the mocked tls.PrivateKey named ``resource_name`` returns (cached per run)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+@functools.cache
+def _public_pem(private_pem: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None, unsafe_skip_rsa_key_validation=True)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def _self_signed_pem(inputs: Mapping[str, Any]) -> str:
+    """What pulumi-tls's SelfSignedCert returns for these inputs (subject, key, CA flag), for real."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    key = serialization.load_pem_private_key(
+        inputs["privateKeyPem"].encode(), password=None, unsafe_skip_rsa_key_validation=True
+    )
+    subject = inputs.get("subject") or {}
+    attrs = [
+        x509.NameAttribute(oid, subject[k])
+        for k, oid in (("organization", NameOID.ORGANIZATION_NAME), ("commonName", NameOID.COMMON_NAME))
+        if subject.get(k)
+    ]
+    name = x509.Name(attrs)
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())
+        .public_key(key.public_key())  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .not_valid_after(now + datetime.timedelta(hours=int(inputs.get("validityPeriodHours", 24))))
+        .add_extension(x509.BasicConstraints(ca=bool(inputs.get("isCaCertificate")), path_length=None), critical=True)
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _run_dynamic_create(inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Loads the serialized dynamic provider from ``__provider`` and runs its ``create``."""
+    import dill
+
+    props = _unwrap(dict(inputs))
+    provider = dill.loads(base64.b64decode(props["__provider"]))
+    result = provider.create(props)
+    return result.id, dict(result.outs or {})
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -94,14 +140,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "tls:index/privateKey:PrivateKey":
-            outputs["private_key_pem"] = f"FAKE-PRIVATE-KEY({args.name})"
-            outputs["privateKeyPem"] = outputs["private_key_pem"]
+            pem = mock_private_key_pem(args.name, int(args.inputs.get("rsaBits", 2048)))
+            outputs["privateKeyPem"] = pem
+            outputs["publicKeyPem"] = _public_pem(pem)
         elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
-            outputs["certPem"] = self.cert_pems.setdefault(args.name, _self_signed_pem(args.name))
-        elif args.typ == "tls:index/locallySignedCert:LocallySignedCert":
-            outputs["certPem"] = f"FAKE-INTERMEDIATE-CERT({args.name})\n"
-        elif args.typ == "tls:index/certRequest:CertRequest":
-            outputs["certRequestPem"] = f"FAKE-CSR({args.name})"
+            outputs["certPem"] = self.cert_pems.setdefault(args.name, _self_signed_pem(_unwrap(args.inputs)))
+        elif args.typ.startswith("pulumi-python:dynamic"):
+            resource_id, outs = _run_dynamic_create(args.inputs)
+            outputs.update(outs)
+            return resource_id, outputs
         elif (
             args.typ == "kubernetes:core/v1:Secret" and args.inputs.get("type") == "kubernetes.io/service-account-token"
         ):

@@ -8,7 +8,18 @@ from typing import Any
 
 import pulumi
 import yaml
-from conftest import FAKE_CLUSTER_CA, FAKE_TOKEN_PREFIX, Recorded, Registration, mesh_program, run_program
+from conftest import (
+    FAKE_CLUSTER_CA,
+    FAKE_TOKEN_PREFIX,
+    Recorded,
+    Registration,
+    mesh_program,
+    mock_private_key_pem,
+    run_program,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from components import constants as c
 from components.drift import ignore_istiod_managed_fields
@@ -18,7 +29,8 @@ SECRET = "kubernetes:core/v1:Secret"
 CHART = "kubernetes:helm.sh/v4:Chart"
 NAMESPACE = "kubernetes:core/v1:Namespace"
 GATEWAY_CR = "kubernetes:networking.istio.io/v1:Gateway"
-ROOT_KEY = "FAKE-PRIVATE-KEY(mesh1-root-ca-key)"
+ROOT_KEY = mock_private_key_pem("mesh1-root-ca-key", 4096)
+INTERMEDIATE = "pulumi-python:dynamic/istiomesh:IntermediateCertificate"
 CA_USAGES = ["digital_signature", "content_commitment", "key_encipherment", "cert_signing"]
 
 
@@ -53,27 +65,55 @@ def test_lab_style_root_is_not_protected(mesh_settings: Any) -> None:
     assert not rec.one("tls:index/selfSignedCert:SelfSignedCert").protect
 
 
+def _pem_public(pem: str) -> bytes:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def test_each_cluster_gets_an_intermediate_signed_by_the_one_root(mesh_settings: Any) -> None:
     rec = _build(mesh_settings(3))
     root_pem = rec.outputs["rootCertificatePem"]
-    certs = rec.of_type("tls:index/locallySignedCert:LocallySignedCert")
-    assert len(certs) == 3
+    root = x509.load_pem_x509_certificate(root_pem.encode())
+    signed = rec.of_type(INTERMEDIATE)
+    assert len(signed) == 3
     assert len(rec.of_type("tls:index/selfSignedCert:SelfSignedCert")) == 1
+    serials = set()
     for cluster in ("cluster1", "cluster2", "cluster3"):
-        csr = rec.one("tls:index/certRequest:CertRequest", name_contains=f"-{cluster}-ca-")
-        assert csr.inputs["subject"] == {"organization": "Istio", "commonName": "Intermediate CA", "locality": cluster}
-        assert csr.inputs["dnsNames"] == ["istiod.istio-system.svc"]
         own_key = rec.one("tls:index/privateKey:PrivateKey", name_contains=f"-{cluster}-ca-")
         assert (own_key.inputs["algorithm"], own_key.inputs["rsaBits"]) == ("RSA", 4096)
-        assert csr.inputs["privateKeyPem"] == f"FAKE-PRIVATE-KEY({own_key.name})"
-        cert = rec.one("tls:index/locallySignedCert:LocallySignedCert", name_contains=f"-{cluster}-ca-")
-        assert cert.inputs["caCertPem"] == root_pem
-        assert cert.inputs["caPrivateKeyPem"] == ROOT_KEY
-        assert cert.inputs["isCaCertificate"] is True
-        assert cert.inputs["maxPathLength"] == 0
-        assert sorted(cert.inputs["allowedUses"]) == sorted(CA_USAGES)
-        assert cert.inputs["validityPeriodHours"] == 3650 * 24
-        assert cert.is_secret("caPrivateKeyPem")
+        reg = rec.one(INTERMEDIATE, name_contains=f"-{cluster}-ca-")
+        assert reg.inputs["root_cert_pem"] == root_pem
+        assert reg.inputs["root_key_pem"] == ROOT_KEY and reg.is_secret("root_key_pem")
+        assert reg.inputs["cluster_name"] == cluster and reg.inputs["validity_days"] == 3650
+        # The certificate itself, as the signer made it (ISTIO_FACTS, intermediate column).
+        ca = _intermediate_of(rec, cluster)
+        ca.verify_directly_issued_by(root)
+        assert ca.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) == _pem_public(mock_private_key_pem(own_key.name, 4096))
+        assert isinstance(ca.signature_hash_algorithm, hashes.SHA256)
+        assert {a.oid: a.value for a in ca.subject} == {
+            NameOID.ORGANIZATION_NAME: "Istio",
+            NameOID.COMMON_NAME: "Intermediate CA",
+            NameOID.LOCALITY_NAME: cluster,
+        }
+        bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+        assert bc.critical and bc.value.ca and bc.value.path_length == 0
+        ku = ca.extensions.get_extension_for_class(x509.KeyUsage)
+        assert ku.critical
+        assert (ku.value.digital_signature, ku.value.content_commitment) == (True, True)
+        assert (ku.value.key_encipherment, ku.value.key_cert_sign) == (True, True)
+        assert not (ku.value.crl_sign or ku.value.data_encipherment or ku.value.key_agreement)
+        san = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        assert san.value.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc"]
+        assert (ca.not_valid_after_utc - ca.not_valid_before_utc).days == 3650
+        serials.add(ca.serial_number)
+    assert len(serials) == 3
+
+
+def _intermediate_of(rec: Recorded, cluster: str) -> x509.Certificate:
+    secret = rec.one(SECRET, "istio-system/cacerts", name_contains=f"-{cluster}-")
+    return x509.load_pem_x509_certificate(base64.b64decode(secret.inputs["data"]["ca-cert.pem"]))
 
 
 def test_cacerts_holds_the_four_keys_with_chain_intermediate_then_root(mesh_settings: Any) -> None:
@@ -84,12 +124,23 @@ def test_cacerts_holds_the_four_keys_with_chain_intermediate_then_root(mesh_sett
         assert rec.provider_of(secret) == f"k8s-{cluster}"
         data = {k: _b64d(v) for k, v in secret.inputs["data"].items()}
         assert sorted(data) == ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
-        intermediate = f"FAKE-INTERMEDIATE-CERT(mesh1-{cluster}-ca-cert)\n"
-        assert data["ca-cert.pem"] == intermediate
-        assert data["ca-key.pem"] == f"FAKE-PRIVATE-KEY(mesh1-{cluster}-ca-key)"
+        intermediate = data["ca-cert.pem"]
+        assert "BEGIN CERTIFICATE" in intermediate and intermediate.endswith("\n")
+        assert data["ca-key.pem"] == mock_private_key_pem(f"mesh1-{cluster}-ca-key", 4096)
         assert data["root-cert.pem"] == root_pem
         assert data["cert-chain.pem"] == intermediate + root_pem
         assert secret.is_secret("data")
+
+
+def test_intermediate_state_never_holds_the_root_key(mesh_settings: Any) -> None:
+    """The signer's outputs (what the engine stores as the resource's state) leave the root key out."""
+    from conftest import _run_dynamic_create
+
+    rec = _build(mesh_settings())
+    for reg in rec.of_type(INTERMEDIATE):
+        _, outs = _run_dynamic_create(reg.inputs)
+        assert "root_key_pem" not in outs and ROOT_KEY not in repr(outs)
+        assert "BEGIN CERTIFICATE" in outs["cert_pem"]
 
 
 def test_root_key_is_written_into_no_cluster(mesh_settings: Any) -> None:
@@ -434,7 +485,7 @@ def test_outputs_hold_no_private_material(mesh_settings: Any) -> None:
     rec = _build(mesh_settings())
     text = repr(rec.outputs)
     for needle in (
-        "FAKE-PRIVATE-KEY",
+        "PRIVATE KEY",
         FAKE_TOKEN_PREFIX,
         "placeholder-token",
         "kubeconfig",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import os
@@ -223,9 +224,19 @@ def test_imported_root_signs_intermediates_and_creates_no_root(kubeconfigs: Any)
     rec = run_program(mesh_program(s))
     assert not rec.of_type("tls:index/selfSignedCert:SelfSignedCert")
     assert not [r for r in rec.of_type("tls:index/privateKey:PrivateKey") if "root" in r.name]
-    for signed in rec.of_type("tls:index/locallySignedCert:LocallySignedCert"):
-        assert signed.inputs["caCertPem"] == cert
-        assert signed.inputs["caPrivateKeyPem"] == key and signed.is_secret("caPrivateKeyPem")
+    signed = rec.of_type("pulumi-python:dynamic/istiomesh:IntermediateCertificate")
+    assert len(signed) == 2
+    for reg in signed:
+        assert reg.inputs["root_cert_pem"] == cert
+        assert reg.inputs["root_key_pem"] == key and reg.is_secret("root_key_pem")
+    # And the intermediates really are signed by the imported root.
+    from cryptography import x509
+
+    root = x509.load_pem_x509_certificate(cert.encode())
+    for secret in [r for r in rec.of_type("kubernetes:core/v1:Secret") if r.k8s_name == "istio-system/cacerts"]:
+        x509.load_pem_x509_certificate(
+            base64.b64decode(secret.inputs["data"]["ca-cert.pem"])
+        ).verify_directly_issued_by(root)
     assert rec.outputs["rootCertificatePem"] == cert
 
 

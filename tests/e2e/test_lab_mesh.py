@@ -189,15 +189,20 @@ def test_cacerts_chain_to_one_root_with_istio_fields(stack: Stack) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the tls provider treats max_path_length=0 as unset (Terraform GetOk), so the "
-    "intermediate has CA:true without pathlen:0; this test fails loudly once that is fixed",
-)
 def test_intermediate_has_pathlen_zero(stack: Stack) -> None:
+    """ISTIO_FACTS: basicConstraints = critical, CA:true, pathlen:0 (our signer, not pulumi-tls)."""
     for c in CLUSTERS:
-        bc = _load_chain(c)["ca"].extensions.get_extension_for_class(x509.BasicConstraints)
-        assert bc.value.path_length == 0
+        ca = _load_chain(c)["ca"]
+        bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+        assert bc.critical and bc.value.ca and bc.value.path_length == 0, (c, bc)
+        # The authority key id names the root's key, so chain builders pick the right issuer.
+        root = _load_chain(c)["root"]
+        aki = ca.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        try:
+            root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            root_ski = x509.SubjectKeyIdentifier.from_public_key(root.public_key()).digest
+        assert aki.key_identifier == root_ski
 
 
 def test_root_key_is_in_no_cluster(stack: Stack) -> None:

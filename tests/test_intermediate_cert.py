@@ -1,0 +1,168 @@
+"""The intermediate signer and its dynamic provider, on real keys (no Pulumi engine needed)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from typing import Any
+
+import dill
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pulumi.dynamic.dynamic import serialize_provider
+
+from components.intermediate_cert import (
+    IntermediateCertificateProvider,
+    SigningError,
+    sign_intermediate,
+)
+
+NOW = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def _pem_key(key: Any) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _pem_pub(key: Any) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def _root(with_ski: bool = True) -> tuple[str, str, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if with_ski:
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key), cert
+
+
+def _sign(**overrides: Any) -> x509.Certificate:
+    root_pem, root_key, _ = overrides.pop("root", None) or _root()
+    args: dict[str, Any] = {
+        "public_key_pem": _pem_pub(ec.generate_private_key(ec.SECP256R1())),
+        "cluster_name": "cluster1",
+        "root_cert_pem": root_pem,
+        "root_key_pem": root_key,
+        "validity_days": 3650,
+        "now": NOW,
+    }
+    args.update(overrides)
+    return x509.load_pem_x509_certificate(sign_intermediate(**args).encode())
+
+
+def test_intermediate_has_every_istio_field_and_pathlen_zero() -> None:
+    root = _root()
+    ca = _sign(root=root)
+    ca.verify_directly_issued_by(root[2])
+    bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca and bc.value.path_length == 0
+    assert {a.oid: a.value for a in ca.subject} == {
+        NameOID.ORGANIZATION_NAME: "Istio",
+        NameOID.COMMON_NAME: "Intermediate CA",
+        NameOID.LOCALITY_NAME: "cluster1",
+    }
+    assert ca.issuer == root[2].subject
+    assert isinstance(ca.signature_hash_algorithm, hashes.SHA256)
+    assert ca.not_valid_before_utc == NOW and ca.not_valid_after_utc == NOW + datetime.timedelta(days=3650)
+    san = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.value.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc"]
+    ku = ca.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.key_cert_sign and ku.value.digital_signature
+    # Chain building: AKI of the intermediate = SKI of the root.
+    aki = ca.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = root[2].extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+
+
+def test_a_root_without_ski_still_gets_an_authority_key_id() -> None:
+    root = _root(with_ski=False)
+    ca = _sign(root=root)
+    aki = ca.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == x509.SubjectKeyIdentifier.from_public_key(root[2].public_key()).digest
+
+
+def test_each_signature_has_its_own_serial() -> None:
+    root = _root()
+    assert _sign(root=root).serial_number != _sign(root=root).serial_number
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"validity_days": 0}, "validity_days must be at least 1"),
+        ({"root_cert_pem": "not a cert"}, "root_cert_pem is not a PEM certificate"),
+        ({"root_key_pem": "not a key"}, "root_key_pem is not an unencrypted PEM private key"),
+        ({"public_key_pem": "nope"}, "public_key_pem is not a PEM public key"),
+        ({"root_key_pem": _pem_key(ec.generate_private_key(ec.SECP256R1()))}, "not the private key of root_cert_pem"),
+    ],
+)
+def test_bad_inputs_are_named(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(SigningError, match=message):
+        _sign(**overrides)
+
+
+def _props(root: tuple[str, str, x509.Certificate], **overrides: Any) -> dict[str, Any]:
+    props = {
+        "public_key_pem": _pem_pub(ec.generate_private_key(ec.SECP256R1())),
+        "cluster_name": "cluster1",
+        "root_cert_pem": root[0],
+        "root_key_pem": root[1],
+        "validity_days": 3650,
+    }
+    props.update(overrides)
+    return props
+
+
+def test_provider_state_has_the_cert_and_never_the_root_key() -> None:
+    root = _root()
+    result = IntermediateCertificateProvider().create(_props(root))
+    outs = result.outs or {}
+    assert "root_key_pem" not in outs and root[1] not in repr(outs)
+    cert = x509.load_pem_x509_certificate(outs["cert_pem"].encode())
+    assert result.id == outs["serial"] == f"{cert.serial_number:x}"
+    assert outs["not_after"] == cert.not_valid_after_utc.isoformat()
+
+
+def test_provider_replaces_on_any_input_change_and_is_quiet_otherwise() -> None:
+    root = _root()
+    provider = IntermediateCertificateProvider()
+    props = _props(root)
+    outs = provider.create(props).outs or {}
+    same = provider.diff("id", outs, dict(props))
+    assert same.changes is False and not same.replaces
+    for key, value in (("cluster_name", "cluster9"), ("validity_days", 730), ("root_cert_pem", _root()[0])):
+        changed = provider.diff("id", outs, {**props, key: value})
+        assert changed.changes is True and changed.replaces == [key]
+    # A refresh reads back exactly what was signed (the certificate lives only in state).
+    assert provider.read("id", outs).outs == outs
+
+
+def test_provider_serializes_by_reference_and_round_trips() -> None:
+    """The engine's plugin re-imports this module; the serialized form must stay small and stable."""
+    text = serialize_provider(IntermediateCertificateProvider())
+    raw = base64.b64decode(text)
+    assert b"components.intermediate_cert" in raw and len(raw) < 512
+    assert serialize_provider(IntermediateCertificateProvider()) == text  # no diff between runs
+    assert isinstance(dill.loads(raw), IntermediateCertificateProvider)
