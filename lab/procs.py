@@ -41,8 +41,11 @@ def running_pid(pidfile: Path, binary: Path | str) -> int | None:
     return pid
 
 
-def start(binary: Path, args: list[str], pidfile: Path, log: Path, cwd: Path) -> int:
-    """Start ``binary args...`` detached (own session), stdout+stderr appended to ``log``."""
+def start(binary: Path, args: list[str], pidfile: Path, log: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``binary args...`` detached (own session), stdout+stderr appended to ``log``.
+
+    ``env``: the whole environment of the process (default: this process's).
+    """
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -56,6 +59,7 @@ def start(binary: Path, args: list[str], pidfile: Path, log: Path, cwd: Path) ->
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            env=env,
         )
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
@@ -65,11 +69,18 @@ def exited(pid: int) -> bool:
     """True once ``pid`` is gone (reaping it if it is our child)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return True
+        # Our child: waitpid is the truth. (/proc/<pid>/cmdline can read empty while the child is
+        # still in execve on a loaded machine, which once made a starting etcd look dead.)
+        return done == pid
     except ChildProcessError:
         pass
-    return not _cmdline(pid) or _is_zombie(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return _is_zombie(pid)
 
 
 def stop(pidfile: Path, binary: Path | str, grace: float = 15.0) -> bool:
