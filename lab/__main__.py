@@ -1,11 +1,13 @@
-"""``python -m lab up [--clusters N] | down [--purge] | status | verify``."""
+"""``python -m lab up [--clusters N] | down [--purge] | status | verify | istiod start|stop``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import cluster
+from .istiod import IstiodError
 from .layout import NODES_PER_CLUSTER, existing_clusters
 
 
@@ -32,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         help="in every running cluster: a 2-replica Deployment becomes Available, a service-account "
         "token Secret is filled and its token lists pods, a LoadBalancer Service gets the cluster's IP",
     )
+    p_ist = sub.add_parser(
+        "istiod",
+        help="run the real istiod (pilot-discovery) of every lab cluster as a local process, configured from "
+        "what the mesh program installed there (after pulumi up); `lab down` stops them too",
+    )
+    p_ist.add_argument("action", choices=["start", "restart", "stop"])
+    p_ist.add_argument("--timeout", type=float, default=180, help="seconds to wait for every istiod to be ready")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -42,13 +51,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "down":
             cluster.down(existing_clusters(), args.purge)
             return 0
+        if args.cmd == "istiod":
+            from . import istiod
+
+            if args.action == "stop":
+                tc = cluster._locate_toolchain(required=False)
+                stopped = istiod.stop(tc.bin("pilot-discovery") if tc else "pilot-discovery", existing_clusters())
+                print(f"[lab] stopped istiod in: {', '.join(stopped) or 'none (none was running)'}")
+                return 0
+            tc = cluster.find_toolchain()
+            binary = tc.bin("pilot-discovery")
+            if not os.access(binary, os.X_OK):
+                raise cluster.LabError(f"{binary} is missing; build it with: toolchain/build pilot-discovery")
+            running = [
+                c
+                for c in existing_clusters()
+                if cluster.procs.running_pid(c.pidfile("kube-apiserver"), tc.bin("kube-apiserver"))
+            ]
+            if not running:
+                raise cluster.LabError("no lab cluster is running (python -m lab up)")
+            istiod.start(binary, running, args.timeout, restart=args.action == "restart")
+            return 0
         if args.cmd == "verify":
             from .verify import verify
 
             verify(existing_clusters())
             return 0
         return 1 if cluster.status(existing_clusters()) else 0
-    except (cluster.LabError, ValueError) as e:
+    except (cluster.LabError, ValueError, IstiodError) as e:
         print(f"[lab] ERROR: {e}", file=sys.stderr)
         return 1
 

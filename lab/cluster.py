@@ -531,6 +531,10 @@ def _binary_name(tc: Toolchain | None, comp: str) -> Path | str:
 
 def down(cl: list[Cluster], purge: bool) -> None:
     tc = _locate_toolchain(required=False)
+    from . import istiod
+
+    for name in istiod.stop(_binary_name(tc, "pilot-discovery"), cl):
+        _log(f"{name}: stopped istiod")
     for c in cl:
         stopped = [comp for comp in reversed(COMPONENTS) if procs.stop(c.pidfile(comp), _binary_name(tc, comp))]
         _log(f"{c.name}: stopped {', '.join(stopped) if stopped else 'nothing (was not running)'}")
@@ -573,6 +577,13 @@ def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
                 total_kib += kib
                 cols.append(f"{comp}=up(pid {pid}, {kib // 1024} MiB)")
         print("  processes: " + "  ".join(cols))
+        ist = procs.running_pid(c.pidfile("istiod"), _binary_name(tc, "pilot-discovery"))
+        if ist is not None:
+            from . import istiod
+
+            total_kib += procs.rss_kib(ist)
+            state = "ready" if istiod.ready(c) else "not ready"
+            print(f"  istiod: pid {ist}, {state}, {istiod.http_url(c)} (xDS {istiod.xds_address(c)})")
         if not CA_CERT.exists() or not (c.pki / "admin.crt").exists():
             print("  API server: no credentials yet")
             continue

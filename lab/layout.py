@@ -12,7 +12,15 @@ etcd peer (https)        block + 80      20180      20280      20380
 kube-controller-manager  block + 57      20157      20257      20357
 kube-scheduler           block + 59      20159      20259      20359
 kwok (healthz, metrics)  block + 47      20147      20247      20347
+istiod http (8080)       block + 8       20108      20208      20308
+istiod xDS grpc (15010)  block + 10      20110      20210      20310
+istiod xDS tls (15012)   block + 12      20112      20212      20312
+istiod monitoring        block + 14      20114      20214      20314
+istiod webhooks (15017)  block + 17      20117      20217      20317
+istiod ControlZ (9876)   block + 76      20176      20276      20376
 =======================  ==============  =========  =========  =========
+
+(istiod runs only after ``python -m lab istiod start``, see ``lab/istiod.py``.)
 
 Every process binds only its cluster's loopback address. In-cluster address ranges are virtual
 (nothing routes them; no kube-proxy or CNI runs): services ``10.<100+i>.0.0/16`` (the ``kubernetes``
@@ -79,6 +87,18 @@ class Cluster:
     @property
     def kwok_port(self) -> int:
         return self._port(47)
+
+    #: istiod's listeners: its in-cluster port -> the lab port on this cluster's address.
+    @property
+    def istiod_ports(self) -> dict[int, int]:
+        return {
+            8080: self._port(8),
+            15010: self._port(10),
+            15012: self._port(12),
+            15014: self._port(14),
+            15017: self._port(17),
+            9876: self._port(76),
+        }
 
     @property
     def server(self) -> str:

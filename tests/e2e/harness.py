@@ -108,6 +108,10 @@ class Lab:
             timeout=300,
         )
 
+    def istiod(self, action: str) -> subprocess.CompletedProcess[str]:
+        """``python -m lab istiod start|restart|stop``: the real istiod of every cluster."""
+        return run([str(ROOT / ".venv" / "bin" / "python"), "-m", "lab", "istiod", action], self.env, timeout=400)
+
 
 class Stack:
     """A Pulumi stack of this project on a local file backend, driven through the CLI."""
