@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.action == "stop":
                 tc = cluster._locate_toolchain(required=False)
-                stopped = istiod.stop(tc.bin("pilot-discovery") if tc else "pilot-discovery", existing_clusters())
+                stopped = istiod.stop(cluster._binary_name(tc, "pilot-discovery"), existing_clusters())
                 print(f"[lab] stopped istiod in: {', '.join(stopped) or 'none (none was running)'}")
                 return 0
             tc = cluster.find_toolchain()

@@ -260,14 +260,7 @@ def start(binary: Path, cl: list[Cluster], timeout: float = 120.0, restart: bool
             continue
         api = Client(c)
         args, env, f = materialize(api, c)
-        pid = procs.start(
-            binary,
-            ["discovery", *[a for a in args if a != "discovery"]],
-            pidfile,
-            log,
-            workdir(c),
-            {**_base_env(), **env},
-        )
+        pid = procs.start(binary, args, pidfile, log, workdir(c), {**_base_env(), **env})
         facts[c.name] = {**f, "pid": pid, "http": http_url(c)}
         print(
             f"[lab] {c.name}: istiod pid {pid} (CLUSTER_ID={f['CLUSTER_ID']}, cacerts keys {f['cacerts'] or 'none'}, "
