@@ -1,0 +1,359 @@
+"""``verify``'s diagnosis: facts of a healthy two-cluster mesh, then one failure mode at a time.
+
+The facts are plain data shaped like what the collectors read (istiod's debug endpoints, the clusters'
+objects); the certificates are real, so the CA checks verify real signatures. The collectors run
+against the lab in the end-to-end tier.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from conftest import write_kubeconfig
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from components.intermediate_cert import sign_intermediate
+from verify.mesh import (
+    ClusterFacts,
+    IstiodFacts,
+    RemoteSecretFacts,
+    diagnose,
+    endpoints_of,
+    main,
+    render_text,
+    report_json,
+)
+
+HOST = "helloworld.sample.svc.cluster.local"
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _cert(subject: x509.Name, issuer: x509.Name, pub: Any, signer: Any, ca: bool) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(minutes=1))
+        .not_valid_after(NOW + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(signer, hashes.SHA256())
+    )
+
+
+def _name(**attrs: str) -> x509.Name:
+    oids = {"O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME, "L": NameOID.LOCALITY_NAME}
+    return x509.Name([x509.NameAttribute(oids[k], v) for k, v in attrs.items()])
+
+
+class Pki:
+    """A mesh root, one intermediate per cluster, istiod serving certs, and a stray self-signed istiod CA."""
+
+    def __init__(self) -> None:
+        root_key = _key()
+        root_name = _name(O="Istio", CN="Root CA")
+        self.root = _pem(_cert(root_name, root_name, root_key.public_key(), root_key, ca=True))
+        self.intermediate: dict[str, str] = {}
+        self.serving: dict[str, str] = {}
+        for c in ("cluster1", "cluster2"):
+            ikey = _key()
+            pub = ikey.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            self.intermediate[c] = sign_intermediate(
+                public_key_pem=pub.decode(),
+                cluster_name=c,
+                root_cert_pem=self.root,
+                root_key_pem=_key_pem(root_key),
+                validity_days=1,
+            )
+            inter = x509.load_pem_x509_certificate(self.intermediate[c].encode())
+            self.serving[c] = _pem(_cert(x509.Name([]), inter.subject, _key().public_key(), ikey, ca=False))
+        own_key = _key()
+        own = _name(O="cluster.local")
+        self.self_signed_serving = _pem(_cert(x509.Name([]), own, _key().public_key(), own_key, ca=False))
+        other_key = _key()
+        self.other_root = _pem(_cert(root_name, root_name, other_key.public_key(), other_key, ca=True))
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return Pki()
+
+
+OTHER = {"cluster1": "cluster2", "cluster2": "cluster1"}
+NET = {"cluster1": "network1", "cluster2": "network2"}
+GW = {"cluster1": "127.0.1.1", "cluster2": "127.0.2.1"}
+POD = {"cluster1": "10.1.1.5", "cluster2": "10.2.1.7"}
+
+
+def healthy(pki: Pki) -> tuple[list[ClusterFacts], list[IstiodFacts]]:
+    clusters, istiods = [], []
+    for c in ("cluster1", "cluster2"):
+        o = OTHER[c]
+        clusters.append(
+            ClusterFacts(
+                name=c,
+                expected_network=NET[c],
+                network_label=NET[c],
+                cacerts_keys=["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"],
+                root_pem=pki.root,
+                intermediate_pem=pki.intermediate[c],
+                remote_secrets=[
+                    RemoteSecretFacts(
+                        name=f"istio-remote-secret-{o}",
+                        annotation_cluster=o,
+                        keys=[o],
+                        servers={o: f"https://{GW[o]}:20{o[-1]}43"},
+                        access={o: None},
+                        missing_permissions={o: []},
+                    )
+                ],
+                gateway_exists=True,
+                gateway_addresses=[GW[c]],
+                gateway_network_label=NET[c],
+                service_endpoints=[POD[c]],
+                service_exists=True,
+            )
+        )
+        istiods.append(
+            IstiodFacts(
+                cluster=c,
+                address=f"http://{GW[c]}:20{c[-1]}08",
+                ready=True,
+                clusters=[
+                    {"id": c, "secretName": "", "syncStatus": "synced"},
+                    {"id": o, "secretName": f"istio-system/istio-remote-secret-{o}", "syncStatus": "synced"},
+                ],
+                gateways=[
+                    {"network": NET[k], "cluster": k, "address": GW[k], "port": 15443} for k in ("cluster1", "cluster2")
+                ],
+                endpoints=[
+                    {"cluster": k, "network": NET[k], "address": POD[k], "port": 5000, "labels": {}, "tlsMode": ""}
+                    for k in ("cluster1", "cluster2")
+                ],
+                serving_cert_pem=pki.serving[c],
+            )
+        )
+    return clusters, istiods
+
+
+def checks(findings: list[Any]) -> set[tuple[str, str]]:
+    return {(f.cluster, f.check) for f in findings}
+
+
+def test_a_healthy_mesh_has_no_findings_and_reports_remote_endpoints_behind_the_gateway(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert findings == []
+    doc = report_json("mesh1", clusters, istiods, findings, HOST, pki.root)
+    assert doc["ok"] is True
+    c1 = next(i for i in doc["istiods"] if i["cluster"] == "cluster1")
+    via = {e["cluster"]: e["via"] for e in c1["endpoints"]}
+    assert via == {"cluster1": "direct", "cluster2": "127.0.2.1:15443"}
+    assert c1["ca"]["chainsToMeshRoot"] is True
+    assert "O=Istio" in c1["ca"]["issuer"] and "L=cluster1" in c1["ca"]["issuer"]
+    text = render_text(doc)
+    assert text.splitlines()[-1].startswith("OK:")
+    assert "cluster2/network2 10.2.1.7:5000 (through gateway 127.0.2.1:15443)" in text
+
+
+def test_remote_secret_key_not_the_cluster_name(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    rs = clusters[0].remote_secrets[0]
+    rs.keys = ["cluster-two"]
+    rs.access = {"cluster-two": None}
+    rs.missing_permissions = {"cluster-two": []}
+    istiods[0].clusters[1] = {
+        "id": "cluster-two",
+        "secretName": "istio-system/istio-remote-secret-cluster2",
+        "syncStatus": "synced",
+    }
+    istiods[0].endpoints = [e for e in istiods[0].endpoints if e["cluster"] == "cluster1"] + [
+        {"cluster": "cluster-two", "network": "network2", "address": POD["cluster2"], "port": 5000}
+    ]
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    causes = {f.check: f.cause for f in findings if f.cluster == "cluster1"}
+    assert "data key(s) ['cluster-two'], not 'cluster2'" in causes["remote-secret"]
+    assert checks(findings) == {("cluster1", "remote-secret"), ("cluster1", "sync"), ("cluster1", "endpoints")}
+    assert any("'cluster-two' that is not in the mesh" in f.cause for f in findings)
+
+
+def test_api_server_unreachable_or_unauthorised(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[1].remote_secrets[0].access["cluster1"] = "unreachable from here: connection refused"
+    clusters[0].remote_secrets[0].access["cluster2"] = "unauthorised: the API server rejects the token (HTTP 401)"
+    istiods[1].clusters[1]["syncStatus"] = "timeout"
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster2", "remote-access"), ("cluster1", "remote-access"), ("cluster2", "sync")}
+    text = " | ".join(f.cause for f in findings)
+    assert "cluster1's API server https://127.0.1.1:20143: unreachable" in text
+    assert "HTTP 401" in text
+    assert "has not synced cluster1 (status 'timeout')" in text
+
+
+def test_reader_permissions_removed(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[1].remote_secrets[0].missing_permissions["cluster1"] = ["list pods", "watch pods"]
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster2", "remote-access")}
+    assert "is not authorised in cluster1: it cannot list pods, watch pods" in findings[0].cause
+
+
+def test_network_label_missing(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[1].network_label = None
+    for i in istiods:
+        for e in i.endpoints:
+            if e["cluster"] == "cluster2":
+                e["network"] = ""
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert ("cluster2", "network-label") in checks(findings)
+    assert {f.cluster for f in findings if f.check == "endpoints"} == {"cluster1", "cluster2"}
+    label = next(f for f in findings if f.check == "network-label")
+    assert "topology.istio.io/network" in label.cause and "is missing" in label.cause and "'network2'" in label.cause
+
+
+def test_gateway_without_address(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[1].gateway_addresses = []
+    for i in istiods:
+        i.gateways = [g for g in i.gateways if g["network"] != "network2"]
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster2", "gateway"), ("cluster1", "gateway")}
+    assert any("east-west gateway of cluster2 has no address" in f.cause for f in findings)
+    doc = report_json("mesh1", clusters, istiods, findings, HOST, pki.root)
+    c1 = next(i for i in doc["istiods"] if i["cluster"] == "cluster1")
+    assert {e["cluster"]: e["via"] for e in c1["endpoints"]}["cluster2"] is None
+    assert "through gateway NONE" in render_text(doc)
+
+
+def test_istiod_on_its_self_signed_ca_because_cacerts_was_missing(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[0].cacerts_keys, clusters[0].root_pem, clusters[0].intermediate_pem = [], None, None
+    istiods[0].serving_cert_pem = pki.self_signed_serving
+    istiods[0].tls_error = "unable to get local issuer certificate"
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster1", "ca")}
+    causes = " | ".join(f.cause for f in findings)
+    assert "cacerts in cluster1 is missing" in causes
+    assert "self-signed CA (issuer O=cluster.local)" in causes
+
+
+def test_istiod_still_on_an_old_intermediate(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    istiods[0].serving_cert_pem = pki.serving["cluster2"]  # chains to the root, wrong intermediate
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster1", "ca")}
+    assert "other than the intermediate in its cacerts" in findings[0].cause
+
+
+def test_roots_that_differ(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[1].root_pem = pki.other_root
+    # Without a mesh root (a mesh Pulumi did not build): the clusters disagree.
+    findings = diagnose(clusters, istiods, None, HOST)
+    assert ("mesh", "root") in checks(findings)
+    # With the stack's root: the odd one out is named; its intermediate is not signed by it either.
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster2", "root"), ("cluster2", "ca")}
+
+
+def test_unreachable_istiod_is_a_finding_not_a_crash(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    istiods[1] = IstiodFacts(cluster="cluster2", address="-", error="cannot reach istiod: connection refused")
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster2", "istiod")}
+    doc = report_json("mesh1", clusters, istiods, findings, HOST, pki.root)
+    assert doc["ok"] is False
+    assert "unreachable: cannot reach istiod" in render_text(doc)
+
+
+def test_no_remote_secret_at_all(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[0].remote_secrets = []
+    istiods[0].clusters = istiods[0].clusters[:1]
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert ("cluster1", "remote-secret") in checks(findings)
+    assert any("has no remote secret for cluster2" in f.cause for f in findings)
+
+
+def test_endpoint_shardz_flattening() -> None:
+    """The shape pilot-discovery 1.30 serves on /debug/endpointShardz (as seen on the lab)."""
+    shardz = {
+        HOST: {
+            "sample": {
+                "Shards": {
+                    "Kubernetes/cluster1": [
+                        {
+                            "Addresses": ["10.1.1.5"],
+                            "EndpointPort": 5000,
+                            "Network": "network1",
+                            "Labels": {"version": "v1"},
+                        }
+                    ],
+                    "Kubernetes/cluster2": [
+                        {
+                            "Addresses": ["10.2.1.7"],
+                            "EndpointPort": 5000,
+                            "Network": "network2",
+                            "Labels": {"version": "v2"},
+                        }
+                    ],
+                }
+            }
+        },
+        "other.sample.svc.cluster.local": {
+            "sample": {"Shards": {"Kubernetes/cluster1": [{"Addresses": ["10.1.1.9"]}]}}
+        },
+    }
+    rows = endpoints_of(shardz, HOST)
+    assert [(r["cluster"], r["network"], r["address"], r["port"]) for r in rows] == [
+        ("cluster1", "network1", "10.1.1.5", 5000),
+        ("cluster2", "network2", "10.2.1.7", 5000),
+    ]
+    assert endpoints_of(shardz, "missing.sample.svc.cluster.local") == []
+
+
+def test_bad_command_line_input_exits_2_before_anything_is_read(tmp_path: Any, capsys: Any) -> None:
+    bad = tmp_path / "mesh.yaml"
+    bad.write_text("meshId: mesh1\nclusters:\n  - name: cluster1\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "clusters" in err and "nothing was changed" in err
+    assert main(["--config", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_istiod_flag_names_a_mesh_cluster(tmp_path: Any, capsys: Any) -> None:
+    cfg = tmp_path / "mesh.yaml"
+    cfg.write_text(
+        "meshId: mesh1\nclusters:\n"
+        + "".join(
+            f"  - {{name: {c}, network: n{i}, context: {c}, "
+            f"kubeconfig: {write_kubeconfig(str(tmp_path), c, f'https://10.0.0.{i}:6443')}}}\n"
+            for i, c in ((1, "cluster1"), (2, "cluster2"))
+        )
+    )
+    assert main(["--config", str(cfg), "--istiod", "cluster9=127.0.0.1:1,127.0.0.1:2"]) == 2
+    assert "CLUSTER one of ['cluster1', 'cluster2']" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "--istiod", "cluster1=127.0.0.1"]) == 2
