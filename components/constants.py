@@ -22,6 +22,12 @@ CA_KEY_KEY = "ca-key.pem"
 ROOT_CERT_KEY = "root-cert.pem"
 CERT_CHAIN_KEY = "cert-chain.pem"
 
+#: istiod's Deployment (the ``istiod`` chart, default revision).
+ISTIOD_DEPLOYMENT = "istiod"
+#: Pod-template annotation on istiod holding the uid of the ``cacerts`` Secret it was started with: a
+#: recreated secret changes it, which rolls istiod (it reads a plugged-in CA only at start-up).
+CACERTS_UID_ANNOTATION = "istio-mesh.dev/cacerts-uid"
+
 #: The ServiceAccount the ``base`` chart renders for remote readers, bound to the reader ClusterRole.
 READER_SERVICE_ACCOUNT = "istio-reader-service-account"
 

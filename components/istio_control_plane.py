@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from .cluster_ca import ClusterCA, ClusterCAArgs
-from .constants import ISTIO_NAMESPACE, NETWORK_LABEL, PACKAGE
+from .constants import CACERTS_UID_ANNOTATION, ISTIO_NAMESPACE, ISTIOD_DEPLOYMENT, NETWORK_LABEL, PACKAGE
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
 from .settings import IstioSettings
 
@@ -95,6 +95,7 @@ class IstioControlPlane(pulumi.ComponentResource):
             opts=child,
         )
         ca_deps: list[pulumi.Resource] = []
+        ca: ClusterCA | None = None
         self.intermediate_cert_pem = pulumi.Output.from_input(None)
         if args.root_cert_pem is not None and args.root_key_pem is not None:
             ca = ClusterCA(
@@ -132,6 +133,24 @@ class IstioControlPlane(pulumi.ComponentResource):
                 pulumi.ResourceOptions.merge(child, drift), pulumi.ResourceOptions(depends_on=[self.base, *ca_deps])
             ),
         )
+        if ca is not None:
+            # istiod reads a plugged-in CA when it starts, and one that appears later (cacerts created
+            # after istiod, or recreated after someone deleted it) is not picked up: istiod keeps its
+            # self-signed CA. The walkthrough's answer is `kubectl rollout restart`; here the pod
+            # template carries the cacerts Secret's uid, so whenever Pulumi (re)creates the secret the
+            # Deployment rolls. (Changing a secret in place keeps the uid: istiod hot-reloads that.)
+            k8s.apps.v1.DeploymentPatch(
+                f"{name}-istiod-cacerts-rollout",
+                metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=ISTIOD_DEPLOYMENT, namespace=ns.metadata.name),
+                spec=k8s.apps.v1.DeploymentSpecPatchArgs(
+                    template=k8s.core.v1.PodTemplateSpecPatchArgs(
+                        metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                            annotations={CACERTS_UID_ANNOTATION: ca.secret.metadata.uid}
+                        )
+                    )
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.istiod, ca.secret]),
+            )
         self.namespace = ns.metadata.name
         self.cluster_name = pulumi.Output.from_input(args.cluster_name)
         self.network = pulumi.Output.from_input(args.network)

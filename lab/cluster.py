@@ -37,6 +37,7 @@ WEBHOOK_PLUGINS = "MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
 CLOUD_CONTROLLERS = ("service-lb-controller", "node-route-controller", "cloud-node-lifecycle-controller")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 LB_STAGE_FILE = "kwok-loadbalancer-stage.yaml"
+PORT_FORWARD_FILE = "kwok-port-forward.yaml"
 
 
 def write_lb_stage(c: Cluster) -> None:
@@ -80,6 +81,40 @@ spec:
     path = c.dir / LB_STAGE_FILE
     if not path.exists() or path.read_text() != stage:
         path.write_text(stage)
+
+
+def write_port_forward(c: Cluster) -> None:
+    """A KWOK ClusterPortForward: ``kubectl port-forward`` to a pod in ``istio-system`` reaches the lab's
+    istiod of that cluster (ports 8080 and 15012, and 15010/15014 for completeness).
+
+    The API server forwards a pod port-forward to the kubelet of the pod's node; here that is KWOK's
+    server (``--node-port``, TLS), which dials the configured target. So the path a real client takes
+    (API server -> kubelet -> pod) is the one exercised: only the last hop ends at a local process
+    instead of a container. The istiod pods the chart creates are fake; their ports are these.
+    """
+    forwards = "".join(
+        f"""\
+  - ports: [{port}]
+    target:
+      address: "{c.ip}"
+      port: {c.istiod_ports[port]}
+"""
+        for port in (8080, 15010, 15012, 15014)
+    )
+    doc = f"""\
+# Written by `python -m lab up` for {c.name}: port-forwards to istio-system pods reach the lab's istiod.
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterPortForward
+metadata:
+  name: lab-istiod
+spec:
+  selector:
+    matchNamespaces: [istio-system]
+  forwards:
+{forwards}"""
+    path = c.dir / PORT_FORWARD_FILE
+    if not path.exists() or path.read_text() != doc:
+        path.write_text(doc)
 
 
 class LabError(Exception):
@@ -188,6 +223,12 @@ def command_line(tc: Toolchain, c: Cluster, comp: str, webhooks: bool) -> list[s
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+            # Kubelet APIs (port-forward, logs, exec) go to KWOK's server on the node's InternalIP (the
+            # fake nodes' Hostname does not resolve), verified against the lab CA.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={CA_CERT}",
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
         ]
         if not webhooks:
             args.append(f"--disable-admission-plugins={WEBHOOK_PLUGINS}")
@@ -226,11 +267,16 @@ def command_line(tc: Toolchain, c: Cluster, comp: str, webhooks: bool) -> list[s
         return [
             f"--config={tc.kwok_stages}",
             f"--config={c.dir / LB_STAGE_FILE}",
+            f"--config={c.dir / PORT_FORWARD_FILE}",
             f"--kubeconfig={c.component_kubeconfig(comp)}",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--node-ip={c.ip}",
             f"--cidr={c.pod_cidr}",
+            # KWOK's server is the fake nodes' kubelet API: nodes advertise this port, TLS like a kubelet.
             f"--server-address={c.ip}:{c.kwok_port}",
+            f"--node-port={c.kwok_port}",
+            f"--tls-cert-file={p / 'kwok-serving.crt'}",
+            f"--tls-private-key-file={p / 'kwok-serving.key'}",
             "--node-lease-duration-seconds=40",
         ]
     raise ValueError(comp)
@@ -273,17 +319,10 @@ def health_probe(c: Cluster, comp: str) -> Callable[[], bool]:
         ctx = _insecure()
         return lambda: _https_get(url, ctx) == (200, "ok")
     if comp == "kwok":
-        url = f"http://{c.ip}:{c.kwok_port}/healthz"
-        return lambda: _http_ok(url)
+        url = f"https://{c.ip}:{c.kwok_port}/healthz"
+        ctx = ssl.create_default_context(cafile=str(CA_CERT))
+        return lambda: _https_get(url, ctx)[0] == 200
     raise ValueError(comp)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            return r.status == 200
-    except (OSError, urllib.error.HTTPError):
-        return False
 
 
 def _safe(probe: Callable[[], bool]) -> bool:
@@ -466,6 +505,7 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
         ensure_cluster_pki(c)
         write_kubeconfigs(c)
         write_lb_stage(c)
+        write_port_forward(c)
     merged = write_merged_kubeconfig(cl)
 
     _bring_up(tc, cl, ("etcd",), webhooks, timeout)

@@ -158,6 +158,8 @@ CLIENTS = {
     "apiserver-etcd-client": ("kube-apiserver-etcd-client", ()),
     # The API server's identity towards aggregated API servers (request-header authentication).
     "front-proxy-client": ("front-proxy-client", ()),
+    # The API server's identity towards kubelets (here KWOK's server).
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
 }
 
 
@@ -188,6 +190,8 @@ def ensure_cluster_pki(c: Cluster) -> None:
         dns=("localhost",),
         ips=(c.ip, "127.0.0.1"),
     )
+    # KWOK's server plays the fake nodes' kubelet (port-forward): served on the cluster's address.
+    _issue(p / "kwok-serving.crt", p / "kwok-serving.key", f"kwok-{c.name}", server=True, ips=(c.ip,))
     for stem, (cn, orgs) in CLIENTS.items():
         _issue(p / f"{stem}.crt", p / f"{stem}.key", cn, orgs, client=True)
     # Service-account token signing keys (RS256, what every token consumer understands).

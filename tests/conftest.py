@@ -164,6 +164,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
         elif args.typ == "kubernetes:helm.sh/v4:Chart":
             outputs["resources"] = []
+        if args.typ.startswith("kubernetes:") and isinstance(outputs.get("metadata"), dict):
+            # The API server gives every object a uid (here: stable and named after the resource).
+            outputs["metadata"] = {**outputs["metadata"], "uid": f"uid-{args.name}"}
         return (args.resource_id or f"{args.name}-id"), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

@@ -95,3 +95,22 @@ def test_a_required_reference_that_is_missing_is_named() -> None:
 def test_no_istiod_deployment_says_to_install_the_mesh_first() -> None:
     with pytest.raises(istiod.IstiodError, match="install the mesh first"):
         istiod._deployment_container(_FakeApi({}), Cluster(1))  # type: ignore[arg-type]
+
+
+def test_port_forwards_to_istio_system_pods_reach_that_clusters_istiod(tmp_path: Path, monkeypatch: Any) -> None:
+    """KWOK's ClusterPortForward: the kubelet half of `kubectl port-forward` (and verify) in the lab."""
+    import yaml
+
+    from lab import cluster, layout
+
+    monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
+    c = Cluster(3)
+    c.dir.mkdir(parents=True)
+    cluster.write_port_forward(c)
+    doc = yaml.safe_load((c.dir / cluster.PORT_FORWARD_FILE).read_text())
+    assert doc["kind"] == "ClusterPortForward" and doc["apiVersion"] == "kwok.x-k8s.io/v1alpha1"
+    assert doc["spec"]["selector"] == {"matchNamespaces": ["istio-system"]}
+    targets = {f["ports"][0]: (f["target"]["address"], f["target"]["port"]) for f in doc["spec"]["forwards"]}
+    assert targets[8080] == ("127.0.3.1", c.istiod_ports[8080])
+    assert targets[15012] == ("127.0.3.1", c.istiod_ports[15012])
+    assert set(targets) == {8080, 15010, 15012, 15014}

@@ -168,6 +168,19 @@ def test_istiod_starts_only_after_cacerts_and_base(mesh_settings: Any) -> None:
         assert not rec.depends_on(istiod, other)
 
 
+def test_istiod_rolls_whenever_cacerts_is_recreated(mesh_settings: Any) -> None:
+    """istiod reads a plugged-in CA only at start-up: its pod template carries the cacerts Secret's uid."""
+    rec = _build(mesh_settings())
+    for cluster in ("cluster1", "cluster2"):
+        patch = rec.one("kubernetes:apps/v1:DeploymentPatch", "istio-system/istiod", name_contains=f"-{cluster}-")
+        cacerts = rec.one(SECRET, "istio-system/cacerts", name_contains=f"-{cluster}-")
+        istiod = rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod")
+        annotations = patch.inputs["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {"istio-mesh.dev/cacerts-uid": f"uid-{cacerts.name}"}
+        assert rec.depends_on(patch, cacerts) and rec.depends_on(patch, istiod)
+        assert rec.provider_of(patch) == rec.provider_of(cacerts) == f"k8s-{cluster}"
+
+
 # ---- control plane ----------------------------------------------------------------------------------
 
 

@@ -504,7 +504,8 @@ def diagnose(
                 "ca",
                 f"Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET} in {c.name} is missing or incomplete "
                 f"(keys: {c.cacerts_keys or 'none'})",
-                "pulumi up --refresh recreates it; then restart istiod (it reads a plugged-in CA only at start-up)",
+                "pulumi up --refresh recreates it and rolls istiod (which reads a plugged-in CA only at start-up); "
+                "without Pulumi: recreate it, then kubectl -n istio-system rollout restart deploy/istiod",
             )
         else:
             roots[c.name] = _pem_fingerprint(c.root_pem)
@@ -665,7 +666,8 @@ def diagnose(
                     i.cluster,
                     "ca",
                     cause,
-                    "make sure cacerts holds the cluster's intermediate (pulumi up --refresh), then restart istiod",
+                    "make sure cacerts holds the cluster's intermediate (pulumi up --refresh also rolls istiod); "
+                    "without Pulumi: kubectl -n istio-system rollout restart deploy/istiod",
                 )
             elif cf and cf.intermediate_pem and not _chains(i.serving_cert_pem, cf.intermediate_pem):
                 add(
@@ -857,14 +859,19 @@ class PortForwardAccess:
         if not ready:
             raise OSError(f"no ready istiod pod (label app=istiod) in {ISTIO_NAMESPACE}")
         self.pod = sorted(ready)[0]
+        self._sessions: list[Any] = []
         self.address = f"pod {ISTIO_NAMESPACE}/{self.pod} (port-forward)"
 
     def _socket(self, port: int) -> socket.socket:
         from kubernetes.stream import portforward
 
         pf = portforward(self.core.connect_get_namespaced_pod_portforward, self.pod, ISTIO_NAMESPACE, ports=str(port))
-        sock: socket.socket = pf.socket(port)
+        # The client's wrapper hides one socketopt; TLS needs the real socket (one end of a socketpair
+        # whose other end the client proxies over the API server's websocket).
+        wrapped = pf.socket(port)
+        sock: socket.socket = getattr(wrapped, "_socket", wrapped)
         sock.settimeout(self.timeout)
+        self._sessions.append(pf)  # the proxy thread lives as long as the session object
         return sock
 
     def http_get(self, path: str) -> bytes:

@@ -63,6 +63,13 @@ _kube_build() {
 step_kube_apiserver() { _kube_build kube-apiserver; }
 step_kube_controller_manager() { _kube_build kube-controller-manager; }
 step_kube_scheduler() { _kube_build kube-scheduler; }
+# kubectl: not used by the program or the tests; the benchmark of the manual procedure
+# (bench/manual-vs-pulumi) runs the walkthrough's kubectl commands with it.
+step_kubectl() {
+  _wrapper_check "$here/go/kube" k8s.io/kubernetes "v$KUBERNETES_VERSION"
+  _go_build_tool "$here/go/kube" k8s.io/kubernetes/cmd/kubectl kubectl "$(_kube_ldflags)"
+  "$TC_BIN/kubectl" version --client | grep -F "Client Version: v$KUBERNETES_VERSION"
+}
 
 step_etcd() {
   local v="v$ETCD_VERSION"
@@ -96,5 +103,6 @@ step_kwok() {
 register kube-apiserver step_kube_apiserver
 register kube-controller-manager step_kube_controller_manager
 register kube-scheduler step_kube_scheduler
+register kubectl step_kubectl optional
 register etcd step_etcd
 register kwok step_kwok

@@ -6,7 +6,7 @@
 # Why a wrapper: k8s.io/kubernetes requires its staging modules (k8s.io/api, k8s.io/apiserver, ...) at
 # v0.0.0 and replaces them with ./staging/src/..., which only works inside the kubernetes checkout. Here
 # every staging module is replaced by its published release v0.<minor>.<patch> instead, and the three
-# control-plane commands are declared as `tool`s so `go build` can name them.
+# control-plane commands and kubectl are declared as `tool`s so `go build` can name them.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../../pins.env
@@ -26,7 +26,7 @@ go_line="$(awk '$1=="go"{print $2; exit}' "$kmod")"
   echo "go $go_line"
   echo
   echo "tool ("
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do echo "	k8s.io/kubernetes/cmd/$c"; done
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do echo "	k8s.io/kubernetes/cmd/$c"; done
   echo ")"
   echo
   echo "require k8s.io/kubernetes v$v"
