@@ -357,3 +357,20 @@ def test_istiod_flag_names_a_mesh_cluster(tmp_path: Any, capsys: Any) -> None:
     assert main(["--config", str(cfg), "--istiod", "cluster9=127.0.0.1:1,127.0.0.1:2"]) == 2
     assert "CLUSTER one of ['cluster1', 'cluster2']" in capsys.readouterr().err
     assert main(["--config", str(cfg), "--istiod", "cluster1=127.0.0.1"]) == 2
+
+
+def test_a_network_with_two_gateway_addresses_is_fine_and_both_are_reported(pki: Pki) -> None:
+    """A LoadBalancer Service with externalIPs too (cluster3 of cluster-lab-3) gives istiod two gateways."""
+    clusters, istiods = healthy(pki)
+    for i in istiods:
+        i.gateways.append({"network": "network2", "cluster": "cluster2", "address": "192.0.2.3", "port": 15443})
+    assert diagnose(clusters, istiods, pki.root, HOST) == []
+    doc = report_json("mesh1", clusters, istiods, [], HOST, pki.root)
+    c1 = next(i for i in doc["istiods"] if i["cluster"] == "cluster1")
+    assert {e["cluster"]: e["via"] for e in c1["endpoints"]}["cluster2"] == "127.0.2.1:15443, 192.0.2.3:15443"
+    # ... but a network whose gateways all listen elsewhere is named.
+    for i in istiods:
+        i.gateways = [{**g, "port": 443} if g["network"] == "network2" else g for g in i.gateways]
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster1", "gateway"), ("cluster2", "gateway")}
+    assert "port(s) [443], not 15443" in findings[0].cause

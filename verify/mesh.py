@@ -679,14 +679,19 @@ def diagnose(
                 )
         # Gateways per network
         if multi_network:
-            known = {g["network"]: g for g in i.gateways}
+            # A network may have several gateways (clusters sharing it, or a Service with both a
+            # load-balancer address and externalIPs): one usable on 15443 is enough.
+            known: dict[str, list[dict[str, Any]]] = {}
+            for g in i.gateways:
+                if g.get("address"):
+                    known.setdefault(g["network"], []).append(g)
             for c in clusters:
                 net = c.expected_network or c.network_label
                 if not net:
                     continue
-                g = known.get(net)
+                gws = known.get(net, [])
                 want = gateway_addr.get(net)
-                if g is None or not g.get("address"):
+                if not gws:
                     add(
                         i.cluster,
                         "gateway",
@@ -694,12 +699,12 @@ def diagnose(
                         + ("" if want else f" ({c.name}'s east-west gateway has no address)"),
                         "see the gateway / sync findings for the cause",
                     )
-                elif g.get("port") != CROSS_NETWORK_PORT:
+                elif not any(g.get("port") == CROSS_NETWORK_PORT for g in gws):
                     add(
                         i.cluster,
                         "gateway",
-                        f"istiod of {i.cluster} has the gateway of {net} on port {g.get('port')}, "
-                        f"not {CROSS_NETWORK_PORT}",
+                        f"istiod of {i.cluster} has the gateway(s) of {net} on port(s) "
+                        f"{sorted({g.get('port') for g in gws}, key=str)}, not {CROSS_NETWORK_PORT}",
                         "pulumi up --refresh",
                     )
         # Endpoints of the service, per cluster
@@ -750,7 +755,10 @@ def report_json(
     """The machine-readable report (``--json``)."""
     gw_of = {}
     for i in istiods:
-        gw_of[i.cluster] = {g["network"]: f"{g['address']}:{g['port']}" for g in i.gateways}
+        per_network: dict[str, list[str]] = {}
+        for g in i.gateways:
+            per_network.setdefault(g["network"], []).append(f"{g['address']}:{g['port']}")
+        gw_of[i.cluster] = {net: ", ".join(sorted(addrs)) for net, addrs in per_network.items()}
     net_of = {c.name: c.expected_network or c.network_label for c in clusters}
     doc: dict[str, Any] = {
         "ok": not findings,

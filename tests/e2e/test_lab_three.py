@@ -71,3 +71,51 @@ def test_three_clusters(stack3: Stack) -> None:
     svc = _core("cluster3").read_namespaced_service("istio-eastwestgateway", "istio-system")
     assert svc.spec.external_ips == ["192.0.2.3"]  # set by the program's transform, as `kubectl patch` did
     stack3.cli("preview", "--expect-no-changes")
+
+
+def test_verify_passes_on_three_clusters(stack3: Stack, tc_env: dict[str, str]) -> None:
+    """Every istiod of the three syncs the other two, signs under the one root, knows the three networks'
+    gateways (cluster3's includes the walkthrough's externalIP) and sees the samples in every cluster
+    that runs them: helloworld in cluster1 and cluster2 (the walkthrough's layout), sleep in all three."""
+    import json
+
+    from harness import run, wait_for
+
+    def verify(*extra: str) -> dict[str, Any]:
+        proc = run(
+            [str(ROOT / "scripts" / "verify"), "--stack", stack3.name, "--lab", "--json", *extra],
+            stack3.env,
+            check=False,
+        )
+        assert proc.returncode in (0, 1), proc.stderr[-2000:]
+        doc: dict[str, Any] = json.loads(proc.stdout)
+        return doc
+
+    lab = Lab(env=tc_env, clusters=3)
+    lab.istiod("start")
+    try:
+        wait_for("verify to pass on three clusters", lambda: verify()["ok"], timeout=150, interval=3)
+        # cluster3's gateway Service has the walkthrough's externalIP and, being type LoadBalancer, the
+        # lab load balancer's address too: istiod lists both for network3.
+        gateways = {
+            ("network1", "127.0.1.1"),
+            ("network2", "127.0.2.1"),
+            ("network3", "127.0.3.1"),
+            ("network3", "192.0.2.3"),
+        }
+        via_gateway = {
+            "cluster1": "127.0.1.1:15443",
+            "cluster2": "127.0.2.1:15443",
+            "cluster3": "127.0.3.1:15443, 192.0.2.3:15443",
+        }
+        for service, runs_in in (("helloworld.sample", {"cluster1", "cluster2"}), ("sleep.sample", set(CLUSTERS))):
+            doc = verify("--service", service)
+            assert doc["ok"], doc["findings"]
+            for i in doc["istiods"]:
+                assert {e["id"] for e in i["syncedClusters"] if e["syncStatus"] == "synced"} == set(CLUSTERS)
+                assert {(g["network"], g["address"]) for g in i["gateways"]} == gateways
+                assert i["ca"]["chainsToMeshRoot"]
+                seen = {(e["cluster"], e["via"]) for e in i["endpoints"]}
+                assert seen == {(c, "direct" if c == i["cluster"] else via_gateway[c]) for c in runs_in}, service
+    finally:
+        lab.istiod("stop")
