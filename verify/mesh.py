@@ -973,6 +973,13 @@ def run_verify(
     svc_ns = svc_ns or "default"
     host = f"{svc_name}.{svc_ns}.svc.cluster.local"
     clusters = [collect_cluster(t.name, t.kubeconfig, t.context, t.network, (svc_name, svc_ns)) for t in targets]
+    # Without a given root (a mesh Pulumi did not build, no --root-cert), istiod's certificates are
+    # checked against the root every cluster's cacerts agrees on; diagnose() reports roots that differ.
+    tls_root = root_pem
+    if tls_root is None:
+        roots = {_pem_fingerprint(c.root_pem): c.root_pem for c in clusters if c.root_pem}
+        if len(roots) == 1:
+            tls_root = next(iter(roots.values()))
     istiods = []
     for t in targets:
         try:
@@ -980,9 +987,9 @@ def run_verify(
         except Exception as e:  # no istiod to reach is itself the finding
             istiods.append(IstiodFacts(cluster=t.name, address="-", error=f"cannot reach istiod: {_api_error_text(e)}"))
             continue
-        istiods.append(collect_istiod(t.name, a, host, root_pem))
+        istiods.append(collect_istiod(t.name, a, host, tls_root))
     findings = diagnose(clusters, istiods, root_pem, host)
-    return report_json(mesh_id, clusters, istiods, findings, host, root_pem)
+    return report_json(mesh_id, clusters, istiods, findings, host, tls_root)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
