@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from components.constants import (
@@ -157,19 +158,23 @@ class DirectAccess:
         self.address = f"http://{http_hostport}"
 
     def http_get(self, path: str) -> bytes:
-        conn = http.client.HTTPConnection(*self.http, timeout=self.timeout)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200:
-                raise OSError(f"GET {path}: HTTP {resp.status} {body[:200]!r}")
-            return body
-        finally:
-            conn.close()
+        return _get(http.client.HTTPConnection(*self.http, timeout=self.timeout), path)
 
     def tls_socket(self) -> socket.socket:
         return socket.create_connection(self.tls, timeout=self.timeout)
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> bytes:
+    """GET ``path`` on an istiod HTTP connection; anything but 200 is an OSError naming the status."""
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise OSError(f"GET {path}: HTTP {resp.status} {body[:200]!r}")
+        return body
+    finally:
+        conn.close()
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -183,13 +188,8 @@ def _hostport(value: str) -> tuple[str, int]:
 
 
 def _pem_fingerprint(pem: str) -> str:
-    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(encoding=_DER)
+    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
     return hashlib.sha256(der).hexdigest()
-
-
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-
-_DER = Encoding.DER
 
 
 def _subject(pem: str | None) -> str:
@@ -248,8 +248,6 @@ def endpoints_of(shards: Mapping[str, Any], service_host: str) -> list[dict[str,
 
 def _serving_cert(access: IstiodAccess, root_pem: str | None) -> tuple[str | None, str | None]:
     """(istiod's 15012 certificate as PEM, the error verifying it against the root — None if it verifies)."""
-    from cryptography.hazmat.primitives.serialization import Encoding as Enc
-
     tls_error = None
     if root_pem:
         ctx = ssl.create_default_context(cadata=root_pem)
@@ -257,7 +255,7 @@ def _serving_cert(access: IstiodAccess, root_pem: str | None) -> tuple[str | Non
             with access.tls_socket() as raw, ctx.wrap_socket(raw, server_hostname=ISTIOD_SERVER_NAME) as tls:
                 der = tls.getpeercert(binary_form=True)
                 if der:
-                    return x509.load_der_x509_certificate(der).public_bytes(Enc.PEM).decode(), None
+                    return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode(), None
         except ssl.SSLCertVerificationError as e:
             tls_error = e.verify_message or str(e)
         except (OSError, ssl.SSLError) as e:
@@ -273,7 +271,7 @@ def _serving_cert(access: IstiodAccess, root_pem: str | None) -> tuple[str | Non
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as e:
         return None, f"TLS handshake failed: {e}"
-    return (x509.load_der_x509_certificate(der).public_bytes(Enc.PEM).decode() if der else None), tls_error
+    return (x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode() if der else None), tls_error
 
 
 def _k8s(kubeconfig: Mapping[str, Any], context: str | None = None) -> Any:
@@ -885,15 +883,7 @@ class PortForwardAccess:
     def http_get(self, path: str) -> bytes:
         conn = http.client.HTTPConnection("istiod", timeout=self.timeout)
         conn.sock = self._socket(8080)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200:
-                raise OSError(f"GET {path}: HTTP {resp.status} {body[:200]!r}")
-            return body
-        finally:
-            conn.close()
+        return _get(conn, path)
 
     def tls_socket(self) -> socket.socket:
         return self._socket(15012)
