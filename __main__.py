@@ -7,6 +7,9 @@ import pulumi
 
 from components import ConfigError, MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider, load_settings
 
+#: The mesh component's logical name, and so the prefix of every resource's name in the state.
+MESH_NAME = "mesh"
+
 # Every configuration mistake is reported here, before any resource is registered.
 try:
     settings = load_settings()
@@ -17,7 +20,14 @@ except ConfigError as err:
 # cluster the ambient kubeconfig points at.
 providers = {c.name: cluster_provider(c) for c in settings.clusters}
 
-mesh = MultiPrimaryMesh(settings.mesh_id, MultiPrimaryMeshArgs(settings=settings, providers=providers))
+# The mesh's logical name is fixed: it is its identity in the state, and a value users change (meshId)
+# must not rename every resource. Stacks deployed before this (up to commit 071d271) named it after
+# meshId; the alias carries them over with nothing recreated (upgrade before changing meshId).
+mesh = MultiPrimaryMesh(
+    MESH_NAME,
+    MultiPrimaryMeshArgs(settings=settings, providers=providers),
+    opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=settings.mesh_id)] if settings.mesh_id != MESH_NAME else []),
+)
 
 pulumi.export("meshId", mesh.mesh_id)
 pulumi.export("rootCertificatePem", mesh.root_cert_pem)

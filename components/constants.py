@@ -58,3 +58,9 @@ DEFAULT_HUB = "docker.io/istio"
 #: Pulumi kubernetes annotations understood by the provider's await logic.
 SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+
+#: Annotation this program puts on every Kubernetes object it creates: ``<project>/<stack>/<logical
+#: name>`` of the resource that created it. The create guard lets a create proceed over an existing
+#: object only when it carries exactly this resource's value (an ``up`` killed after the API server made
+#: the object but before the state recorded it); anything else is refused.
+CREATED_BY_ANNOTATION = "istio-mesh.dev/created-by"

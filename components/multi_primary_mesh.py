@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from .constants import PACKAGE
+from .create_guard import ClusterObjects, guard_creates, mark_created_by, refuse_existing_objects
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
 from .remote_secret_pair import MeshMember, RemoteSecretPair, RemoteSecretPairArgs
@@ -24,11 +25,33 @@ class MultiPrimaryMeshArgs:
 
     settings: MeshSettings
     providers: Mapping[str, k8s.Provider]
+    #: Refuse to create a Kubernetes object that already exists (see ``create_guard``): on by default;
+    #: off only for a deliberate adoption of objects made elsewhere.
+    refuse_existing_objects: bool = True
 
 
-def helloworld_versions(index: int) -> list[str]:
-    """The walkthrough's layout: helloworld v1 in the first cluster, v2 in the second, none elsewhere."""
-    return [f"v{index + 1}"] if index < 2 else []
+def pair_name(name: str, a: str, b: str) -> str:
+    """The logical name of the ``RemoteSecretPair`` of clusters ``a`` and ``b``: the two names sorted, so
+    it is the same whatever order the clusters are listed in."""
+    first, second = sorted((a, b))
+    return f"{name}-{first}-{second}"
+
+
+def pair_aliases(name: str, previous_names: Sequence[str], a: str, b: str) -> list[pulumi.Alias]:
+    """Names a pair may have in existing state: before names were sorted it was ``<mesh>-<a>-<b>`` in list
+    order, under this mesh's name or a previous one (the mesh's own aliases)."""
+    current = pair_name(name, a, b)
+    candidates = [f"{n}-{x}-{y}" for n in (name, *previous_names) for x, y in ((a, b), (b, a))]
+    return [pulumi.Alias(name=c) for c in dict.fromkeys(candidates) if c != current]
+
+
+def alias_names(opts: pulumi.ResourceOptions | None) -> list[str]:
+    """The plain names among ``opts.aliases`` (``Alias(name=...)``): the names this resource had before."""
+    names = []
+    for alias in (opts.aliases if opts else None) or []:
+        if isinstance(alias, pulumi.Alias) and isinstance(alias.name, str):
+            names.append(alias.name)
+    return names
 
 
 class MultiPrimaryMesh(pulumi.ComponentResource):
@@ -37,6 +60,12 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
     One ``RootCA``; per cluster an ``IstioControlPlane`` (with its ``ClusterCA``) and, when the mesh
     spans more than one network, an ``EastWestGateway``; one ``RemoteSecretPair`` per pair of clusters
     (N*(N-1) remote secrets); optionally ``SampleApps``.
+
+    Every logical name comes from what a resource is (``<name>-<cluster>``, ``<name>-<a>-<b>`` with the
+    pair's names sorted), never from list positions or settings, so reordering ``clusters`` or changing
+    ``meshId`` changes nothing's identity. A mesh renamed with ``aliases=[Alias(name=old)]`` keeps its
+    state: children follow by Pulumi's alias inheritance (their names start with the mesh's name), and
+    pairs get explicit aliases for every order they may have been named in.
     """
 
     mesh_id: pulumi.Output[str]
@@ -57,10 +86,27 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
 
         root = RootCA(f"{name}-root-ca", s.ca, opts=pulumi.ResourceOptions(parent=self))
 
+        # One create guard per cluster: creating an object that already exists there fails, naming it.
+        guards = {
+            c.name: refuse_existing_objects(
+                f"{name}-{c.name}-refuse-existing-objects", c.name, ClusterObjects(c.name, c.kubeconfig, c.context)
+            )
+            for c in s.clusters
+            if args.refuse_existing_objects
+        }
+
+        def on(cluster: str) -> pulumi.ResourceOptions:
+            guard = guards.get(cluster)
+            return pulumi.ResourceOptions(
+                parent=self,
+                provider=args.providers[cluster],
+                transforms=[mark_created_by, *([guard_creates(guard)] if guard else [])],
+            )
+
         planes: dict[str, IstioControlPlane] = {}
         gateways: dict[str, EastWestGateway] = {}
         for c in s.clusters:
-            on_cluster = pulumi.ResourceOptions(parent=self, provider=args.providers[c.name])
+            on_cluster = on(c.name)
             planes[c.name] = IstioControlPlane(
                 f"{name}-{c.name}",
                 IstioControlPlaneArgs(
@@ -94,31 +140,35 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                 api_server=c.api_server,
                 namespace=planes[c.name].namespace,
                 after=[planes[c.name].base, planes[c.name].istiod],
+                create_guard=guards.get(c.name),
             )
             for c in s.clusters
         }
         held: dict[str, list[pulumi.Output[str]]] = {c.name: [] for c in s.clusters}
-        for a, b in itertools.combinations(s.clusters, 2):
+        previous = alias_names(opts)
+        for a_name, b_name in itertools.combinations(sorted(c.name for c in s.clusters), 2):
             pair = RemoteSecretPair(
-                f"{name}-{a.name}-{b.name}",
-                RemoteSecretPairArgs(a=members[a.name], b=members[b.name], warn_loopback=not s.lab),
-                opts=pulumi.ResourceOptions(parent=self),
+                pair_name(name, a_name, b_name),
+                RemoteSecretPairArgs(a=members[a_name], b=members[b_name], warn_loopback=not s.lab),
+                opts=pulumi.ResourceOptions(
+                    parent=self, aliases=pair_aliases(name, previous, a_name, b_name), transforms=[mark_created_by]
+                ),
             )
-            held[a.name].append(pair.secret_in_a)
-            held[b.name].append(pair.secret_in_b)
+            held[a_name].append(pair.secret_in_a)
+            held[b_name].append(pair.secret_in_b)
 
         if s.samples.enabled:
-            for i, c in enumerate(s.clusters):
+            for c in s.clusters:
                 SampleApps(
                     f"{name}-{c.name}-samples",
                     SampleAppsArgs(
                         namespace=s.samples.namespace,
-                        helloworld_versions=helloworld_versions(i),
+                        helloworld_versions=c.helloworld_versions,
                         helloworld_image_prefix=s.samples.helloworld_image_prefix,
                         sleep_image=s.samples.sleep_image,
                         after=[planes[c.name].istiod],
                     ),
-                    opts=pulumi.ResourceOptions(parent=self, provider=args.providers[c.name]),
+                    opts=on(c.name),
                 )
 
         def cluster_output(c_name: str) -> pulumi.Output[dict[str, object]]:

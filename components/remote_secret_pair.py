@@ -36,6 +36,8 @@ class MeshMember:
     namespace: pulumi.Input[str] = ISTIO_NAMESPACE
     after: Sequence[pulumi.Resource] = field(default_factory=list)
     """What must exist first in this cluster: the control plane (it renders the reader ServiceAccount)."""
+    create_guard: pulumi.ResourceHook | None = None
+    """A ``before_create`` hook for objects created in this cluster (``create_guard.refuse_existing_objects``)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ def kubeconfig_data(source: str, reader: str, server: str, token_data: Mapping[s
     token = base64.b64decode(token_data["token"]).decode()
     kubeconfig = remote_kubeconfig(source, server, token_data["ca.crt"], token)
     return {source: base64.b64encode(kubeconfig.encode()).decode()}
+
+
+def _guarded(member: MeshMember) -> pulumi.ResourceHookBinding | None:
+    return pulumi.ResourceHookBinding(before_create=[member.create_guard]) if member.create_guard else None
 
 
 class RemoteSecretPair(pulumi.ComponentResource):
@@ -109,7 +115,9 @@ class RemoteSecretPair(pulumi.ComponentResource):
             ),
             type=SA_TOKEN_SECRET_TYPE,
             # The token controller deletes a token secret whose ServiceAccount does not exist yet.
-            opts=pulumi.ResourceOptions(parent=self, provider=source.provider, depends_on=list(source.after)),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=source.provider, depends_on=list(source.after), hooks=_guarded(source)
+            ),
         )
         data: pulumi.Output[dict[str, str]] = token.data.apply(
             lambda d: kubeconfig_data(source.name, reader.name, source.api_server, d)
@@ -124,6 +132,8 @@ class RemoteSecretPair(pulumi.ComponentResource):
             ),
             type="Opaque",
             data=pulumi.Output.secret(data),  # type: ignore[arg-type]  # (SDK generic infers Never here)
-            opts=pulumi.ResourceOptions(parent=self, provider=reader.provider, depends_on=list(reader.after)),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=reader.provider, depends_on=list(reader.after), hooks=_guarded(reader)
+            ),
         )
         return remote.metadata.name

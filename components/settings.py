@@ -29,6 +29,7 @@ DEFAULT_ISTIO_VERSION = "1.30.4"
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+_HELLOWORLD_VERSION = re.compile(r"^v[0-9]+$")
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,9 @@ class ClusterSettings:
     #: API server URL written into the remote secrets other clusters read (must be reachable from them).
     api_server: str
     gateway: GatewaySettings = GatewaySettings()
+    #: helloworld versions this cluster runs when samples are enabled (the walkthrough: v1 in one
+    #: cluster, v2 in the other). Said per cluster, so reordering ``clusters`` moves nothing.
+    helloworld_versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class CASettings:
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """The walkthrough's check workloads: helloworld v1 in the first cluster, v2 in the second, sleep in all."""
+    """The walkthrough's check workloads: helloworld where ``clusters[].helloworldVersions`` says, sleep in all."""
 
     enabled: bool = False
     namespace: str = "sample"
@@ -161,7 +165,7 @@ class _Problems:
 
 
 _TOP_KEYS = {"meshId", "clusters", "istio", "ca", "samples", "lab", ROOT_KEY_CONFIG}
-_CLUSTER_KEYS = {"name", "network", "kubeconfig", "context", "apiServer", "eastWestGateway"}
+_CLUSTER_KEYS = {"name", "network", "kubeconfig", "context", "apiServer", "eastWestGateway", "helloworldVersions"}
 _GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds"}
 _ISTIO_KEYS = {"version", "chartRepository", "chartDirectory", "hub", "tag", "keepCRDs"}
 _CA_KEYS = {"source", "protect", "rootValidityDays", "intermediateValidityDays", "rootCertPem"}
@@ -349,6 +353,7 @@ def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSett
     if api_server is not None:
         api_server = _https_url(p, f"{path}.apiServer", api_server)
     gateway = _parse_gateway(p, f"{path}.eastWestGateway", data.get("eastWestGateway"))
+    versions = _helloworld_versions(p, f"{path}.helloworldVersions", data.get("helloworldVersions"))
     kube = None
     file: str | None = None
     if kubeconfig_raw:
@@ -370,7 +375,25 @@ def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSett
         context=chosen_context,
         api_server=api_server,
         gateway=gateway,
+        helloworld_versions=versions,
     )
+
+
+def _helloworld_versions(p: _Problems, path: str, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        p.add(path, f"expected a list of helloworld versions such as [v1], got {raw!r}")
+        return ()
+    versions: list[str] = []
+    for i, v in enumerate(raw):
+        if not isinstance(v, str) or not _HELLOWORLD_VERSION.match(v):
+            p.add(f"{path}[{i}]", f"{v!r} is not a helloworld version; the sample images are v1 and v2 (e.g. [v1])")
+        elif v in versions:
+            p.add(f"{path}[{i}]", f"{v!r} is listed twice")
+        else:
+            versions.append(v)
+    return tuple(versions)
 
 
 def _parse_istio(p: _Problems, raw: Any, base_dir: str) -> IstioSettings:
@@ -533,6 +556,13 @@ def parse_settings(raw: Mapping[str, Any], base_dir: str = ".") -> MeshSettings:
                 f"{c.api_server!r} is also the API server of {servers[c.api_server]!r}; each cluster needs its own",
             )
         servers.setdefault(c.api_server, c.name)
+
+    if samples.enabled and clusters and not any(c.helloworld_versions for c in clusters):
+        p.add(
+            "samples.enabled",
+            "is true but no cluster runs helloworld: say where with clusters[].helloworldVersions, "
+            "e.g. [v1] on the first cluster and [v2] on the second (the walkthrough's layout)",
+        )
 
     if p.items:
         raise ConfigError(p.items)

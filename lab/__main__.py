@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_ist.add_argument("action", choices=["start", "restart", "stop"])
     p_ist.add_argument("--timeout", type=float, default=180, help="seconds to wait for every istiod to be ready")
+    p_ist.add_argument(
+        "--only",
+        metavar="CLUSTER[,CLUSTER]",
+        help="only these lab clusters (default: every running one), e.g. before a cluster joins the mesh",
+    )
     args = ap.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -54,9 +59,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "istiod":
             from . import istiod
 
+            selected = existing_clusters()
+            if args.only:
+                wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+                unknown = sorted(set(wanted) - {c.name for c in selected})
+                if unknown:
+                    raise cluster.LabError(
+                        f"--only: {', '.join(unknown)} is not a lab cluster; lab clusters: "
+                        f"{', '.join(c.name for c in selected) or 'none'}"
+                    )
+                selected = [c for c in selected if c.name in wanted]
             if args.action == "stop":
                 tc = cluster._locate_toolchain(required=False)
-                stopped = istiod.stop(cluster._binary_name(tc, "pilot-discovery"), existing_clusters())
+                stopped = istiod.stop(cluster._binary_name(tc, "pilot-discovery"), selected)
                 print(f"[lab] stopped istiod in: {', '.join(stopped) or 'none (none was running)'}")
                 return 0
             tc = cluster.find_toolchain()
@@ -64,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             if not os.access(binary, os.X_OK):
                 raise cluster.LabError(f"{binary} is missing; build it with: toolchain/build pilot-discovery")
             running = [
-                c
-                for c in existing_clusters()
-                if cluster.procs.running_pid(c.pidfile("kube-apiserver"), tc.bin("kube-apiserver"))
+                c for c in selected if cluster.procs.running_pid(c.pidfile("kube-apiserver"), tc.bin("kube-apiserver"))
             ]
             if not running:
                 raise cluster.LabError("no lab cluster is running (python -m lab up)")

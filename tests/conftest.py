@@ -54,6 +54,10 @@ class Registration:
     ignore_changes: list[str]
     transforms: list[Callable[..., Any]] = field(default_factory=list)
     read: bool = False
+    #: Names of the resource hooks bound as ``before_create``.
+    before_create: list[str] = field(default_factory=list)
+    #: Names given in ``aliases=[Alias(name=...)]`` (the alias specs the SDK sends the engine).
+    alias_names: list[str] = field(default_factory=list)
 
     def is_secret(self, prop: str) -> bool:
         """Whether the input ``prop`` was sent to the engine as a secret."""
@@ -121,6 +125,20 @@ def _self_signed_pem(inputs: Mapping[str, Any]) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+#: Results of creates, keyed by (resource name, inputs): like the engine, which keeps a resource whose
+#: inputs did not change, a second program run with the same inputs gets the same certificate.
+_CREATED: dict[tuple[str, str], Any] = {}
+
+
+def _same_inputs_same_result(name: str, inputs: Mapping[str, Any], create: Callable[[], Any]) -> Any:
+    import json
+
+    key = (name, json.dumps(_unwrap(dict(inputs)), sort_keys=True, default=str))
+    if key not in _CREATED:
+        _CREATED[key] = create()
+    return _CREATED[key]
+
+
 def _run_dynamic_create(inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Loads the serialized dynamic provider from ``__provider`` and runs its ``create``."""
     import dill
@@ -134,9 +152,6 @@ def _run_dynamic_create(inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
 class RecordingMocks(pulumi.runtime.Mocks):
     """Returns inputs as outputs, plus the few provider-computed outputs the program reads."""
 
-    def __init__(self) -> None:
-        self.cert_pems: dict[str, str] = {}
-
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "tls:index/privateKey:PrivateKey":
@@ -144,9 +159,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["privateKeyPem"] = pem
             outputs["publicKeyPem"] = _public_pem(pem)
         elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
-            outputs["certPem"] = self.cert_pems.setdefault(args.name, _self_signed_pem(_unwrap(args.inputs)))
+            outputs["certPem"] = _same_inputs_same_result(
+                args.name, args.inputs, lambda: _self_signed_pem(_unwrap(args.inputs))
+            )
         elif args.typ.startswith("pulumi-python:dynamic"):
-            resource_id, outs = _run_dynamic_create(args.inputs)
+            resource_id, outs = _same_inputs_same_result(
+                args.name, args.inputs, lambda: _run_dynamic_create(args.inputs)
+            )
             outputs.update(outs)
             return resource_id, outputs
         elif (
@@ -209,6 +228,10 @@ class RecordingMonitor(pmocks.MockMonitor):
                 ignore_changes=list(getattr(request, "ignoreChanges", []) or []),
                 transforms=list(pmocks._resolve_callbacks(request.transforms)) if not read else [],
                 read=read,
+                before_create=[] if read else list(request.hooks.before_create),
+                alias_names=[]
+                if read
+                else [a.spec.name for a in request.aliases if a.HasField("spec") and a.spec.name],
             )
         )
 
@@ -313,6 +336,8 @@ def kubeconfigs(tmp_path: Any) -> Iterator[Callable[[int], list[dict[str, Any]]]
                     "network": (networks or [f"network{j}" for j in range(1, n + 1)])[i - 1],
                     "kubeconfig": path,
                     "eastWestGateway": {"serviceType": "LoadBalancer", "externalIPs": [f"10.0.{i}.10"]},
+                    # The walkthrough's samples: helloworld v1 in cluster1, v2 in cluster2, none elsewhere.
+                    **({"helloworldVersions": [f"v{i}"]} if i <= 2 else {}),
                 }
             )
         return entries
@@ -327,7 +352,7 @@ def mesh_program(settings: Any) -> Callable[[], Mapping[str, pulumi.Output[Any]]
         from components import MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider
 
         providers = {c.name: cluster_provider(c) for c in settings.clusters}
-        mesh = MultiPrimaryMesh("mesh1", MultiPrimaryMeshArgs(settings=settings, providers=providers))
+        mesh = MultiPrimaryMesh("mesh", MultiPrimaryMeshArgs(settings=settings, providers=providers))
         return {
             "meshId": mesh.mesh_id,
             "rootCertificatePem": mesh.root_cert_pem,

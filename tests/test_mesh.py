@@ -29,7 +29,7 @@ SECRET = "kubernetes:core/v1:Secret"
 CHART = "kubernetes:helm.sh/v4:Chart"
 NAMESPACE = "kubernetes:core/v1:Namespace"
 GATEWAY_CR = "kubernetes:networking.istio.io/v1:Gateway"
-ROOT_KEY = mock_private_key_pem("mesh1-root-ca-key", 4096)
+ROOT_KEY = mock_private_key_pem("mesh-root-ca-key", 4096)
 INTERMEDIATE = "pulumi-python:dynamic/istiomesh:IntermediateCertificate"
 CA_USAGES = ["digital_signature", "content_commitment", "key_encipherment", "cert_signing"]
 
@@ -126,7 +126,7 @@ def test_cacerts_holds_the_four_keys_with_chain_intermediate_then_root(mesh_sett
         assert sorted(data) == ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
         intermediate = data["ca-cert.pem"]
         assert "BEGIN CERTIFICATE" in intermediate and intermediate.endswith("\n")
-        assert data["ca-key.pem"] == mock_private_key_pem(f"mesh1-{cluster}-ca-key", 4096)
+        assert data["ca-key.pem"] == mock_private_key_pem(f"mesh-{cluster}-ca-key", 4096)
         assert data["root-cert.pem"] == root_pem
         assert data["cert-chain.pem"] == intermediate + root_pem
         assert secret.is_secret("data")
@@ -156,9 +156,9 @@ def test_root_key_is_written_into_no_cluster(mesh_settings: Any) -> None:
 def test_istiod_starts_only_after_cacerts_and_base(mesh_settings: Any) -> None:
     rec = _build(mesh_settings())
     for cluster in ("cluster1", "cluster2"):
-        istiod = rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod")
+        istiod = rec.one(CHART, name_contains=f"mesh-{cluster}-istiod")
         cacerts = rec.one(SECRET, "istio-system/cacerts", name_contains=f"-{cluster}-")
-        base = rec.one(CHART, name_contains=f"mesh1-{cluster}-base")
+        base = rec.one(CHART, name_contains=f"mesh-{cluster}-base")
         assert rec.depends_on(istiod, cacerts)
         assert rec.depends_on(istiod, base)
         # And not on the other cluster's CA: each istiod waits for its own.
@@ -174,7 +174,7 @@ def test_istiod_rolls_whenever_cacerts_is_recreated(mesh_settings: Any) -> None:
     for cluster in ("cluster1", "cluster2"):
         patch = rec.one("kubernetes:apps/v1:DeploymentPatch", "istio-system/istiod", name_contains=f"-{cluster}-")
         cacerts = rec.one(SECRET, "istio-system/cacerts", name_contains=f"-{cluster}-")
-        istiod = rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod")
+        istiod = rec.one(CHART, name_contains=f"mesh-{cluster}-istiod")
         annotations = patch.inputs["spec"]["template"]["metadata"]["annotations"]
         assert annotations == {"istio-mesh.dev/cacerts-uid": f"uid-{cacerts.name}"}
         assert rec.depends_on(patch, cacerts) and rec.depends_on(patch, istiod)
@@ -197,7 +197,7 @@ def test_istiod_values_carry_mesh_id_cluster_name_and_network(mesh_settings: Any
         mesh_settings(istio={"version": "1.30.4", "hub": "registry.example/istio", "tag": "1.28.0-distroless"})
     )
     for cluster, network in (("cluster1", "network1"), ("cluster2", "network2")):
-        istiod = rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod")
+        istiod = rec.one(CHART, name_contains=f"mesh-{cluster}-istiod")
         g = istiod.inputs["values"]["global"]
         assert g["meshID"] == "mesh1"
         assert g["multiCluster"]["clusterName"] == cluster
@@ -207,7 +207,7 @@ def test_istiod_values_carry_mesh_id_cluster_name_and_network(mesh_settings: Any
         assert istiod.inputs["namespace"] == "istio-system"
         assert istiod.inputs["version"] == "1.30.4"
         assert istiod.inputs["repositoryOpts"]["repo"] == c.DEFAULT_CHART_REPOSITORY
-        base = rec.one(CHART, name_contains=f"mesh1-{cluster}-base")
+        base = rec.one(CHART, name_contains=f"mesh-{cluster}-base")
         assert base.inputs["chart"] == "base"
         assert rec.provider_of(istiod) == rec.provider_of(base) == f"k8s-{cluster}"
 
@@ -230,7 +230,7 @@ def _webhook_props() -> dict[str, Any]:
 
 def test_runtime_webhook_fields_are_not_drift(mesh_settings: Any) -> None:
     rec = _build(mesh_settings())
-    for name in ("mesh1-cluster1-base", "mesh1-cluster1-istiod"):
+    for name in ("mesh-cluster1-base", "mesh-cluster1-istiod"):
         chart = rec.one(CHART, name_contains=name)
         assert ignore_istiod_managed_fields in chart.transforms, name
     webhook = pulumi.ResourceTransformArgs(
@@ -254,9 +254,9 @@ def test_crds_are_kept_on_destroy_unless_the_stack_opts_out(mesh_settings: Any) 
     from components.drift import delete_crds_on_destroy
 
     kept = _build(mesh_settings())
-    assert delete_crds_on_destroy not in kept.one(CHART, name_contains="mesh1-cluster1-base").transforms
+    assert delete_crds_on_destroy not in kept.one(CHART, name_contains="mesh-cluster1-base").transforms
     lab = _build(mesh_settings(istio={"keepCRDs": False}))
-    base = lab.one(CHART, name_contains="mesh1-cluster1-base")
+    base = lab.one(CHART, name_contains="mesh-cluster1-base")
     assert delete_crds_on_destroy in base.transforms and ignore_istiod_managed_fields in base.transforms
     crd = pulumi.ResourceTransformArgs(
         custom=True,
@@ -298,7 +298,7 @@ def _service_transform_result(chart: Registration, props: dict[str, Any]) -> dic
 def test_east_west_gateway_chart_per_network(mesh_settings: Any) -> None:
     rec = _build(mesh_settings())
     for cluster, network in (("cluster1", "network1"), ("cluster2", "network2")):
-        chart = rec.one(CHART, name_contains=f"mesh1-{cluster}-eastwest")
+        chart = rec.one(CHART, name_contains=f"mesh-{cluster}-eastwest")
         assert rec.provider_of(chart) == f"k8s-{cluster}"
         assert chart.inputs["chart"] == "gateway"
         assert chart.inputs["name"] == "istio-eastwestgateway"  # gives app/istio pod labels
@@ -312,7 +312,7 @@ def test_east_west_gateway_chart_per_network(mesh_settings: Any) -> None:
         props = _service_transform_result(chart, {"spec": {"type": "LoadBalancer"}})
         assert props["spec"]["externalIPs"] == [f"10.0.{i}.10"]
         # The gateway chart goes in after the control plane.
-        assert rec.depends_on(chart, rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod"))
+        assert rec.depends_on(chart, rec.one(CHART, name_contains=f"mesh-{cluster}-istiod"))
     assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] == "10.0.1.10"
     assert rec.outputs["clusters"]["cluster2"]["eastWestGatewayAddress"] == "10.0.2.10"
 
@@ -335,7 +335,7 @@ def test_the_one_cross_network_gateway(mesh_settings: Any) -> None:
             ],
         }
         cluster = rec.provider_of(gw).removeprefix("k8s-")
-        assert rec.depends_on(gw, rec.one(CHART, name_contains=f"mesh1-{cluster}-base"))  # the Gateway CRD
+        assert rec.depends_on(gw, rec.one(CHART, name_contains=f"mesh-{cluster}-base"))  # the Gateway CRD
 
 
 def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
@@ -344,7 +344,7 @@ def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
     clusters = kubeconfigs(2)
     clusters[0]["eastWestGateway"] = {"serviceType": "LoadBalancer", "loadBalancerTimeoutSeconds": 300}
     rec = _build(parse_settings({"meshId": "mesh1", "clusters": clusters}))
-    chart = rec.one(CHART, name_contains="mesh1-cluster1-eastwest")
+    chart = rec.one(CHART, name_contains="mesh-cluster1-eastwest")
     # Pulumi's Service await waits for status.loadBalancer.ingress, at most this long.
     assert chart.inputs["values"]["service"]["annotations"] == {"pulumi.com/timeoutSeconds": "300"}
     assert "externalIPs" not in _service_transform_result(chart, {"spec": {}})["spec"]
@@ -425,9 +425,9 @@ def test_token_is_read_only_after_it_exists_and_after_the_reader_account(mesh_se
         token = rec.one(SECRET, f"istio-system/istio-reader-token-{reader}", name_contains=f"-{source}-reader-token")
         assert rec.depends_on(secret, token)
         # The token secret waits for the source's charts: they render istio-reader-service-account.
-        assert rec.depends_on(token, rec.one(CHART, name_contains=f"mesh1-{source}-base"))
+        assert rec.depends_on(token, rec.one(CHART, name_contains=f"mesh-{source}-base"))
         # The remote secret waits for the reader's istio-system.
-        assert rec.depends_on(secret, rec.one(NAMESPACE, "istio-system", name_contains=f"mesh1-{reader}-"))
+        assert rec.depends_on(secret, rec.one(NAMESPACE, "istio-system", name_contains=f"mesh-{reader}-"))
 
 
 def test_remote_secret_api_server_can_be_overridden(kubeconfigs: Any) -> None:
@@ -483,7 +483,7 @@ def test_every_kubernetes_object_is_bound_to_its_own_clusters_provider(mesh_sett
         elif "-remote-secret-in-" in reg.name:
             expected = reg.name.rsplit("-in-", 1)[1]
         else:
-            expected = reg.name.split("-")[1]  # mesh1-<cluster>-...
+            expected = reg.name.split("-")[1]  # mesh-<cluster>-...
         assert provider == f"k8s-{expected}", reg.name
 
 
@@ -552,7 +552,7 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
     for ns in [r for r in rec.of_type(NAMESPACE) if r.k8s_name == "sample"]:
         assert ns.inputs["metadata"]["labels"] == {"istio-injection": "enabled"}
         cluster = rec.provider_of(ns).removeprefix("k8s-")
-        assert rec.depends_on(ns, rec.one(CHART, name_contains=f"mesh1-{cluster}-istiod"))
+        assert rec.depends_on(ns, rec.one(CHART, name_contains=f"mesh-{cluster}-istiod"))
 
 
 def test_samples_are_off_by_default(kubeconfigs: Any) -> None:

@@ -295,3 +295,26 @@ def test_main_builds_the_mesh_from_stack_config(tmp_path: Any) -> None:
     rec = run_program(_run_main({"meshId": "mesh1", "clusters": clusters, "lab": "true"}, str(tmp_path)))
     assert len(rec.of_type("istiomesh:index:MultiPrimaryMesh")) == 1
     assert sorted(r.name for r in rec.of_type("pulumi:providers:kubernetes")) == ["k8s-cluster1", "k8s-cluster2"]
+
+
+def test_helloworld_versions_are_said_per_cluster(kubeconfigs: Any) -> None:
+    s = parse_settings(_raw(kubeconfigs, 3, samples={"enabled": True}))
+    assert [c.helloworld_versions for c in s.clusters] == [("v1",), ("v2",), ()]
+    raw = _raw(kubeconfigs, samples={"enabled": True})
+    raw["clusters"][0]["helloworldVersions"] = ["v1", "latest", "v1"]
+    raw["clusters"][1]["helloworldVersions"] = "v2"
+    problems = _problems(raw)
+    assert "clusters[0].helloworldVersions[1]: 'latest' is not a helloworld version" in "\n".join(problems)
+    assert "clusters[0].helloworldVersions[2]: 'v1' is listed twice" in problems
+    assert any(p.startswith("clusters[1].helloworldVersions: expected a list") for p in problems)
+
+
+def test_samples_without_helloworld_anywhere_is_an_error(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs, samples={"enabled": True})
+    for c in raw["clusters"]:
+        c.pop("helloworldVersions")
+    problems = _problems(raw)
+    assert any(p.startswith("samples.enabled: is true but no cluster runs helloworld") for p in problems)
+    for c in raw["clusters"]:
+        c["helloworldVersions"] = []
+    assert any("clusters[].helloworldVersions" in p for p in _problems(raw))

@@ -108,16 +108,29 @@ class Lab:
             timeout=300,
         )
 
-    def istiod(self, action: str) -> subprocess.CompletedProcess[str]:
-        """``python -m lab istiod start|restart|stop``: the real istiod of every cluster."""
-        return run([str(ROOT / ".venv" / "bin" / "python"), "-m", "lab", "istiod", action], self.env, timeout=400)
+    def istiod(self, action: str, only: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``python -m lab istiod start|restart|stop``: the real istiod of every cluster (or of ``only``)."""
+        return run(
+            [
+                str(ROOT / ".venv" / "bin" / "python"),
+                "-m",
+                "lab",
+                "istiod",
+                action,
+                *(["--only", only] if only else []),
+            ],
+            self.env,
+            timeout=400,
+        )
 
 
 class Stack:
     """A Pulumi stack of this project on a local file backend, driven through the CLI."""
 
-    def __init__(self, name: str, env: dict[str, str], backend: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], backend: Path, project: Path = ROOT) -> None:
         self.name = name
+        #: The project directory the CLI runs in (its Pulumi.yaml, program and stack config files).
+        self.project = project
         backend.mkdir(parents=True, exist_ok=True)
         self.env = {
             **env,
@@ -130,13 +143,23 @@ class Stack:
         self.backend = backend
 
     def cli(self, *args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-        return run(["pulumi", *args, "--stack", self.name, "--non-interactive"], self.env, check=check, timeout=timeout)
+        return run(
+            ["pulumi", *args, "--stack", self.name, "--non-interactive"],
+            self.env,
+            cwd=self.project,
+            check=check,
+            timeout=timeout,
+        )
 
     def init(self) -> None:
-        listed = run(["pulumi", "stack", "ls", "--json"], self.env, check=False)
+        listed = run(["pulumi", "stack", "ls", "--json"], self.env, cwd=self.project, check=False)
         if listed.returncode == 0 and any(s.get("name") == self.name for s in json.loads(listed.stdout or "[]")):
             return
-        run(["pulumi", "stack", "init", self.name, "--secrets-provider", "passphrase", "--non-interactive"], self.env)
+        run(
+            ["pulumi", "stack", "init", self.name, "--secrets-provider", "passphrase", "--non-interactive"],
+            self.env,
+            cwd=self.project,
+        )
 
     def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.cli("up", "--yes", "--skip-preview", *extra)
@@ -154,8 +177,15 @@ class Stack:
         run(
             ["pulumi", "stack", "rm", self.name, "--yes", "--force", "--preserve-config", "--non-interactive"],
             self.env,
+            cwd=self.project,
             check=False,
         )
+
+    def preview_steps(self, *extra: str) -> list[dict[str, Any]]:
+        """The steps of ``pulumi preview --json``: one per resource, with its ``op`` and ``urn``."""
+        doc = json.loads(self.cli("preview", "--json", *extra).stdout)
+        steps: list[dict[str, Any]] = doc.get("steps") or []
+        return steps
 
 
 def k8s_api(kubeconfig: Path | dict[str, Any]) -> Any:

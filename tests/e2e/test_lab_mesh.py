@@ -551,14 +551,17 @@ def _k8s_objects(state: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 def _exists(cluster: str, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Whether the object is still in the cluster. An API server that cannot answer fails the test: an
+    unreachable cluster must never pass for an empty one."""
     from kubernetes import dynamic
     from kubernetes.client.rest import ApiException
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
     dyn = dynamic.DynamicClient(api_client(cluster))
     try:
         resource = dyn.resources.get(api_version=api_version, kind=kind)
-    except Exception:
-        return False
+    except ResourceNotFoundError:
+        return False  # the kind itself is gone (its CRD was deleted): so is every object of it
     try:
         resource.get(name=name, namespace=namespace or None)
         return True
@@ -569,6 +572,7 @@ def _exists(cluster: str, api_version: str, kind: str, namespace: str, name: str
 
 
 def _start_up(stack: Stack) -> subprocess.Popen[str]:
+    """``pulumi up`` in a process group of its own, so its plugins and language host can be killed with it."""
     return subprocess.Popen(
         ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.name, "--non-interactive"],
         cwd=ROOT,
@@ -576,7 +580,27 @@ def _start_up(stack: Stack) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _reap_group(pgid: int) -> None:
+    """Leaves nothing of a stopped ``pulumi up`` running: its plugins and language host get 10 s to exit
+    after the engine, then the group is killed; fails if anything survives that."""
+    try:
+        wait_for(f"process group {pgid} to exit", lambda: not _group_alive(pgid), timeout=10, interval=0.5)
+    except AssertionError:
+        print(f"process group {pgid} outlived its engine: killing it", file=sys.stderr)
+        os.killpg(pgid, signal.SIGKILL)
+    wait_for(f"process group {pgid} to be gone", lambda: not _group_alive(pgid), timeout=30, interval=0.5)
 
 
 def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
@@ -596,6 +620,7 @@ def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
     out, _ = first.communicate(timeout=600)
     print(out[-3000:], file=sys.stderr)
     assert first.returncode != 0, "the interrupted up reported success"
+    _reap_group(first.pid)
 
     # The rerun needs no cleanup after SIGINT; kill it once it has made progress of its own (the
     # remote secret in cluster2 comes late: after both control planes and the reader token).
@@ -606,8 +631,10 @@ def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
         timeout=600,
         interval=0.5,
     )
-    second.kill()
+    # The machine died: the engine, its language host and every plugin at once (the whole group).
+    os.killpg(second.pid, signal.SIGKILL)
     second.communicate(timeout=60)
+    _reap_group(second.pid)
     stack.cli("cancel", "--yes", check=False)
     stack.up("--refresh")
     stack.cli("preview", "--refresh", "--expect-no-changes")

@@ -1,0 +1,356 @@
+"""Day 2 on a live mesh, on a three-cluster lab: a stack deployed by the previous main upgrades with
+nothing recreated; reordering clusters is no change; a new meshId updates istiod in place; a hand-made
+``cacerts`` is refused, not taken over; a third cluster joins (its peers' running istiods sync it without
+a restart) and leaves again (only its remote secrets leave the others).
+
+Tests run in file order and share one lab and one stack (``cluster-lab`` on its own backend). The stack
+config is rewritten between steps in a scratch project directory (the program, components and
+virtualenv of this checkout; ``Pulumi.cluster-lab.yaml`` written by the test from the repository's).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import LAB_DIR, ROOT, Lab, Stack, k8s_api, run, wait_for
+
+#: The last main before stable names (mesh named after meshId, pairs in list order): stacks it
+#: deployed must upgrade with nothing created or deleted.
+PREVIOUS_MAIN = "071d2715ba8d01d327a48ff68e88854f89a31ca3"
+STACK = "cluster-lab"
+CLUSTERS = ("cluster1", "cluster2", "cluster3")
+NODE_IP = {"cluster1": "127.0.1.1", "cluster2": "127.0.2.1", "cluster3": "127.0.3.1"}
+#: Preview operations that create or remove a resource (what a rename without aliases shows).
+CREATE_OR_DELETE = {"create", "delete", "replace", "create-replacement", "delete-replaced", "discard"}
+
+
+def _core(cluster: str) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(k8s_api(LAB_DIR / cluster / "kubeconfig"))
+
+
+def _apps(cluster: str) -> Any:
+    from kubernetes import client
+
+    return client.AppsV1Api(k8s_api(LAB_DIR / cluster / "kubeconfig"))
+
+
+def _link_shared(project: Path) -> None:
+    """The checkout's virtualenv and the lab's kubeconfigs, where the stack config expects them."""
+    (project / ".venv").symlink_to(ROOT / ".venv")
+    (project / ".lab").symlink_to(LAB_DIR)
+
+
+@pytest.fixture(scope="module")
+def lab(tc_env: dict[str, str]) -> Iterator[Lab]:
+    lab = Lab(env=tc_env, clusters=3)
+    lab.down(purge=True)
+    lab.up()
+    yield lab
+    lab.istiod("stop")
+    lab.down(purge=True)
+
+
+@pytest.fixture(scope="module")
+def old_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The program as the previous main had it (``git archive`` of that commit)."""
+    have = subprocess.run(["git", "cat-file", "-e", f"{PREVIOUS_MAIN}^{{commit}}"], cwd=ROOT, capture_output=True)
+    if have.returncode != 0:
+        pytest.fail(
+            f"commit {PREVIOUS_MAIN} (the previous main) is not in this clone: the upgrade test needs the "
+            "repository's history (a full clone, not a shallow one)",
+            pytrace=False,
+        )
+    project = tmp_path_factory.mktemp("previous-main")
+    archive = subprocess.run(["git", "archive", PREVIOUS_MAIN], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(project)], input=archive.stdout, check=True)
+    _link_shared(project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's program in a directory whose stack config the tests rewrite."""
+    project = tmp_path_factory.mktemp("day2")
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (project / name).write_text((ROOT / name).read_text())
+    (project / "components").symlink_to(ROOT / "components")
+    _link_shared(project)
+    write_config(project, ("cluster1", "cluster2"))
+    return project
+
+
+def write_config(project: Path, clusters: tuple[str, ...], mesh_id: str = "mesh1") -> None:
+    """``Pulumi.cluster-lab.yaml`` with these lab clusters, in this order (entries from the repository's
+    two- and three-cluster lab stacks; the encryption salt of cluster-lab's)."""
+    two = yaml.safe_load((ROOT / "Pulumi.cluster-lab.yaml").read_text())
+    three = yaml.safe_load((ROOT / "Pulumi.cluster-lab-3.yaml").read_text())
+    entries = {c["name"]: c for c in three["config"]["istio-mesh:clusters"]}
+    entries.update({c["name"]: c for c in two["config"]["istio-mesh:clusters"]})
+    doc = dict(two)
+    doc["config"] = {
+        **two["config"],
+        "istio-mesh:meshId": mesh_id,
+        "istio-mesh:clusters": [entries[c] for c in clusters],
+    }
+    (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def stack(lab: Lab, project: Path, tc_env: dict[str, str], e2e_backend: Path) -> Iterator[Stack]:
+    s = Stack(STACK, tc_env, e2e_backend / "day2", project=project)
+    s.init()
+    yield s
+    # Destroy is tested on two clusters (test_lab_mesh); the disposable lab is purged instead.
+    s.remove()
+
+
+def _ops(steps: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """op -> resource names (the last URN part), leaving out unchanged resources."""
+    out: dict[str, list[str]] = {}
+    for step in steps:
+        if step["op"] != "same":
+            out.setdefault(step["op"], []).append(step["urn"].rsplit("::", 1)[1])
+    return out
+
+
+def _cluster_of(step: dict[str, Any]) -> str:
+    """The lab cluster a step's resource lands in (its provider k8s-<cluster>), or '' for none."""
+    state = step.get("newState") or step.get("oldState") or {}
+    provider = state.get("provider", "")
+    return provider.split("::")[-2].removeprefix("k8s-") if provider else ""
+
+
+def _uids() -> dict[tuple[str, str], str]:
+    """uid of the objects a recreate would replace: namespace, cacerts, remote secrets, istiod."""
+    uids = {}
+    for c in ("cluster1", "cluster2"):
+        other = "cluster2" if c == "cluster1" else "cluster1"
+        uids[(c, "ns")] = _core(c).read_namespace("istio-system").metadata.uid
+        for secret in ("cacerts", f"istio-remote-secret-{other}", f"istio-reader-token-{other}"):
+            uids[(c, secret)] = _core(c).read_namespaced_secret(secret, "istio-system").metadata.uid
+        uids[(c, "istiod")] = _apps(c).read_namespaced_deployment("istiod", "istio-system").metadata.uid
+    return uids
+
+
+def _verify(stack: Stack) -> dict[str, Any]:
+    python = str(ROOT / ".venv/bin/python")
+    proc = run(
+        [python, "-m", "verify", "--stack", STACK, "--lab", "--json", "--project-dir", str(stack.project)],
+        stack.env,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def _wait_for_verify_ok(stack: Stack, clusters: tuple[str, ...]) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+
+    def ok() -> bool:
+        nonlocal last
+        last = _verify(stack)
+        return bool(last["ok"])
+
+    try:
+        wait_for("verify to pass", ok, timeout=150, interval=3)
+    except AssertionError:
+        raise AssertionError(
+            "verify still fails:\n" + "\n".join(f"[{f['cluster']}] {f['cause']}" for f in last["findings"])
+        ) from None
+    assert sorted(i["cluster"] for i in last["istiods"]) == sorted(clusters)
+    for i in last["istiods"]:
+        assert {e["id"] for e in i["syncedClusters"] if e["syncStatus"] == "synced"} == set(clusters), i
+    return last
+
+
+def _istiod_pids(clusters: tuple[str, ...]) -> dict[str, int]:
+    from lab.layout import Cluster
+
+    return {c: int(Cluster(int(c[-1])).pidfile("istiod").read_text().split()[0]) for c in clusters}
+
+
+# ---- upgrade -------------------------------------------------------------------------------------------
+
+
+def test_a_stack_of_the_previous_main_upgrades_with_nothing_recreated(
+    lab: Lab, stack: Stack, old_project: Path, tc_env: dict[str, str], e2e_backend: Path
+) -> None:
+    old = Stack(STACK, tc_env, e2e_backend / "day2", project=old_project)
+    old.up()
+    before = _uids()
+    steps = stack.preview_steps()
+    names = {s["urn"].rsplit("::", 1)[1] for s in steps}
+    assert "mesh-cluster1-cluster2-cluster1-reader-token" in names  # new names ...
+    ops = _ops(steps)
+    print(f"upgrade preview: {ops}", file=sys.stderr)
+    # ... and its aliases carry every resource over: nothing created, deleted or replaced.
+    assert not CREATE_OR_DELETE & set(ops), ops
+    stack.up()
+    stack.cli("preview", "--expect-no-changes")
+    assert _uids() == before  # the live objects are the same objects
+    state_names = {r["urn"].rsplit("::", 1)[1] for r in stack.export()["deployment"]["resources"]}
+    assert "mesh-cluster1-cluster2" in state_names and "mesh1-cluster1-cluster2" not in state_names
+
+
+def test_reordering_clusters_changes_nothing(stack: Stack) -> None:
+    write_config(stack.project, ("cluster2", "cluster1"))
+    try:
+        stack.cli("preview", "--expect-no-changes")
+    finally:
+        write_config(stack.project, ("cluster1", "cluster2"))
+
+
+def test_a_new_mesh_id_updates_istiod_in_place(stack: Stack) -> None:
+    write_config(stack.project, ("cluster1", "cluster2"), mesh_id="mesh-two")
+    try:
+        steps = stack.preview_steps("--diff")
+    finally:
+        write_config(stack.project, ("cluster1", "cluster2"))
+    ops = _ops(steps)
+    print(f"meshId preview: {ops}", file=sys.stderr)
+    assert set(ops) == {"update"}, ops
+    # Only what the istiod chart renders from global.meshID; the CA, namespaces and secrets stay.
+    assert all(n.startswith(("mesh-cluster1-istiod", "mesh-cluster2-istiod")) for n in ops["update"]), ops
+    assert {_cluster_of(s) for s in steps if s["op"] == "update"} == {"cluster1", "cluster2"}
+
+
+def test_a_hand_made_cacerts_is_refused_not_taken_over(stack: Stack) -> None:
+    """cacerts deleted out of band and the state refreshed; then someone makes one by hand (the
+    walkthrough's `kubectl create secret generic cacerts`). `up` must not overwrite it: it fails naming
+    the object, and the hand-made secret is untouched. Deleted, the next `up` converges."""
+    _core("cluster2").delete_namespaced_secret("cacerts", "istio-system")
+    stack.cli("refresh", "--yes", "--skip-preview")
+    hand_made = _self_signed_ca_secret()
+    _core("cluster2").create_namespaced_secret("istio-system", hand_made)
+    made = _core("cluster2").read_namespaced_secret("cacerts", "istio-system")
+
+    failed = stack.cli("up", "--yes", "--skip-preview", check=False)
+    assert failed.returncode != 0, "up took over a cacerts it did not create"
+    out = failed.stdout + failed.stderr
+    assert "Secret istio-system/cacerts already exists in cluster 'cluster2'" in out, out[-3000:]
+    assert "Nothing was changed" in out and "pulumi import kubernetes:core/v1:Secret" in out
+    now = _core("cluster2").read_namespaced_secret("cacerts", "istio-system")
+    assert (now.metadata.uid, now.metadata.resource_version, now.data) == (
+        made.metadata.uid,
+        made.metadata.resource_version,
+        made.data,
+    )
+    assert not any("pulumi" in (m.manager or "") for m in now.metadata.managed_fields or [])
+
+    _core("cluster2").delete_namespaced_secret("cacerts", "istio-system")
+    stack.up()
+    stack.cli("preview", "--expect-no-changes")
+    ours = _core("cluster2").read_namespaced_secret("cacerts", "istio-system")
+    root = base64.b64decode(ours.data["root-cert.pem"]).decode()
+    assert root.strip() == stack.outputs()["rootCertificatePem"].strip()
+    # The recreated cacerts rolled istiod (it reads a plugged-in CA only at start-up).
+    istiod: Any = _apps("cluster2").read_namespaced_deployment("istiod", "istio-system")
+    assert istiod.spec.template.metadata.annotations["istio-mesh.dev/cacerts-uid"] == ours.metadata.uid
+
+
+def _self_signed_ca_secret() -> Any:
+    """A cacerts Secret from someone's own CA (not the mesh's)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from kubernetes import client
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "hand-made CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return client.V1Secret(
+        metadata=client.V1ObjectMeta(name="cacerts", namespace="istio-system"),
+        string_data={"ca-cert.pem": pem, "ca-key.pem": key_pem, "root-cert.pem": pem, "cert-chain.pem": pem},
+    )
+
+
+# ---- grow and shrink -----------------------------------------------------------------------------------
+
+
+def test_a_third_cluster_joins_and_the_running_istiods_sync_it(lab: Lab, stack: Stack) -> None:
+    lab.istiod("start", only="cluster1,cluster2")
+    pids = _istiod_pids(("cluster1", "cluster2"))
+    write_config(stack.project, CLUSTERS)
+    steps = stack.preview_steps()
+    ops = _ops(steps)
+    print(f"grow preview: { {k: len(v) for k, v in ops.items()} }", file=sys.stderr)
+    # Only additions: the new cluster's objects, and in each old cluster its reader token for cluster3
+    # and cluster3's remote secret; nothing updated, replaced or deleted anywhere.
+    assert set(ops) == {"create"}, ops
+    in_old = sorted(
+        (_cluster_of(s), s["urn"].rsplit("::", 1)[1])
+        for s in steps
+        if s["op"] == "create" and _cluster_of(s) in ("cluster1", "cluster2")
+    )
+    assert in_old == [
+        ("cluster1", "mesh-cluster1-cluster3-cluster1-reader-token"),
+        ("cluster1", "mesh-cluster1-cluster3-cluster3-remote-secret-in-cluster1"),
+        ("cluster2", "mesh-cluster2-cluster3-cluster2-reader-token"),
+        ("cluster2", "mesh-cluster2-cluster3-cluster3-remote-secret-in-cluster2"),
+    ]
+    stack.up()
+    lab.istiod("start")  # cluster3's istiod; cluster1's and cluster2's keep running
+    assert _istiod_pids(("cluster1", "cluster2")) == pids
+    _wait_for_verify_ok(stack, CLUSTERS)
+    assert _istiod_pids(("cluster1", "cluster2")) == pids  # synced cluster3 without a restart
+    out = stack.outputs()
+    for c in CLUSTERS:
+        assert out["clusters"][c]["remoteSecrets"] == sorted(f"istio-remote-secret-{o}" for o in CLUSTERS if o != c)
+    # cluster3 has the walkthrough's externalIPs (Pulumi.cluster-lab-3.yaml).
+    assert out["clusters"]["cluster3"]["eastWestGatewayAddress"] == "192.0.2.3"
+    stack.cli("preview", "--expect-no-changes")
+
+
+def test_a_cluster_leaves_and_only_its_remote_secrets_leave_the_others(lab: Lab, stack: Stack) -> None:
+    write_config(stack.project, ("cluster1", "cluster2"))
+    steps = stack.preview_steps()
+    ops = _ops(steps)
+    print(f"shrink preview: { {k: len(v) for k, v in ops.items()} }", file=sys.stderr)
+    assert set(ops) == {"delete"}, ops
+    in_old = sorted(
+        (_cluster_of(s), s["urn"].rsplit("::", 1)[1])
+        for s in steps
+        if s["op"] == "delete" and _cluster_of(s) in ("cluster1", "cluster2")
+    )
+    assert in_old == [
+        ("cluster1", "mesh-cluster1-cluster3-cluster1-reader-token"),
+        ("cluster1", "mesh-cluster1-cluster3-cluster3-remote-secret-in-cluster1"),
+        ("cluster2", "mesh-cluster2-cluster3-cluster2-reader-token"),
+        ("cluster2", "mesh-cluster2-cluster3-cluster3-remote-secret-in-cluster2"),
+    ]
+    lab.istiod("stop", only="cluster3")
+    stack.up()
+    for c in ("cluster1", "cluster2"):
+        names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
+        assert "istio-remote-secret-cluster3" not in names and "istio-reader-token-cluster3" not in names
+    assert "istio-system" not in {n.metadata.name for n in _core("cluster3").list_namespace().items}
+    _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
+    stack.cli("preview", "--expect-no-changes")

@@ -1,0 +1,308 @@
+"""Day 2 under mocks: a resource's identity (its URN) depends only on what it is, never on list order or
+on settings users change; stacks named the old way are carried over by aliases; every Kubernetes
+object is created only through the guard that refuses to take over an existing object."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pulumi
+import pytest
+from conftest import Recorded, mesh_program, run_program
+
+from components.constants import CREATED_BY_ANNOTATION
+from components.create_guard import (
+    ClusterObjects,
+    ExistingObjectError,
+    ObjectRef,
+    guard_creates,
+    is_guarded_type,
+    mark_created_by,
+    object_ref,
+    refuse_existing,
+)
+from components.multi_primary_mesh import pair_aliases, pair_name
+
+SECRET = "kubernetes:core/v1:Secret"
+
+
+def _build(settings: Any) -> Recorded:
+    return run_program(mesh_program(settings))
+
+
+def _k8s_objects(rec: Recorded) -> dict[str, tuple[str, dict[str, Any]]]:
+    """URN -> (provider, inputs) of every Kubernetes object and component (what state would hold)."""
+    return {r.urn: (rec.provider_of(r), r.inputs) for r in rec.registrations if not r.read}
+
+
+def _reordered(settings: Any) -> Any:
+    return dataclasses.replace(settings, clusters=tuple(reversed(settings.clusters)))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_reordering_clusters_changes_no_resource(mesh_settings: Any, n: int) -> None:
+    settings = mesh_settings(n)
+    before, after = _build(settings), _build(_reordered(settings))
+    a, b = _k8s_objects(before), _k8s_objects(after)
+    assert sorted(a) == sorted(b)  # the same URNs: nothing created, nothing deleted
+    changed = [urn for urn in a if a[urn] != b[urn]]
+    assert changed == []  # and every input, provider included, identical: no update either
+    assert before.outputs == after.outputs
+
+
+def test_pairs_are_named_by_their_sorted_cluster_names(mesh_settings: Any) -> None:
+    rec = _build(_reordered(mesh_settings(3)))
+    pairs = sorted(r.name for r in rec.of_type("istiomesh:index:RemoteSecretPair"))
+    assert pairs == ["mesh-cluster1-cluster2", "mesh-cluster1-cluster3", "mesh-cluster2-cluster3"]
+    assert pair_name("mesh", "cluster2", "cluster1") == "mesh-cluster1-cluster2"
+
+
+def test_samples_run_where_the_config_says_not_by_position(mesh_settings: Any) -> None:
+    rec = _build(_reordered(mesh_settings(2)))
+    placed = {
+        (rec.provider_of(r), r.k8s_name) for r in rec.of_type("kubernetes:apps/v1:Deployment") if "helloworld" in r.name
+    }
+    assert placed == {("k8s-cluster1", "sample/helloworld-v1"), ("k8s-cluster2", "sample/helloworld-v2")}
+
+
+def test_changing_mesh_id_changes_only_istiod_values(mesh_settings: Any) -> None:
+    one = _build(mesh_settings(2))
+    other = _build(mesh_settings(2, meshId="mesh-two"))
+    a, b = _k8s_objects(one), _k8s_objects(other)
+    assert sorted(a) == sorted(b)  # no URN depends on meshId: no create, no delete, no new root CA
+    changed = sorted(urn.rsplit("::", 1)[1] for urn in a if a[urn] != b[urn])
+    assert changed == ["mesh-cluster1-istiod", "mesh-cluster2-istiod"]
+    for urn in a:
+        if urn.endswith("-istiod") and a[urn] != b[urn]:
+            assert a[urn][1]["values"]["global"]["meshID"] == "mesh1"
+            assert b[urn][1]["values"]["global"]["meshID"] == "mesh-two"
+            rest_a = {k: v for k, v in a[urn][1]["values"]["global"].items() if k != "meshID"}
+            rest_b = {k: v for k, v in b[urn][1]["values"]["global"].items() if k != "meshID"}
+            assert rest_a == rest_b
+
+
+def test_pairs_carry_every_name_they_had_before(mesh_settings: Any) -> None:
+    """Before names were sorted a pair was <mesh>-<first listed>-<second listed>, and the mesh was named
+    after meshId: the pair's aliases cover both orders under the mesh's current and previous names."""
+    settings = mesh_settings(2)
+
+    def build() -> Any:
+        from components import MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider
+
+        providers = {c.name: cluster_provider(c) for c in settings.clusters}
+        mesh = MultiPrimaryMesh(
+            "mesh",
+            MultiPrimaryMeshArgs(settings=settings, providers=providers),
+            opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name="mesh1")]),
+        )
+        return {"clusters": mesh.clusters}
+
+    rec = run_program(build)
+    assert rec.one("istiomesh:index:MultiPrimaryMesh").alias_names == ["mesh1"]
+    pair = rec.one("istiomesh:index:RemoteSecretPair")
+    assert sorted(pair.alias_names) == sorted(
+        ["mesh-cluster2-cluster1", "mesh1-cluster1-cluster2", "mesh1-cluster2-cluster1"]
+    )
+    assert [a.name for a in pair_aliases("mesh", [], "cluster1", "cluster2")] == ["mesh-cluster2-cluster1"]
+
+
+# ---- the create guard ----------------------------------------------------------------------------------
+
+
+def test_every_kubernetes_object_is_created_through_its_clusters_guard(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(3))
+    guarded = 0
+    for r in rec.registrations:
+        if not r.custom or not r.type.startswith("kubernetes:") or r.type.startswith("pulumi:providers"):
+            continue
+        if r.type.endswith("Patch"):
+            assert r.before_create == [], r.name  # a patch changes an existing object by design
+            continue
+        cluster = rec.provider_of(r).removeprefix("k8s-")
+        assert _create_hooks(rec, r) == [f"mesh-{cluster}-refuse-existing-objects"], r.name
+        assert _created_by_mark(rec, r) == f"istio-mesh/test/{r.name}", r.name
+        guarded += 1
+    assert guarded >= 3 * 8  # namespaces, cacerts, Gateway, tokens, remote secrets, samples
+    # What Helm charts render gets the hook of its chart's cluster, from the transform the engine applies
+    # to every descendant of the chart's component (the mocks do not render charts).
+    for chart in rec.of_type("kubernetes:helm.sh/v4:Chart"):
+        cluster = rec.provider_of(chart).removeprefix("k8s-")
+        rendered = dataclasses.replace(chart, type="kubernetes:apps/v1:Deployment", custom=True, before_create=[])
+        assert _create_hooks(rec, rendered) == [f"mesh-{cluster}-refuse-existing-objects"], chart.name
+
+
+def _created_by_mark(rec: Recorded, reg: Any) -> str | None:
+    """The created-by annotation the ancestors' transforms put on ``reg``'s object."""
+    props: dict[str, Any] = dict(reg.inputs)
+    parent = reg.parent
+    while parent and not parent.endswith("pulumi:pulumi:Stack::istio-mesh-test"):
+        ancestor = rec.by_urn(parent)
+        for transform in ancestor.transforms:
+            result = transform(pulumi.ResourceTransformArgs(True, reg.type, reg.name, props, pulumi.ResourceOptions()))
+            if result is not None:
+                props = dict(result.props)
+        parent = ancestor.parent
+    value = ((props.get("metadata") or {}).get("annotations") or {}).get(CREATED_BY_ANNOTATION)
+    return str(value) if value is not None else None
+
+
+def _create_hooks(rec: Recorded, reg: Any) -> list[str]:
+    """The before_create hooks the engine binds to ``reg``: its own, and those its ancestors' transforms add
+    (the engine applies a component's transforms to all its descendants; the mocks record them only)."""
+    hooks = list(reg.before_create)
+    parent = reg.parent
+    while parent and not parent.endswith("pulumi:pulumi:Stack::istio-mesh-test"):
+        ancestor = rec.by_urn(parent)
+        for transform in ancestor.transforms:
+            args = pulumi.ResourceTransformArgs(True, reg.type, reg.name, reg.inputs, pulumi.ResourceOptions())
+            result = transform(args)
+            if result is not None and result.opts.hooks is not None:
+                hooks += [h.name for h in result.opts.hooks.before_create or []]
+        parent = ancestor.parent
+    return hooks
+
+
+def test_the_guard_transform_binds_the_hook_once_and_skips_patches() -> None:
+    hook = object.__new__(pulumi.ResourceHook)  # identity is all the transform needs
+    transform = guard_creates(hook)
+
+    def args(type_: str, custom: bool = True, opts: pulumi.ResourceOptions | None = None) -> Any:
+        return pulumi.ResourceTransformArgs(custom, type_, "x", {}, opts or pulumi.ResourceOptions())
+
+    result = transform(args("kubernetes:apps/v1:Deployment"))
+    assert result is not None and result.opts.hooks is not None
+    assert result.opts.hooks.before_create == [hook]
+    assert transform(args("kubernetes:apps/v1:Deployment", opts=result.opts)) is None  # already bound
+    assert transform(args("kubernetes:apps/v1:DeploymentPatch")) is None
+    assert transform(args("kubernetes:helm.sh/v4:Chart", custom=False)) is None
+    assert transform(args("tls:index/privateKey:PrivateKey")) is None
+    assert not is_guarded_type("kubernetes:core/v1:NamespacePatch")
+    assert is_guarded_type("kubernetes:networking.istio.io/v1:Gateway")
+
+
+class _FakeCluster(ClusterObjects):
+    """A cluster that holds exactly ``existing`` (no API server: the hook's decision is under test)."""
+
+    def __init__(self, existing: dict[ObjectRef, dict[str, Any]]) -> None:
+        super().__init__("cluster1", "", None)
+        self.existing = existing
+        self.asked: list[ObjectRef] = []
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        self.asked.append(ref)
+        return self.existing.get(ref)
+
+
+def _call(check: Any, type_: str, name: str, inputs: dict[str, Any] | None) -> None:
+    asyncio.run(check(pulumi.ResourceHookArgs(urn=f"urn::{name}", id="", name=name, type=type_, new_inputs=inputs)))
+
+
+def test_the_guard_refuses_an_existing_object_and_says_what_to_do() -> None:
+    cacerts = ObjectRef("v1", "Secret", "istio-system", "cacerts")
+    cluster = _FakeCluster({cacerts: {"metadata": {"name": "cacerts", "annotations": {}}}})
+    check = refuse_existing("cluster1", cluster)  # the hook's function (registering needs an engine)
+    inputs = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cacerts", "namespace": "istio-system"}}
+    with pytest.raises(ExistingObjectError) as refused:
+        _call(check, SECRET, "mesh-cluster1-ca-cacerts", inputs)
+    text = str(refused.value)
+    assert "Secret istio-system/cacerts already exists in cluster 'cluster1'" in text
+    assert "Nothing was changed" in text
+    assert "aliases" in text
+    assert "kubectl --context cluster1 delete secret -n istio-system cacerts" in text
+    assert "pulumi import kubernetes:core/v1:Secret mesh-cluster1-ca-cacerts istio-system/cacerts" in text
+    # An object that does not exist is created as usual; a patch or a component is never looked up.
+    other = {**inputs, "metadata": {"name": "istio-remote-secret-cluster2", "namespace": "istio-system"}}
+    _call(check, SECRET, "mesh-x", other)
+    _call(check, "kubernetes:apps/v1:DeploymentPatch", "mesh-p", inputs)
+    assert [r.name for r in cluster.asked] == ["cacerts", "istio-remote-secret-cluster2"]
+
+
+def _created_by(value: str) -> dict[str, Any]:
+    return {"annotations": {CREATED_BY_ANNOTATION: value}}
+
+
+def test_the_guard_takes_back_only_what_this_very_resource_created() -> None:
+    """An `up` killed after the API server made an object, before the state recorded it: the rerun's
+    create finds the object carrying its own created-by annotation and proceeds. Any other origin is
+    refused, a renamed resource with the alias it needs."""
+    secret = ObjectRef("v1", "Secret", "istio-system", "istio-remote-secret-cluster2")
+    meta = {"name": secret.name, "namespace": secret.namespace}
+    ours = "istio-mesh/lab/mesh-cluster1-cluster2-cluster2-remote-secret-in-cluster1"
+    inputs = {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, **_created_by(ours)}}
+    name = "mesh-cluster1-cluster2-cluster2-remote-secret-in-cluster1"
+
+    check = refuse_existing("cluster1", _FakeCluster({secret: {"metadata": {**meta, **_created_by(ours)}}}))
+    _call(check, SECRET, name, inputs)  # taken back: no error
+
+    renamed = "istio-mesh/lab/mesh1-cluster2-cluster1-cluster2-remote-secret-in-cluster1"
+    check = refuse_existing("cluster1", _FakeCluster({secret: {"metadata": {**meta, **_created_by(renamed)}}}))
+    with pytest.raises(ExistingObjectError) as refused:
+        _call(check, SECRET, name, inputs)
+    assert f"It was created by {renamed!r}" in str(refused.value)
+    assert "aliases=[pulumi.Alias(name='mesh1-cluster2-cluster1-cluster2-remote-secret-in-cluster1')]" in str(
+        refused.value
+    )
+    other_stack = "istio-mesh/prod/" + name
+    check = refuse_existing("cluster1", _FakeCluster({secret: {"metadata": {**meta, **_created_by(other_stack)}}}))
+    with pytest.raises(ExistingObjectError):
+        _call(check, SECRET, name, inputs)
+
+
+def test_every_object_is_marked_with_the_resource_that_created_it() -> None:
+    args = pulumi.ResourceTransformArgs(
+        True,
+        "kubernetes:core/v1:ServiceAccount",
+        "mesh-cluster1-base:istio-system/istio-reader-service-account",
+        {"metadata": {"name": "istio-reader-service-account", "annotations": {"x": "y"}}},
+        pulumi.ResourceOptions(),
+    )
+    result = mark_created_by(args)
+    assert result is not None
+    metadata: Any = result.props["metadata"]
+    assert metadata["annotations"] == {
+        "x": "y",
+        CREATED_BY_ANNOTATION: f"{pulumi.get_project()}/{pulumi.get_stack()}/{args.name}",
+    }
+    assert (
+        mark_created_by(
+            pulumi.ResourceTransformArgs(True, "kubernetes:apps/v1:DeploymentPatch", "p", {}, pulumi.ResourceOptions())
+        )
+        is None
+    )
+
+
+def test_object_identity_from_resource_inputs() -> None:
+    assert object_ref({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}) == ObjectRef(
+        "v1", "Namespace", None, "istio-system"
+    )
+    assert object_ref({"apiVersion": "v1", "kind": "Secret", "metadata": {"generateName": "x-"}}) is None
+    assert object_ref(None) is None
+    assert object_ref({"kind": "Secret", "metadata": {"name": "a"}}) is None
+
+
+def _changed(a_settings: Any, b_settings: Any) -> list[str]:
+    a, b = _k8s_objects(_build(a_settings)), _k8s_objects(_build(b_settings))
+    assert sorted(a) == sorted(b)  # nothing created or deleted
+    return sorted(urn.rsplit("::", 1)[1] for urn in a if a[urn] != b[urn])
+
+
+def test_changing_a_network_updates_exactly_what_carries_it(mesh_settings: Any) -> None:
+    before = mesh_settings(3)
+    moved = dataclasses.replace(before.clusters[2], network="network9")
+    after = dataclasses.replace(before, clusters=(*before.clusters[:2], moved))
+    # The namespace label, istiod's global.network and the gateway's networkGateway, in cluster3 only.
+    assert _changed(before, after) == [
+        "mesh-cluster3-eastwest-chart",
+        "mesh-cluster3-istiod",
+        "mesh-cluster3-namespace",
+    ]
+
+
+def test_changing_a_gateway_service_type_updates_only_that_gateway(mesh_settings: Any) -> None:
+    before = mesh_settings(2)
+    c1 = before.clusters[0]
+    node_port = dataclasses.replace(c1, gateway=dataclasses.replace(c1.gateway, service_type="NodePort"))
+    after = dataclasses.replace(before, clusters=(node_port, before.clusters[1]))
+    assert _changed(before, after) == ["mesh-cluster1-eastwest-chart"]
