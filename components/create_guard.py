@@ -233,18 +233,20 @@ def mark_created_by(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransf
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 
 
-def guard_creates(hook: pulumi.ResourceHook):  # type: ignore[no-untyped-def]
-    """A transform binding ``hook`` as ``before_create`` of every Kubernetes object under a component,
-    the objects Helm charts render included (transforms reach a remote component's children)."""
+def guard_creates(hook: pulumi.ResourceHook | None):  # type: ignore[no-untyped-def]
+    """A transform that marks every Kubernetes object under a component with ``mark_created_by`` and binds
+    ``hook`` as its ``before_create`` (one transform, so one engine callback per object), the objects Helm
+    charts render included (transforms reach a remote component's children)."""
 
     def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
-        if not args.custom or not is_guarded_type(args.type_):
+        marked = mark_created_by(args)
+        if marked is None:
             return None
-        if args.opts.hooks and hook in (args.opts.hooks.before_create or []):
-            return None
+        if hook is None or (args.opts.hooks and hook in (args.opts.hooks.before_create or [])):
+            return marked
         binding = pulumi.ResourceHookBinding(before_create=[hook])
         return pulumi.ResourceTransformResult(
-            props=args.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(hooks=binding))
+            props=marked.props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(hooks=binding))
         )
 
     return transform

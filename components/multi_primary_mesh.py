@@ -96,11 +96,8 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
         }
 
         def on(cluster: str) -> pulumi.ResourceOptions:
-            guard = guards.get(cluster)
             return pulumi.ResourceOptions(
-                parent=self,
-                provider=args.providers[cluster],
-                transforms=[mark_created_by, *([guard_creates(guard)] if guard else [])],
+                parent=self, provider=args.providers[cluster], transforms=[guard_creates(guards.get(cluster))]
             )
 
         planes: dict[str, IstioControlPlane] = {}

@@ -174,7 +174,9 @@ def test_the_guard_transform_binds_the_hook_once_and_skips_patches() -> None:
     result = transform(args("kubernetes:apps/v1:Deployment"))
     assert result is not None and result.opts.hooks is not None
     assert result.opts.hooks.before_create == [hook]
-    assert transform(args("kubernetes:apps/v1:Deployment", opts=result.opts)) is None  # already bound
+    again = transform(args("kubernetes:apps/v1:Deployment", opts=result.opts))
+    assert again is not None and again.opts.hooks is not None
+    assert again.opts.hooks.before_create == [hook]  # bound once, however often the transform runs
     assert transform(args("kubernetes:apps/v1:DeploymentPatch")) is None
     assert transform(args("kubernetes:helm.sh/v4:Chart", custom=False)) is None
     assert transform(args("tls:index/privateKey:PrivateKey")) is None
