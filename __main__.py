@@ -6,6 +6,7 @@ settings -> one Kubernetes provider per cluster -> the mesh -> outputs.
 import pulumi
 
 from components import ConfigError, MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider, load_settings
+from components.preflight import preflight_problems
 
 #: The mesh component's logical name, and so the prefix of every resource's name in the state.
 MESH_NAME = "mesh"
@@ -15,6 +16,12 @@ try:
     settings = load_settings()
 except ConfigError as err:
     raise pulumi.RunError(str(err)) from None
+
+# Every API server answers (and none marked unreachable does), or nothing is registered in any cluster:
+# one lost cluster must not leave a half-applied change in the others, nor hang the run.
+problems = preflight_problems(settings.clusters)
+if problems:
+    raise pulumi.RunError("cannot reach every cluster (nothing was changed):\n  - " + "\n  - ".join(problems))
 
 # One provider per cluster; the stack disables the default provider, so nothing lands in whatever
 # cluster the ambient kubeconfig points at.

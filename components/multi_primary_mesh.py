@@ -59,7 +59,8 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
 
     One ``RootCA``; per cluster an ``IstioControlPlane`` (with its ``ClusterCA``) and, when the mesh
     spans more than one network, an ``EastWestGateway``; one ``RemoteSecretPair`` per pair of clusters
-    (N*(N-1) remote secrets); optionally ``SampleApps``.
+    (N*(N-1) remote secrets); optionally ``SampleApps``. Clusters marked ``unreachable`` are not members:
+    nothing is built for them, so their objects leave the state (see ``providers.cluster_provider``).
 
     Every logical name comes from what a resource is (``<name>-<cluster>``, ``<name>-<a>-<b>`` with the
     pair's names sorted), never from list positions or settings, so reordering ``clusters`` or changing
@@ -80,7 +81,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
     def __init__(self, name: str, args: MultiPrimaryMeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(f"{PACKAGE}:index:MultiPrimaryMesh", name, None, opts)
         s = args.settings
-        missing = [c.name for c in s.clusters if c.name not in args.providers]
+        missing = [c.name for c in s.members if c.name not in args.providers]
         if missing:
             raise ValueError(f"MultiPrimaryMesh {name!r}: no provider for clusters {missing}")
 
@@ -91,7 +92,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
             c.name: refuse_existing_objects(
                 f"{name}-{c.name}-refuse-existing-objects", c.name, ClusterObjects(c.name, c.kubeconfig, c.context)
             )
-            for c in s.clusters
+            for c in s.members
             if args.refuse_existing_objects
         }
 
@@ -102,7 +103,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
 
         planes: dict[str, IstioControlPlane] = {}
         gateways: dict[str, EastWestGateway] = {}
-        for c in s.clusters:
+        for c in s.members:
             on_cluster = on(c.name)
             planes[c.name] = IstioControlPlane(
                 f"{name}-{c.name}",
@@ -139,11 +140,11 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                 after=[planes[c.name].base, planes[c.name].istiod],
                 create_guard=guards.get(c.name),
             )
-            for c in s.clusters
+            for c in s.members
         }
-        held: dict[str, list[pulumi.Output[str]]] = {c.name: [] for c in s.clusters}
+        held: dict[str, list[pulumi.Output[str]]] = {c.name: [] for c in s.members}
         previous = alias_names(opts)
-        for a_name, b_name in itertools.combinations(sorted(c.name for c in s.clusters), 2):
+        for a_name, b_name in itertools.combinations(sorted(c.name for c in s.members), 2):
             pair = RemoteSecretPair(
                 pair_name(name, a_name, b_name),
                 RemoteSecretPairArgs(a=members[a_name], b=members[b_name], warn_loopback=not s.lab),
@@ -155,7 +156,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
             held[b_name].append(pair.secret_in_b)
 
         if s.samples.enabled:
-            for c in s.clusters:
+            for c in s.members:
                 SampleApps(
                     f"{name}-{c.name}-samples",
                     SampleAppsArgs(
@@ -179,7 +180,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
         self.mesh_id = pulumi.Output.from_input(s.mesh_id)
         self.root_cert_pem = root.cert_pem
         self.root_fingerprint = root.fingerprint
-        self.clusters = pulumi.Output.all(**{c.name: cluster_output(c.name) for c in s.clusters}).apply(dict)
+        self.clusters = pulumi.Output.all(**{c.name: cluster_output(c.name) for c in s.members}).apply(dict)
         self.register_outputs(
             {
                 "mesh_id": self.mesh_id,

@@ -12,11 +12,16 @@ def cluster_provider(cluster: ClusterSettings, opts: pulumi.ResourceOptions | No
     """A provider bound to ``cluster``'s kubeconfig and context.
 
     The kubeconfig's content (not its path) is passed, as a secret, so the state never depends on a
-    machine's file layout and credentials never appear in plain text.
+    machine's file layout and credentials never appear in plain text. For a cluster marked
+    ``unreachable`` the provider drops objects it cannot reach from the state instead of failing
+    (``deleteUnreachable``, ``skipUpdateUnreachable``), with a warning naming each: that is how a cluster
+    that is gone for good leaves the mesh.
     """
     return k8s.Provider(
         f"k8s-{cluster.name}",
         kubeconfig=pulumi.Output.secret(cluster.kubeconfig),
         context=cluster.context,
+        delete_unreachable=True if cluster.unreachable else None,
+        skip_update_unreachable=True if cluster.unreachable else None,
         opts=opts,
     )

@@ -71,6 +71,11 @@ class ClusterSettings:
     #: helloworld versions this cluster runs when samples are enabled (the walkthrough: v1 in one
     #: cluster, v2 in the other). Said per cluster, so reordering ``clusters`` moves nothing.
     helloworld_versions: tuple[str, ...] = ()
+    #: The cluster is gone for good: remove it from the mesh without contacting it (its objects leave
+    #: the state with a warning; the other clusters drop its remote secrets).
+    unreachable: bool = False
+    #: The API server URL in the kubeconfig (what this program talks to; ``api_server`` is what peers use).
+    kubeconfig_server: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,14 @@ class MeshSettings:
     lab: bool = False
 
     @property
+    def members(self) -> tuple[ClusterSettings, ...]:
+        """The clusters that are in the mesh: every entry not marked ``unreachable``."""
+        return tuple(c for c in self.clusters if not c.unreachable)
+
+    @property
     def networks(self) -> tuple[str, ...]:
-        """Distinct networks, in cluster order."""
-        return tuple(dict.fromkeys(c.network for c in self.clusters))
+        """Distinct networks of the mesh's members, in cluster order."""
+        return tuple(dict.fromkeys(c.network for c in self.members))
 
     @property
     def multi_network(self) -> bool:
@@ -165,7 +175,16 @@ class _Problems:
 
 
 _TOP_KEYS = {"meshId", "clusters", "istio", "ca", "samples", "lab", ROOT_KEY_CONFIG}
-_CLUSTER_KEYS = {"name", "network", "kubeconfig", "context", "apiServer", "eastWestGateway", "helloworldVersions"}
+_CLUSTER_KEYS = {
+    "name",
+    "network",
+    "kubeconfig",
+    "context",
+    "apiServer",
+    "eastWestGateway",
+    "helloworldVersions",
+    "unreachable",
+}
 _GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds"}
 _ISTIO_KEYS = {"version", "chartRepository", "chartDirectory", "hub", "tag", "keepCRDs"}
 _CA_KEYS = {"source", "protect", "rootValidityDays", "intermediateValidityDays", "rootCertPem"}
@@ -354,6 +373,7 @@ def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSett
         api_server = _https_url(p, f"{path}.apiServer", api_server)
     gateway = _parse_gateway(p, f"{path}.eastWestGateway", data.get("eastWestGateway"))
     versions = _helloworld_versions(p, f"{path}.helloworldVersions", data.get("helloworldVersions"))
+    unreachable = _bool(p, f"{path}.unreachable", data.get("unreachable"), False)
     kube = None
     file: str | None = None
     if kubeconfig_raw:
@@ -376,6 +396,8 @@ def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSett
         api_server=api_server,
         gateway=gateway,
         helloworld_versions=versions,
+        unreachable=unreachable,
+        kubeconfig_server=server,
     )
 
 
@@ -557,6 +579,8 @@ def parse_settings(raw: Mapping[str, Any], base_dir: str = ".") -> MeshSettings:
             )
         servers.setdefault(c.api_server, c.name)
 
+    if clusters and all(c.unreachable for c in clusters):
+        p.add("clusters", "every cluster is marked unreachable; at least one must remain in the mesh")
     if samples.enabled and clusters and not any(c.helloworld_versions for c in clusters):
         p.add(
             "samples.enabled",

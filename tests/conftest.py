@@ -294,8 +294,16 @@ def run_program(build: Callable[[], Mapping[str, pulumi.Output[Any]]]) -> Record
     return Recorded(registrations=monitor.registrations, outputs=resolved)
 
 
+@functools.cache
+def _kubeconfig_ca_pem() -> str:
+    """A real (throw-away) CA certificate, so an HTTPS client built from the kubeconfig loads it."""
+    return _self_signed_pem(
+        {"privateKeyPem": mock_private_key_pem("kubeconfig-ca"), "subject": {"commonName": "placeholder CA"}}
+    )
+
+
 def write_kubeconfig(directory: str, cluster: str, server: str) -> str:
-    """A syntactically real kubeconfig with placeholder credentials (no cluster behind it)."""
+    """A real kubeconfig with placeholder credentials (no cluster behind it, a real CA certificate)."""
     path = os.path.join(directory, f"{cluster}.kubeconfig")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(
@@ -307,7 +315,7 @@ def write_kubeconfig(directory: str, cluster: str, server: str) -> str:
                 - name: {cluster}
                   cluster:
                     server: {server}
-                    certificate-authority-data: {base64.b64encode(b"placeholder-ca").decode()}
+                    certificate-authority-data: {base64.b64encode(_kubeconfig_ca_pem().encode()).decode()}
                 contexts:
                 - name: {cluster}
                   context: {{cluster: {cluster}, user: admin-{cluster}}}

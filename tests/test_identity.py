@@ -308,3 +308,29 @@ def test_changing_a_gateway_service_type_updates_only_that_gateway(mesh_settings
     node_port = dataclasses.replace(c1, gateway=dataclasses.replace(c1.gateway, service_type="NodePort"))
     after = dataclasses.replace(before, clusters=(node_port, before.clusters[1]))
     assert _changed(before, after) == ["mesh-cluster1-eastwest-chart"]
+
+
+def test_an_unreachable_cluster_leaves_the_mesh_and_only_its_provider_stays(mesh_settings: Any) -> None:
+    """`unreachable: true` on cluster3: nothing is built there (its objects leave the state), the other
+    clusters' remote secrets and tokens for it go, and its provider drops what it cannot reach."""
+    settings = mesh_settings(3)
+    gone = dataclasses.replace(settings.clusters[2], unreachable=True)
+    rec = _build(dataclasses.replace(settings, clusters=(*settings.clusters[:2], gone)))
+    providers = {r.name: r for r in rec.of_type("pulumi:providers:kubernetes")}
+    assert sorted(providers) == ["k8s-cluster1", "k8s-cluster2", "k8s-cluster3"]
+    assert providers["k8s-cluster3"].inputs["deleteUnreachable"] == "true"
+    assert providers["k8s-cluster3"].inputs["skipUpdateUnreachable"] == "true"
+    assert "deleteUnreachable" not in providers["k8s-cluster1"].inputs
+    landed = {rec.provider_of(r) for r in rec.registrations if r.type.startswith("kubernetes:") and r.custom}
+    assert landed == {"k8s-cluster1", "k8s-cluster2"}
+    pairs = [r.name for r in rec.of_type("istiomesh:index:RemoteSecretPair")]
+    assert pairs == ["mesh-cluster1-cluster2"]
+    assert sorted(rec.outputs["clusters"]) == ["cluster1", "cluster2"]
+
+
+def test_changing_the_image_tag_updates_only_the_charts_that_set_images(mesh_settings: Any) -> None:
+    before = mesh_settings(2)
+    after = dataclasses.replace(before, istio=dataclasses.replace(before.istio, tag="1.30.5"))
+    # istiod's values only (its Deployment's image, the injector's proxy image); the gateway chart's pods
+    # say `image: auto` and get theirs from the injector; nothing in the CA, namespaces, secrets or base.
+    assert _changed(before, after) == ["mesh-cluster1-istiod", "mesh-cluster2-istiod"]

@@ -281,7 +281,11 @@ def test_main_rejects_bad_config_before_registering_anything(tmp_path: Any) -> N
     assert monitor.registrations == []
 
 
-def test_main_builds_the_mesh_from_stack_config(tmp_path: Any) -> None:
+def test_main_builds_the_mesh_from_stack_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import components.preflight
+
+    # The preflight would ask these (made-up) API servers for /version; here every one answers.
+    monkeypatch.setattr(components.preflight, "api_server_error", lambda c, timeout: None)
     clusters = [
         {
             "name": f"cluster{i}",
@@ -318,3 +322,16 @@ def test_samples_without_helloworld_anywhere_is_an_error(kubeconfigs: Any) -> No
     for c in raw["clusters"]:
         c["helloworldVersions"] = []
     assert any("clusters[].helloworldVersions" in p for p in _problems(raw))
+
+
+def test_an_unreachable_cluster_stays_in_the_config_but_leaves_the_mesh(kubeconfigs: Any) -> None:
+    raw = _raw(kubeconfigs, 3)
+    raw["clusters"][2]["unreachable"] = True
+    s = parse_settings(raw)
+    assert [c.name for c in s.members] == ["cluster1", "cluster2"]
+    assert s.networks == ("network1", "network2")
+    raw["clusters"][2]["unreachable"] = "maybe"
+    assert any(p.startswith("clusters[2].unreachable: expected true or false") for p in _problems(raw))
+    for c in raw["clusters"]:
+        c["unreachable"] = True
+    assert "clusters: every cluster is marked unreachable; at least one must remain in the mesh" in _problems(raw)

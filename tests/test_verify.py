@@ -8,6 +8,7 @@ against the lab in the end-to-end tier.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from verify.mesh import (
     main,
     render_text,
     report_json,
+    targets_from_config,
 )
 
 HOST = "helloworld.sample.svc.cluster.local"
@@ -357,6 +359,16 @@ def test_istiod_flag_names_a_mesh_cluster(tmp_path: Any, capsys: Any) -> None:
     assert main(["--config", str(cfg), "--istiod", "cluster9=127.0.0.1:1,127.0.0.1:2"]) == 2
     assert "CLUSTER one of ['cluster1', 'cluster2']" in capsys.readouterr().err
     assert main(["--config", str(cfg), "--istiod", "cluster1=127.0.0.1"]) == 2
+
+
+def test_a_cluster_marked_unreachable_has_left_the_mesh_and_is_not_checked(
+    kubeconfigs: Callable[..., list[dict[str, Any]]],
+) -> None:
+    entries = kubeconfigs(3)
+    entries[2]["unreachable"] = True
+    mesh_id, targets = targets_from_config({"meshId": "mesh1", "clusters": entries}, ".")
+    assert mesh_id == "mesh1"
+    assert [t.name for t in targets] == ["cluster1", "cluster2"]
 
 
 def test_a_network_with_two_gateway_addresses_is_fine_and_both_are_reported(pki: Pki) -> None:

@@ -907,7 +907,8 @@ class VerifyUsageError(Exception):
 
 
 def targets_from_config(raw: Mapping[str, Any], base_dir: str) -> tuple[str | None, list[Target]]:
-    """Clusters from the stack's ``istio-mesh`` settings (only meshId, clusters and lab are read)."""
+    """The mesh's clusters from the stack's ``istio-mesh`` settings (only meshId, clusters and lab are read;
+    entries marked ``unreachable`` have left the mesh and are not checked)."""
     import yaml
 
     from components.settings import ConfigError, parse_settings
@@ -917,7 +918,7 @@ def targets_from_config(raw: Mapping[str, Any], base_dir: str) -> tuple[str | No
         s = parse_settings(subset, base_dir)
     except ConfigError as e:
         raise VerifyUsageError(str(e)) from None
-    return s.mesh_id, [Target(c.name, c.network, yaml.safe_load(c.kubeconfig), c.context) for c in s.clusters]
+    return s.mesh_id, [Target(c.name, c.network, yaml.safe_load(c.kubeconfig), c.context) for c in s.members]
 
 
 def _pulumi_json(args: list[str], cwd: str) -> Any:

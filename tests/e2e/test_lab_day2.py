@@ -13,8 +13,11 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,9 +93,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-def write_config(project: Path, clusters: tuple[str, ...], mesh_id: str = "mesh1") -> None:
+def write_config(
+    project: Path,
+    clusters: tuple[str, ...],
+    mesh_id: str = "mesh1",
+    unreachable: tuple[str, ...] = (),
+    changes: dict[str, dict[str, Any]] | None = None,
+    istio: dict[str, Any] | None = None,
+) -> None:
     """``Pulumi.cluster-lab.yaml`` with these lab clusters, in this order (entries from the repository's
-    two- and three-cluster lab stacks; the encryption salt of cluster-lab's)."""
+    two- and three-cluster lab stacks; the encryption salt of cluster-lab's); ``changes`` are set on
+    the named clusters' entries, ``istio`` on the ``istio`` settings."""
     two = yaml.safe_load((ROOT / "Pulumi.cluster-lab.yaml").read_text())
     three = yaml.safe_load((ROOT / "Pulumi.cluster-lab-3.yaml").read_text())
     entries = {c["name"]: c for c in three["config"]["istio-mesh:clusters"]}
@@ -101,7 +112,11 @@ def write_config(project: Path, clusters: tuple[str, ...], mesh_id: str = "mesh1
     doc["config"] = {
         **two["config"],
         "istio-mesh:meshId": mesh_id,
-        "istio-mesh:clusters": [entries[c] for c in clusters],
+        "istio-mesh:istio": {**two["config"]["istio-mesh:istio"], **(istio or {})},
+        "istio-mesh:clusters": [
+            {**entries[c], **(changes or {}).get(c, {}), **({"unreachable": True} if c in unreachable else {})}
+            for c in clusters
+        ],
     }
     (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -296,6 +311,83 @@ def _self_signed_ca_secret() -> Any:
     )
 
 
+# ---- a cluster's settings ------------------------------------------------------------------------------
+
+
+def _changed_objects(steps: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(cluster, "<Kind> <resource name>") -> operation, for the Kubernetes objects a preview changes."""
+    out = {}
+    for s in steps:
+        kind = s["urn"].split("::")[-2].split("$")[-1]  # the resource's type token
+        if s["op"] != "same" and kind.startswith("kubernetes:") and kind != "kubernetes:helm.sh/v4:Chart":
+            out[(_cluster_of(s), f"{kind.rsplit(':', 1)[1]} {s['urn'].rsplit('::', 1)[1]}")] = s["op"]
+    return out
+
+
+def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_objects(lab: Lab, stack: Stack) -> None:
+    """cluster2 moves to another network; cluster1's east-west gateway gets the walkthrough's externalIPs;
+    Istio's image tag (a chart value) changes. Each preview lists exactly the objects that carry that
+    setting, and nothing is created or deleted; `up` applies all three and verify passes with the istiods
+    that were running (they follow the namespace label and the gateway Service without a restart). Then
+    back again."""
+    network = {"cluster2": {"network": "network9"}}
+    gateway = {"cluster1": {"eastWestGateway": {"serviceType": "LoadBalancer", "externalIPs": ["192.0.2.1"]}}}
+    tag = {"tag": "1.30.4-day2"}
+    try:
+        write_config(stack.project, ("cluster1", "cluster2"), changes=network)
+        moved = _changed_objects(stack.preview_steps())
+        write_config(stack.project, ("cluster1", "cluster2"), changes=gateway)
+        addressed = _changed_objects(stack.preview_steps())
+        write_config(stack.project, ("cluster1", "cluster2"), istio=tag)
+        retagged = _changed_objects(stack.preview_steps())
+        print(f"network preview: {moved}\ngateway preview: {addressed}\ntag preview: {retagged}", file=sys.stderr)
+        gw = "mesh-cluster2-eastwest-chart:istio-system/istio-eastwestgateway"
+        assert moved == {
+            ("cluster2", "Namespace mesh-cluster2-namespace"): "update",  # topology.istio.io/network
+            # global.network: the values ConfigMaps (replaced: pulumi-kubernetes treats ConfigMap data as
+            # immutable) and the gateway's networkGateway (its Service's label, its pods' env and label)
+            ("cluster2", "ConfigMap mesh-cluster2-istiod:istio-system/values"): "replace",
+            ("cluster2", "ConfigMap mesh-cluster2-istiod:istio-system/istio-sidecar-injector"): "replace",
+            ("cluster2", f"Service {gw}"): "update",
+            ("cluster2", f"Deployment {gw}"): "update",
+        }, moved
+        assert addressed == {
+            ("cluster1", "Service mesh-cluster1-eastwest-chart:istio-system/istio-eastwestgateway"): "update"
+        }, addressed
+        # The image tag: istiod's Deployment and the ConfigMaps that embed the values (the injector's proxy
+        # image), per cluster; the gateways' pods say `image: auto` and are not touched.
+        assert retagged == {
+            (c, f"{kind} mesh-{c}-istiod:istio-system/{name}"): op
+            for c in ("cluster1", "cluster2")
+            for kind, name, op in (
+                ("Deployment", "istiod", "update"),
+                ("ConfigMap", "values", "replace"),
+                ("ConfigMap", "istio-sidecar-injector", "replace"),
+            )
+        }, retagged
+
+        lab.istiod("start", only="cluster1,cluster2")
+        pids = _istiod_pids(("cluster1", "cluster2"))
+        write_config(stack.project, ("cluster1", "cluster2"), changes={**network, **gateway}, istio=tag)
+        stack.up()
+        out = stack.outputs()
+        assert out["clusters"]["cluster1"]["eastWestGatewayAddress"] == "192.0.2.1"
+        for c in ("cluster1", "cluster2"):
+            istiod: Any = _apps(c).read_namespaced_deployment("istiod", "istio-system")
+            assert istiod.spec.template.spec.containers[0].image.endswith(":1.30.4-day2")
+        report = _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
+        assert _istiod_pids(("cluster1", "cluster2")) == pids
+        # What the running istiods now know: cluster2's endpoints on network9, cluster1's gateway at its
+        # externalIP (verify passing already says each matches the config; this says the config moved).
+        for i in report["istiods"]:
+            gateways = {(g["network"], g["address"]) for g in i["gateways"]}
+            assert ("network1", "192.0.2.1") in gateways and "network9" in {n for n, _ in gateways}, i
+            assert {e["network"] for e in i["endpoints"] if e["cluster"] == "cluster2"} == {"network9"}, i
+    finally:
+        write_config(stack.project, ("cluster1", "cluster2"))
+    stack.up()  # back (that nothing else is pending: the next test's preview holds only creates)
+
+
 # ---- grow and shrink -----------------------------------------------------------------------------------
 
 
@@ -357,3 +449,69 @@ def test_a_cluster_leaves_and_only_its_remote_secrets_leave_the_others(lab: Lab,
         assert "istio-remote-secret-cluster3" not in names and "istio-reader-token-cluster3" not in names
     assert "istio-system" not in {n.metadata.name for n in _core("cluster3").list_namespace().items}
     _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
+
+
+# ---- lost clusters -------------------------------------------------------------------------------------
+
+
+def _apiserver_pid(cluster: str) -> int:
+    from lab.layout import Cluster
+
+    return int(Cluster(int(cluster[-1])).pidfile("kube-apiserver").read_text().split()[0])
+
+
+def test_a_frozen_api_server_stops_the_run_before_anything_changes(stack: Stack) -> None:
+    """cluster2's API server hangs (SIGSTOP) while a change for every cluster is pending: `up` fails within
+    the preflight's bound, naming cluster2, and changes nothing anywhere; with the server back, nothing
+    is left to repair."""
+    write_config(stack.project, ("cluster1", "cluster2"), mesh_id="mesh-frozen")
+    pid = _apiserver_pid("cluster2")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        failed = stack.cli("up", "--yes", "--skip-preview", check=False, timeout=300)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        write_config(stack.project, ("cluster1", "cluster2"))
+    print(f"up with cluster2 frozen failed after {took:.1f}s", file=sys.stderr)
+    out = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "cannot reach every cluster (nothing was changed)" in out, out[-3000:]
+    assert "clusters[1] (cluster2, https://127.0.2.1:20243): the API server did not answer" in out, out[-3000:]
+    # Nothing was applied in cluster1 either: with the old config back there is no change to make.
+    stack.cli("preview", "--expect-no-changes")
+
+
+def test_a_cluster_that_is_gone_for_good_leaves_the_mesh(lab: Lab, stack: Stack) -> None:
+    """cluster3 joins, then its API server dies. The preflight names it and says how to let it go;
+    `unreachable: true` removes it: its objects leave the state without a request to it, the others drop
+    its remote secrets, verify passes for the rest. Then the entry is deleted."""
+    write_config(stack.project, CLUSTERS)
+    stack.up()
+    os.kill(_apiserver_pid("cluster3"), signal.SIGKILL)
+    refused = stack.cli("preview", check=False)
+    assert refused.returncode != 0
+    assert "set clusters[2].unreachable: true to remove it from the mesh" in refused.stdout + refused.stderr
+    write_config(stack.project, CLUSTERS, unreachable=("cluster3",))
+    steps = stack.preview_steps()
+    ops = _ops(steps)
+    print(f"unreachable preview: { {k: len(v) for k, v in ops.items()} }", file=sys.stderr)
+    assert set(ops) <= {"delete", "update"}, ops
+    assert [s["urn"].rsplit("::", 1)[1] for s in steps if s["op"] == "update"] == ["k8s-cluster3"]  # deleteUnreachable
+    gone = stack.up()
+    assert "Deleting the unreachable resource from Pulumi state" in gone.stdout + gone.stderr
+    left = [
+        r["urn"]
+        for r in stack.export()["deployment"]["resources"]
+        if r.get("provider", "").split("::")[-2:-1] == ["k8s-cluster3"]
+    ]
+    assert left == []
+    for c in ("cluster1", "cluster2"):
+        names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
+        assert "istio-remote-secret-cluster3" not in names and "istio-reader-token-cluster3" not in names
+    _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
+    write_config(stack.project, ("cluster1", "cluster2"))
+    stack.up()  # the entry deleted: its provider goes too
+    assert not any(r["urn"].endswith("::k8s-cluster3") for r in stack.export()["deployment"]["resources"])
+    stack.cli("preview", "--expect-no-changes")
