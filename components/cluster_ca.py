@@ -17,8 +17,9 @@ from .constants import (
     PACKAGE,
     ROOT_CERT_KEY,
 )
-from .intermediate_cert import INTERMEDIATE_SAN, IntermediateCertificate
+from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, INTERMEDIATE_SAN, IntermediateCertificate
 from .root_ca import CA_RSA_BITS
+from .settings import ExternalIntermediate
 
 __all__ = ["INTERMEDIATE_SAN", "ClusterCA", "ClusterCAArgs"]
 
@@ -31,8 +32,28 @@ class ClusterCAArgs:
     #: Namespace the ``cacerts`` secret goes into (istio-system): pass the Namespace's output name.
     namespace: pulumi.Input[str]
     root_cert_pem: pulumi.Input[str]
-    root_key_pem: pulumi.Input[str]
+    #: The root key signs a new intermediate; ``None`` when ``external`` gives one signed elsewhere.
+    root_key_pem: pulumi.Input[str] | None = None
     validity_days: int = 3650
+    #: ``up`` signs the intermediate again (same key, same root) this many days before it expires.
+    renew_before_days: int = DEFAULT_RENEW_BEFORE_DAYS
+    #: An intermediate signed outside this program (certificate, chain to the root, secret key): written
+    #: into ``cacerts`` as given; nothing is signed and no root key is needed.
+    external: ExternalIntermediate | None = None
+
+
+def _chain(cert: str, between: str, root: str) -> str:
+    """``cert-chain.pem``: the intermediate, any certificates between it and the root, then the root
+    (once, even if ``between`` already ends with it)."""
+    middle = [p.strip() for p in _split_pems(between) if p.strip() != root.strip()]
+    if not middle:
+        return cert.rstrip("\n") + "\n" + root  # (byte for byte what earlier versions wrote)
+    return "\n".join([cert.strip(), *middle, root.strip()]) + "\n"
+
+
+def _split_pems(text: str) -> list[str]:
+    end = "-----END CERTIFICATE-----"
+    return [chunk + end for chunk in text.split(end) if chunk.strip()]
 
 
 def _b64(value: str) -> str:
@@ -59,21 +80,33 @@ class ClusterCA(pulumi.ComponentResource):
         super().__init__(f"{PACKAGE}:index:ClusterCA", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        key = tls.PrivateKey(f"{name}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
-        # Signed by our own dynamic provider, not tls.LocallySignedCert: only this way does the
-        # intermediate get pathlen:0 (see intermediate_cert.py).
-        cert = IntermediateCertificate(
-            f"{name}-cert",
-            public_key_pem=key.public_key_pem,
-            cluster_name=args.cluster_name,
-            root_cert_pem=args.root_cert_pem,
-            root_key_pem=args.root_key_pem,
-            validity_days=args.validity_days,
-            opts=child,
-        )
+        cert_pem: pulumi.Output[str]
+        key_pem: pulumi.Output[str]
+        between = ""  # certificates between the intermediate and the root
+        if args.external is not None:
+            cert_pem = pulumi.Output.from_input(args.external.cert_pem)
+            key_pem = pulumi.Output.secret(args.external.key_pem)
+            between = args.external.chain_pem
+        else:
+            if args.root_key_pem is None:
+                raise ValueError(f"ClusterCA {name!r}: give root_key_pem (to sign an intermediate) or external")
+            key = tls.PrivateKey(f"{name}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
+            # Signed by our own dynamic provider, not tls.LocallySignedCert: only this way does the
+            # intermediate get pathlen:0 (see intermediate_cert.py).
+            cert = IntermediateCertificate(
+                f"{name}-cert",
+                public_key_pem=key.public_key_pem,
+                cluster_name=args.cluster_name,
+                root_cert_pem=args.root_cert_pem,
+                root_key_pem=args.root_key_pem,
+                validity_days=args.validity_days,
+                renew_before_days=args.renew_before_days,
+                opts=child,
+            )
+            cert_pem, key_pem = cert.cert_pem, key.private_key_pem
         root = pulumi.Output.from_input(args.root_cert_pem)
-        chain = pulumi.Output.all(cert.cert_pem, root).apply(lambda pems: pems[0].rstrip("\n") + "\n" + pems[1])
-        data: pulumi.Output[dict[str, str]] = pulumi.Output.all(cert.cert_pem, key.private_key_pem, root, chain).apply(
+        chain = pulumi.Output.all(cert_pem, root).apply(lambda pems: _chain(pems[0], between, pems[1]))
+        data: pulumi.Output[dict[str, str]] = pulumi.Output.all(cert_pem, key_pem, root, chain).apply(
             lambda v: {
                 CA_CERT_KEY: _b64(v[0]),
                 CA_KEY_KEY: _b64(v[1]),
@@ -88,6 +121,6 @@ class ClusterCA(pulumi.ComponentResource):
             data=pulumi.Output.secret(data),  # type: ignore[arg-type]  # (SDK generic infers Never here)
             opts=child,
         )
-        self.cert_pem = cert.cert_pem
+        self.cert_pem = cert_pem
         self.secret_name = self.secret.metadata.name
         self.register_outputs({"cert_pem": self.cert_pem, "secret_name": self.secret_name})

@@ -31,6 +31,33 @@ CACERTS_UID_ANNOTATION = "istio-mesh.dev/cacerts-uid"
 #: The ServiceAccount the ``base`` chart renders for remote readers, bound to the reader ClusterRole.
 READER_SERVICE_ACCOUNT = "istio-reader-service-account"
 
+#: This program's narrow reader (ServiceAccount, ClusterRole, ClusterRoleBinding): what peers' tokens
+#: belong to unless ``remoteAccess.reader`` is ``istio``. Not an Istio name: the program's own.
+MESH_READER = "istio-mesh-reader"
+
+#: What a peer istiod lists and watches through a remote secret (Istio 1.30, sidecar mode, the istiod
+#: chart's defaults), as (apiGroups, resources): service discovery (namespaces first: nothing else is
+#: built for the peer until they sync; then services, endpointslices, pods, nodes, Gateway API gateways
+#: for network gateways), the CRD watcher behind the Gateway and WorkloadEntry informers, and
+#: WorkloadEntries (cross-cluster workload entries, on by default). Never ``get`` (informers only list
+#: and watch), never a write.
+READER_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("",), ("namespaces", "pods", "services", "nodes")),
+    (("discovery.k8s.io",), ("endpointslices",)),
+    (("apiextensions.k8s.io",), ("customresourcedefinitions",)),
+    (("gateway.networking.k8s.io",), ("gateways",)),
+    (("networking.istio.io",), ("workloadentries",)),
+)
+#: istiod's credentials controller lists and watches every Secret of every cluster it reads (for
+#: gateways whose TLS certificate lives in the peer, and Wasm pull secrets); until that list succeeds the
+#: peer never reaches "synced" (istiod reports ``timeout`` after 30 s; discovery works all the same).
+#: Kubernetes RBAC cannot narrow this by Secret type.
+SECRET_RULE: tuple[tuple[str, ...], tuple[str, ...]] = (("",), ("secrets",))
+#: The one ConfigMap a peer istiod reads (the peer's mesh config), in istio-system only: a Role whose
+#: ``resourceNames`` match the informer's ``metadata.name`` field selector.
+MESH_CONFIG_MAP = "istio"
+READ = ("list", "watch")
+
 #: Prefix of the secret ``istioctl create-remote-secret`` produces; the suffix is the source cluster.
 REMOTE_SECRET_PREFIX = "istio-remote-secret-"
 #: Label istiod selects remote secrets by, in its own namespace only.

@@ -9,7 +9,8 @@ intermediate is signed here, with ``cryptography``, by a small Pulumi dynamic pr
 * :class:`IntermediateCertificate` is the resource. Its state holds the certificate and the public
   inputs; the root key is an input only (kept encrypted in the state's inputs as a secret) and is
   never returned as an output. Any change of key, root, cluster name or validity replaces the
-  certificate; nothing else does, so previews stay quiet and refresh reports no drift (the
+  certificate; so does renewal: within ``renew_before_days`` of its end, the next ``up`` signs it
+  again (same key, same root). Nothing else does, so previews stay quiet and refresh reports no drift (the
   certificate lives only in Pulumi's state and in the ``cacerts`` secret, which the kubernetes
   provider refreshes).
 """
@@ -27,6 +28,8 @@ import pulumi.dynamic as dynamic
 INTERMEDIATE_SAN = "istiod.istio-system.svc"
 #: Inputs whose change means a new certificate (all of them: a certificate is never edited in place).
 REPLACE_ON = ("public_key_pem", "cluster_name", "root_cert_pem", "validity_days")
+#: Renew (sign again, same key) when the certificate is this close to expiry, unless told otherwise.
+DEFAULT_RENEW_BEFORE_DAYS = 30
 
 
 class SigningError(ValueError):
@@ -47,7 +50,8 @@ def sign_intermediate(
     Fields (Istio ``tools/certs``, intermediate section): subject O=Istio, CN=Intermediate CA,
     L=<cluster>; SHA-256; ``critical, CA:true, pathlen:0``; ``critical`` keyUsage digitalSignature,
     nonRepudiation, keyEncipherment, keyCertSign; SAN ``DNS:istiod.istio-system.svc``; subject and
-    authority key identifiers so chain building is unambiguous.
+    authority key identifiers so chain building is unambiguous. Never valid past the root: the
+    validity ends at ``now + validity_days`` or at the root's own end, whichever comes first.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -77,6 +81,9 @@ def sign_intermediate(
         raise SigningError(f"intermediate key type {type(public_key).__name__} is not supported (RSA or ECDSA)")
 
     start = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
+    if start >= root.not_valid_after_utc:
+        raise SigningError(f"the root expired on {root.not_valid_after_utc.isoformat()}: it can sign nothing")
+    end = min(start + datetime.timedelta(days=validity_days), root.not_valid_after_utc)
     try:
         root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski)
@@ -97,7 +104,7 @@ def sign_intermediate(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=validity_days))
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -119,6 +126,40 @@ def sign_intermediate(
         .sign(root_key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def renewal_due(
+    not_after: str | None,
+    renew_before_days: int | None,
+    validity_days: int,
+    root_cert_pem: str,
+    now: datetime.datetime | None = None,
+) -> bool:
+    """Whether a certificate valid until ``not_after`` (ISO 8601) should be signed again now: it is within
+    ``renew_before_days`` of its end, and a new one would end later (it would not, when the root's own
+    end is what limits it: renewing cannot help then, only a new root can)."""
+    from cryptography import x509
+
+    if not not_after or not renew_before_days:
+        return False
+    now = now or datetime.datetime.now(datetime.UTC)
+    end = datetime.datetime.fromisoformat(not_after)
+    if now < end - datetime.timedelta(days=renew_before_days):
+        return False
+    root_end = x509.load_pem_x509_certificate(root_cert_pem.encode()).not_valid_after_utc
+    return min(now + datetime.timedelta(days=validity_days), root_end) > end
+
+
+def _renewal_due(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+    try:
+        return renewal_due(
+            olds.get("not_after"),
+            int(news.get("renew_before_days") or 0),
+            int(news["validity_days"]),
+            news["root_cert_pem"],
+        )
+    except (KeyError, TypeError, ValueError):  # an input not known yet (preview): nothing to decide on
+        return False
 
 
 @functools.lru_cache(maxsize=4)
@@ -152,6 +193,8 @@ class IntermediateCertificateProvider(dynamic.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         changed = [k for k in REPLACE_ON if olds.get(k) != news.get(k)]
+        if not changed and _renewal_due(olds, news):
+            changed = ["not_after"]  # renewal: the same inputs, signed again
         return dynamic.DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
@@ -189,6 +232,7 @@ class IntermediateCertificate(dynamic.Resource, module="istiomesh", name="Interm
         root_cert_pem: pulumi.Input[str],
         root_key_pem: pulumi.Input[str],
         validity_days: int,
+        renew_before_days: int = DEFAULT_RENEW_BEFORE_DAYS,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(
@@ -200,6 +244,8 @@ class IntermediateCertificate(dynamic.Resource, module="istiomesh", name="Interm
                 "root_cert_pem": root_cert_pem,
                 "root_key_pem": pulumi.Output.secret(root_key_pem),
                 "validity_days": validity_days,
+                # Not a reason to replace by itself: only whether renewal is due (see ``diff``).
+                "renew_before_days": renew_before_days,
                 "cert_pem": None,
                 "not_after": None,
                 "serial": None,

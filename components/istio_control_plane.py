@@ -10,7 +10,8 @@ import pulumi_kubernetes as k8s
 from .cluster_ca import ClusterCA, ClusterCAArgs
 from .constants import CACERTS_UID_ANNOTATION, ISTIO_NAMESPACE, ISTIOD_DEPLOYMENT, NETWORK_LABEL, PACKAGE
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
-from .settings import IstioSettings
+from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS
+from .settings import ExternalIntermediate, IstioSettings
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class IstioControlPlaneArgs:
     root_cert_pem: pulumi.Input[str] | None = None
     root_key_pem: pulumi.Input[str] | None = None
     intermediate_validity_days: int = 3650
+    intermediate_renew_before_days: int = DEFAULT_RENEW_BEFORE_DAYS
+    #: An intermediate signed elsewhere (``ca.source: external``): used instead of signing one.
+    external_intermediate: ExternalIntermediate | None = None
 
 
 def chart_args(
@@ -97,7 +101,7 @@ class IstioControlPlane(pulumi.ComponentResource):
         ca_deps: list[pulumi.Resource] = []
         ca: ClusterCA | None = None
         self.intermediate_cert_pem = pulumi.Output.from_input(None)
-        if args.root_cert_pem is not None and args.root_key_pem is not None:
+        if args.root_cert_pem is not None and (args.root_key_pem is not None or args.external_intermediate):
             ca = ClusterCA(
                 f"{name}-ca",
                 ClusterCAArgs(
@@ -106,6 +110,8 @@ class IstioControlPlane(pulumi.ComponentResource):
                     root_cert_pem=args.root_cert_pem,
                     root_key_pem=args.root_key_pem,
                     validity_days=args.intermediate_validity_days,
+                    renew_before_days=args.intermediate_renew_before_days,
+                    external=args.external_intermediate,
                 ),
                 opts=child,
             )

@@ -13,10 +13,11 @@ from .constants import PACKAGE
 from .create_guard import ClusterObjects, guard_creates, mark_created_by, refuse_existing_objects
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
+from .remote_reader import RemoteReader, RemoteReaderArgs
 from .remote_secret_pair import MeshMember, RemoteSecretPair, RemoteSecretPairArgs
 from .root_ca import RootCA
 from .sample_apps import SampleApps, SampleAppsArgs
-from .settings import MeshSettings
+from .settings import READER_ISTIO, MeshSettings
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ def alias_names(opts: pulumi.ResourceOptions | None) -> list[str]:
 class MultiPrimaryMesh(pulumi.ComponentResource):
     """A multi-primary Istio mesh: every cluster runs istiod and reads every other cluster.
 
-    One ``RootCA``; per cluster an ``IstioControlPlane`` (with its ``ClusterCA``) and, when the mesh
-    spans more than one network, an ``EastWestGateway``; one ``RemoteSecretPair`` per pair of clusters
+    One ``RootCA``; per cluster an ``IstioControlPlane`` (with its ``ClusterCA``), a ``RemoteReader`` (the
+    narrow account peers read it with) and, when the mesh spans more than one network, an
+    ``EastWestGateway``; one ``RemoteSecretPair`` per pair of clusters
     (N*(N-1) remote secrets); optionally ``SampleApps``. Clusters marked ``unreachable`` are not members:
     nothing is built for them, so their objects leave the state (see ``providers.cluster_provider``).
 
@@ -86,6 +88,13 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
             raise ValueError(f"MultiPrimaryMesh {name!r}: no provider for clusters {missing}")
 
         root = RootCA(f"{name}-root-ca", s.ca, opts=pulumi.ResourceOptions(parent=self))
+        if s.ca.renew_before_days >= s.ca.intermediate_validity_days:
+            pulumi.log.warn(
+                f"ca.renewBeforeDays ({s.ca.renew_before_days}) is not less than ca.intermediateValidityDays "
+                f"({s.ca.intermediate_validity_days}): every `up` signs new intermediates and rolls every istiod "
+                "(unless the root's own expiry is what ends them)",
+                resource=self,
+            )
 
         # One create guard per cluster: creating an object that already exists there fails, naming it.
         guards = {
@@ -115,6 +124,8 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     root_cert_pem=root.cert_pem,
                     root_key_pem=root.key_pem,
                     intermediate_validity_days=s.ca.intermediate_validity_days,
+                    intermediate_renew_before_days=s.ca.renew_before_days,
+                    external_intermediate=s.ca.intermediate(c.name),
                 ),
                 opts=on_cluster,
             )
@@ -131,6 +142,20 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     opts=on_cluster,
                 )
 
+        access = s.remote_access
+        # The narrow reader peers' tokens belong to; with Istio's own reader (rendered by the charts)
+        # nothing is created and the tokens wait for the charts instead.
+        readers = {
+            c.name: RemoteReader(
+                f"{name}-{c.name}-reader",
+                RemoteReaderArgs(
+                    reader=access.reader, read_secrets=access.read_secrets, namespace=planes[c.name].namespace
+                ),
+                opts=on(c.name),
+            )
+            for c in s.members
+            if access.reader != READER_ISTIO
+        }
         members = {
             c.name: MeshMember(
                 name=c.name,
@@ -139,6 +164,8 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                 namespace=planes[c.name].namespace,
                 after=[planes[c.name].base, planes[c.name].istiod],
                 create_guard=guards.get(c.name),
+                reader=access.reader,
+                reader_ready=readers[c.name].ready if c.name in readers else [],
             )
             for c in s.members
         }
@@ -147,7 +174,12 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
         for a_name, b_name in itertools.combinations(sorted(c.name for c in s.members), 2):
             pair = RemoteSecretPair(
                 pair_name(name, a_name, b_name),
-                RemoteSecretPairArgs(a=members[a_name], b=members[b_name], warn_loopback=not s.lab),
+                RemoteSecretPairArgs(
+                    a=members[a_name],
+                    b=members[b_name],
+                    warn_loopback=not s.lab,
+                    token_generation=access.token_generation,
+                ),
                 opts=pulumi.ResourceOptions(
                     parent=self, aliases=pair_aliases(name, previous, a_name, b_name), transforms=[mark_created_by]
                 ),

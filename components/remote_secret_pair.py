@@ -15,13 +15,13 @@ from .constants import (
     ISTIO_NAMESPACE,
     MULTICLUSTER_LABEL,
     PACKAGE,
-    READER_SERVICE_ACCOUNT,
     REMOTE_SECRET_PREFIX,
     SA_NAME_ANNOTATION,
     SA_TOKEN_SECRET_TYPE,
 )
 from .kubeconfig import remote_kubeconfig
-from .settings import is_loopback_url
+from .remote_reader import reader_account, token_secret_name
+from .settings import READER_MESH, is_loopback_url
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,12 @@ class MeshMember:
     """API server URL written into the kubeconfig other clusters use: must be reachable from them."""
     namespace: pulumi.Input[str] = ISTIO_NAMESPACE
     after: Sequence[pulumi.Resource] = field(default_factory=list)
-    """What must exist first in this cluster: the control plane (it renders the reader ServiceAccount)."""
+    """What must exist first in this cluster before a remote secret is written into it (istio-system)."""
+    reader: str = READER_MESH
+    """Whose tokens peers get: ``mesh`` (``istio-mesh-reader``, see ``RemoteReader``) or ``istio``."""
+    reader_ready: Sequence[pulumi.Resource] = field(default_factory=list)
+    """What a token Secret for the reader account must wait for (``RemoteReader.ready``): the token
+    controller deletes a token Secret whose ServiceAccount does not exist yet."""
     create_guard: pulumi.ResourceHook | None = None
     """A ``before_create`` hook for objects created in this cluster (``create_guard.refuse_existing_objects``)."""
 
@@ -48,11 +53,9 @@ class RemoteSecretPairArgs:
     b: MeshMember
     #: Warn when an API server address is loopback (only the local lab runs every istiod on one host).
     warn_loopback: bool = True
-
-
-def token_secret_name(reader: str) -> str:
-    """Name of the reader token secret created in the SOURCE cluster for ``reader``."""
-    return f"istio-reader-token-{reader}"
+    #: Generation of the reader tokens: a new value creates new tokens, recreates both remote secrets
+    #: with them and then deletes the old tokens (which revokes them).
+    token_generation: int = 0
 
 
 def remote_secret_name(source: str) -> str:
@@ -60,11 +63,13 @@ def remote_secret_name(source: str) -> str:
     return f"{REMOTE_SECRET_PREFIX}{source}"
 
 
-def kubeconfig_data(source: str, reader: str, server: str, token_data: Mapping[str, Any] | None) -> dict[str, str]:
+def kubeconfig_data(
+    source: str, token_secret: str, server: str, token_data: Mapping[str, Any] | None
+) -> dict[str, str]:
     """The remote secret's data: ONE key, named exactly ``source``, holding the kubeconfig (base64)."""
     if not token_data or "token" not in token_data or "ca.crt" not in token_data:
         raise RuntimeError(
-            f"the token secret {ISTIO_NAMESPACE}/{token_secret_name(reader)} in cluster {source!r} has no "
+            f"the token secret {ISTIO_NAMESPACE}/{token_secret} in cluster {source!r} has no "
             "token or ca.crt: the token controller (kube-controller-manager) did not fill it"
         )
     token = base64.b64decode(token_data["token"]).decode()
@@ -80,8 +85,9 @@ class RemoteSecretPair(pulumi.ComponentResource):
     """What ``istioctl create-remote-secret`` does, in both directions between clusters A and B.
 
     For each direction (source -> reader): in the SOURCE cluster, a ``kubernetes.io/service-account-token``
-    Secret for ``istio-reader-service-account`` (created after the control plane renders that account;
-    Pulumi waits until the token controller fills ``token`` and ``ca.crt``); in the READER cluster,
+    Secret for the source's reader account (``istio-mesh-reader``, or Istio's ``istio-reader-service-account``;
+    created after that account; Pulumi waits until the token controller fills ``token`` and ``ca.crt``);
+    its name carries the token generation, so a rotation is a create-then-delete; in the READER cluster,
     ``istio-remote-secret-<source>`` labelled ``istio/multiCluster: "true"``, annotated
     ``networking.istio.io/cluster: <source>``, with one data key ``<source>`` holding the kubeconfig.
     Every child names its provider explicitly, so each object's cluster is visible in the code.
@@ -94,11 +100,13 @@ class RemoteSecretPair(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RemoteSecretPairArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(f"{PACKAGE}:index:RemoteSecretPair", name, None, opts)
-        self.secret_in_b = self._direction(name, source=args.a, reader=args.b, warn_loopback=args.warn_loopback)
-        self.secret_in_a = self._direction(name, source=args.b, reader=args.a, warn_loopback=args.warn_loopback)
+        self.secret_in_b = self._direction(name, args.a, args.b, args.warn_loopback, args.token_generation)
+        self.secret_in_a = self._direction(name, args.b, args.a, args.warn_loopback, args.token_generation)
         self.register_outputs({"secret_in_a": self.secret_in_a, "secret_in_b": self.secret_in_b})
 
-    def _direction(self, name: str, source: MeshMember, reader: MeshMember, warn_loopback: bool) -> pulumi.Output[str]:
+    def _direction(
+        self, name: str, source: MeshMember, reader: MeshMember, warn_loopback: bool, generation: int
+    ) -> pulumi.Output[str]:
         if warn_loopback and is_loopback_url(source.api_server):
             pulumi.log.warn(
                 f"the remote secret for {source.name!r} in {reader.name!r} points at {source.api_server}, a loopback "
@@ -106,21 +114,25 @@ class RemoteSecretPair(pulumi.ComponentResource):
                 f"clusters[{source.name}].apiServer to an address reachable from {reader.name!r}.",
                 resource=self,
             )
+        token_name = token_secret_name(source.reader, reader.name, generation)
         token = k8s.core.v1.Secret(
             f"{name}-{source.name}-reader-token",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=token_secret_name(reader.name),
+                name=token_name,
                 namespace=source.namespace,
-                annotations={SA_NAME_ANNOTATION: READER_SERVICE_ACCOUNT},
+                annotations={SA_NAME_ANNOTATION: reader_account(source.reader)},
             ),
             type=SA_TOKEN_SECRET_TYPE,
             # The token controller deletes a token secret whose ServiceAccount does not exist yet.
             opts=pulumi.ResourceOptions(
-                parent=self, provider=source.provider, depends_on=list(source.after), hooks=_guarded(source)
+                parent=self,
+                provider=source.provider,
+                depends_on=[*source.after, *source.reader_ready],
+                hooks=_guarded(source),
             ),
         )
         data: pulumi.Output[dict[str, str]] = token.data.apply(
-            lambda d: kubeconfig_data(source.name, reader.name, source.api_server, d)
+            lambda d: kubeconfig_data(source.name, token_name, source.api_server, d)
         )
         remote = k8s.core.v1.Secret(
             f"{name}-{source.name}-remote-secret-in-{reader.name}",

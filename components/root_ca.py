@@ -31,15 +31,16 @@ class RootCA(pulumi.ComponentResource):
     """The root CA (O=Istio, CN=Root CA, RSA 4096, SHA-256, 10 years), generated or imported.
 
     Generated: a pulumi-tls private key and self-signed certificate, protected against deletion unless
-    ``CASettings.protect`` is false. Imported: the certificate and (secret) key from config, for users
-    who keep their root offline. Either way the key only ever signs intermediates: it is never
-    written into a cluster and is exposed only as a secret Output.
+    ``CASettings.protect`` is false. Imported: the certificate and (secret) key from config. Either way
+    the key only ever signs intermediates: it is never written into a cluster and is exposed only as a
+    secret Output. External: only the certificate; the key stays offline (``key_pem`` is ``None``) and
+    the intermediates come from config (``CASettings.intermediates``).
     """
 
     cert_pem: pulumi.Output[str]
     """The root certificate (PEM): public, it becomes every cluster's ``root-cert.pem``."""
-    key_pem: pulumi.Output[str]
-    """The root private key (PEM), always a secret Output."""
+    key_pem: pulumi.Output[str] | None
+    """The root private key (PEM), always a secret Output; ``None`` for an external CA."""
     fingerprint: pulumi.Output[str]
     """SHA-256 fingerprint of the root certificate, for checking a cluster's trust anchor by eye."""
 
@@ -47,7 +48,11 @@ class RootCA(pulumi.ComponentResource):
         super().__init__(f"{PACKAGE}:index:RootCA", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, protect=args.protect)
 
-        if args.source == "import":
+        if args.source == "external":
+            assert args.root_cert_pem, "settings validation guarantees an external root certificate"
+            self.cert_pem = pulumi.Output.from_input(args.root_cert_pem)
+            self.key_pem = None
+        elif args.source == "import":
             assert args.root_cert_pem and args.root_key_pem, "settings validation guarantees an imported root"
             self.cert_pem = pulumi.Output.from_input(args.root_cert_pem)
             self.key_pem = pulumi.Output.secret(args.root_key_pem)

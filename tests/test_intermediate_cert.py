@@ -166,3 +166,62 @@ def test_provider_serializes_by_reference_and_round_trips() -> None:
     assert b"components.intermediate_cert" in raw and len(raw) < 512
     assert serialize_provider(IntermediateCertificateProvider()) == text  # no diff between runs
     assert isinstance(dill.loads(raw), IntermediateCertificateProvider)
+
+
+def _short_root(days: float) -> tuple[str, str, x509.Certificate]:
+    """A root that ends ``days`` after NOW (and began a day before it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Short Root")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key), cert
+
+
+def test_an_intermediate_is_never_valid_past_its_root() -> None:
+    root = _short_root(days=100)
+    ca = _sign(root=root, validity_days=3650)
+    assert ca.not_valid_after_utc == root[2].not_valid_after_utc  # cut to the root's end, not NOW + 10 years
+    with pytest.raises(SigningError, match="the root expired on 2026-11-25T12:00:00"):
+        _sign(root=_short_root(days=-1))
+
+
+def test_renewal_is_due_within_the_window_and_only_when_it_helps() -> None:
+    from components.intermediate_cert import renewal_due
+
+    root_pem = _root()[0]  # ends NOW + 3650 days
+    end = (NOW + datetime.timedelta(days=40)).isoformat()
+    assert not renewal_due(end, 30, 365, root_pem, now=NOW)  # 40 days left: outside a 30-day window
+    assert renewal_due(end, 30, 365, root_pem, now=NOW + datetime.timedelta(days=11))  # 29 days left
+    assert not renewal_due(end, 0, 365, root_pem, now=NOW + datetime.timedelta(days=39))  # 0: never renew
+    assert renewal_due(end, 4000, 3650, root_pem, now=NOW)  # a window as long as the validity: every time
+    # The root ends in 40 days too: a new intermediate could not outlive the old one, so renewing is no help.
+    short = _short_root(days=40)[0]
+    assert not renewal_due(end, 30, 365, short, now=NOW + datetime.timedelta(days=11))
+
+
+def test_provider_renews_when_due_with_the_same_inputs() -> None:
+    root = _root()
+    provider = IntermediateCertificateProvider()
+    props = _props(root, renew_before_days=30)
+    outs = provider.create(props).outs or {}
+    assert "renew_before_days" not in outs  # only decides whether to renew: never a reason by itself
+    assert provider.diff("id", outs, dict(props)).changes is False
+    assert provider.diff("id", outs, {**props, "renew_before_days": 60}).changes is False
+    due = provider.diff("id", {**outs, "not_after": (NOW + datetime.timedelta(days=1)).isoformat()}, dict(props))
+    assert due.changes is True and due.replaces == ["not_after"]
+    # A window as long as the validity renews on every run ...
+    short = _props(root, validity_days=365, renew_before_days=30)
+    short_outs = provider.create(short).outs or {}
+    forced = provider.diff("id", short_outs, {**short, "renew_before_days": 365})
+    assert forced.changes is True and forced.replaces == ["not_after"]
+    # ... unless the root is what ends the intermediate: then only a new root helps, and nothing is signed.
+    assert provider.diff("id", outs, {**props, "renew_before_days": 3650}).changes is False

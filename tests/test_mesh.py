@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import itertools
 from typing import Any
 
@@ -28,6 +29,11 @@ from components.root_ca import pem_fingerprint
 SECRET = "kubernetes:core/v1:Secret"
 CHART = "kubernetes:helm.sh/v4:Chart"
 NAMESPACE = "kubernetes:core/v1:Namespace"
+SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+CLUSTER_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"
+CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 GATEWAY_CR = "kubernetes:networking.istio.io/v1:Gateway"
 ROOT_KEY = mock_private_key_pem("mesh-root-ca-key", 4096)
 INTERMEDIATE = "pulumi-python:dynamic/istiomesh:IntermediateCertificate"
@@ -106,7 +112,10 @@ def test_each_cluster_gets_an_intermediate_signed_by_the_one_root(mesh_settings:
         assert not (ku.value.crl_sign or ku.value.data_encipherment or ku.value.key_agreement)
         san = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         assert san.value.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc"]
-        assert (ca.not_valid_after_utc - ca.not_valid_before_utc).days == 3650
+        # 3650 days, but never past the root (made moments earlier with the same validity).
+        ten_years = ca.not_valid_before_utc + datetime.timedelta(days=3650)
+        assert ca.not_valid_after_utc == min(ten_years, root.not_valid_after_utc)
+        assert ten_years - ca.not_valid_after_utc < datetime.timedelta(minutes=1)
         serials.add(ca.serial_number)
     assert len(serials) == 3
 
@@ -398,12 +407,12 @@ def test_remote_secret_is_what_istioctl_creates(mesh_settings: Any) -> None:
         assert list(secret.inputs["data"]) == [source]  # ONE key, exactly the source's cluster name
         assert secret.is_secret("data")
 
-        token = rec.one(SECRET, f"istio-system/istio-reader-token-{reader}", name_contains=f"-{source}-reader-token")
+        token = rec.one(
+            SECRET, f"istio-system/istio-mesh-reader-token-{reader}", name_contains=f"-{source}-reader-token"
+        )
         assert rec.provider_of(token) == f"k8s-{source}"  # the token lives in the cluster being READ
         assert token.inputs["type"] == "kubernetes.io/service-account-token"
-        assert token.inputs["metadata"]["annotations"] == {
-            "kubernetes.io/service-account.name": "istio-reader-service-account"
-        }
+        assert token.inputs["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "istio-mesh-reader"}
 
         kubeconfig = yaml.safe_load(_b64d(secret.inputs["data"][source]))
         assert kubeconfig["current-context"] == source
@@ -422,10 +431,15 @@ def test_token_is_read_only_after_it_exists_and_after_the_reader_account(mesh_se
     rec = _build(mesh_settings())
     for source, reader in (("cluster1", "cluster2"), ("cluster2", "cluster1")):
         secret = _remote_secret(rec, source, reader)
-        token = rec.one(SECRET, f"istio-system/istio-reader-token-{reader}", name_contains=f"-{source}-reader-token")
+        token = rec.one(
+            SECRET, f"istio-system/istio-mesh-reader-token-{reader}", name_contains=f"-{source}-reader-token"
+        )
         assert rec.depends_on(secret, token)
-        # The token secret waits for the source's charts: they render istio-reader-service-account.
-        assert rec.depends_on(token, rec.one(CHART, name_contains=f"mesh-{source}-base"))
+        # The token controller deletes a token whose ServiceAccount does not exist: it waits for the
+        # account and for its bindings (a token that cannot read yet is no use to istiod).
+        assert rec.depends_on(token, rec.one(SERVICE_ACCOUNT, "istio-system/istio-mesh-reader", f"mesh-{source}-"))
+        assert rec.depends_on(token, rec.one(CLUSTER_ROLE_BINDING, "istio-mesh-reader", f"mesh-{source}-"))
+        assert rec.depends_on(token, rec.one(ROLE_BINDING, "istio-system/istio-mesh-reader", f"mesh-{source}-"))
         # The remote secret waits for the reader's istio-system.
         assert rec.depends_on(secret, rec.one(NAMESPACE, "istio-system", name_contains=f"mesh-{reader}-"))
 
@@ -466,6 +480,90 @@ def test_loopback_api_server_is_warned_about_outside_the_lab(kubeconfigs: Any, c
     caplog.clear()
     _build(parse_settings({"meshId": "mesh1", "clusters": clusters, "lab": True}))
     assert not any("loopback" in r.getMessage() for r in caplog.records)
+
+
+def _rules(role: Registration) -> list[tuple[list[str], list[str], list[str], list[str]]]:
+    return [(r["apiGroups"], r["resources"], r.get("resourceNames", []), r["verbs"]) for r in role.inputs["rules"]]
+
+
+def test_the_reader_lists_and_watches_only_what_a_peer_istiod_reads(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings())
+    for cl in ("cluster1", "cluster2"):
+        role = rec.one(CLUSTER_ROLE, "istio-mesh-reader", f"mesh-{cl}-")
+        assert rec.provider_of(role) == f"k8s-{cl}"
+        assert _rules(role) == [
+            ([""], ["namespaces", "pods", "services", "nodes"], [], ["list", "watch"]),
+            (["discovery.k8s.io"], ["endpointslices"], [], ["list", "watch"]),
+            (["apiextensions.k8s.io"], ["customresourcedefinitions"], [], ["list", "watch"]),
+            (["gateway.networking.k8s.io"], ["gateways"], [], ["list", "watch"]),
+            (["networking.istio.io"], ["workloadentries"], [], ["list", "watch"]),
+            ([""], ["secrets"], [], ["list", "watch"]),
+        ]
+        config_role = rec.one(ROLE, "istio-system/istio-mesh-reader", f"mesh-{cl}-")
+        assert _rules(config_role) == [([""], ["configmaps"], ["istio"], ["list", "watch"])]
+        binding = rec.one(CLUSTER_ROLE_BINDING, "istio-mesh-reader", f"mesh-{cl}-")
+        assert binding.inputs["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "istio-mesh-reader",
+        }
+        assert binding.inputs["subjects"] == [
+            {"kind": "ServiceAccount", "name": "istio-mesh-reader", "namespace": "istio-system"}
+        ]
+        account = rec.one(SERVICE_ACCOUNT, "istio-system/istio-mesh-reader", f"mesh-{cl}-")
+        assert account.inputs["automountServiceAccountToken"] is False
+
+
+def test_a_reader_without_secrets_is_a_choice(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(remoteAccess={"readSecrets": False}))
+    for cl in ("cluster1", "cluster2"):
+        rules = _rules(rec.one(CLUSTER_ROLE, "istio-mesh-reader", f"mesh-{cl}-"))
+        assert not [r for r in rules if "secrets" in r[1]]
+        assert len(rules) == 5
+
+
+def test_istios_own_reader_keeps_the_names_of_earlier_versions(mesh_settings: Any) -> None:
+    rec = _build(mesh_settings(remoteAccess={"reader": "istio"}))
+    assert not rec.of_type(CLUSTER_ROLE) and not [r for r in rec.of_type(SERVICE_ACCOUNT) if "reader" in r.name]
+    for source, reader in (("cluster1", "cluster2"), ("cluster2", "cluster1")):
+        token = rec.one(SECRET, f"istio-system/istio-reader-token-{reader}", name_contains=f"-{source}-reader-token")
+        assert token.inputs["metadata"]["annotations"] == {
+            "kubernetes.io/service-account.name": "istio-reader-service-account"
+        }
+        # Istio's reader account is rendered by the charts: the token waits for them.
+        assert rec.depends_on(token, rec.one(CHART, name_contains=f"mesh-{source}-base"))
+
+
+def test_a_new_token_generation_renames_every_token_under_the_same_logical_names(mesh_settings: Any) -> None:
+    def tokens(rec: Recorded) -> dict[str, str]:
+        return {r.name: r.k8s_name for r in rec.of_type(SECRET) if r.inputs.get("type") == c.SA_TOKEN_SECRET_TYPE}
+
+    # Same logical names, new object names: Pulumi replaces each token (the new one is created first,
+    # the remote secrets move to it, the old one is deleted last, which revokes it).
+    assert tokens(_build(mesh_settings())) == {
+        "mesh-cluster1-cluster2-cluster1-reader-token": "istio-system/istio-mesh-reader-token-cluster2",
+        "mesh-cluster1-cluster2-cluster2-reader-token": "istio-system/istio-mesh-reader-token-cluster1",
+    }
+    assert tokens(_build(mesh_settings(remoteAccess={"tokenGeneration": 3}))) == {
+        "mesh-cluster1-cluster2-cluster1-reader-token": "istio-system/istio-mesh-reader-token-cluster2-g3",
+        "mesh-cluster1-cluster2-cluster2-reader-token": "istio-system/istio-mesh-reader-token-cluster1-g3",
+    }
+
+
+def test_intermediates_carry_the_renewal_window(mesh_settings: Any) -> None:
+    for settings, days in ((mesh_settings(), 30), (mesh_settings(ca={"renewBeforeDays": 90}), 90)):
+        for reg in _build(settings).of_type(INTERMEDIATE):
+            assert reg.inputs["renew_before_days"] == days
+
+
+def test_secrets_are_recreated_on_change_never_patched(mesh_settings: Any) -> None:
+    """The provider's default (a Secret whose data changes is replaced): an in-place server-side apply
+    would keep keys someone else added and fail on values someone else changed."""
+    rec = _build(mesh_settings())
+    for reg in rec.of_type("pulumi:providers:kubernetes"):
+        assert "enableSecretMutable" not in reg.inputs
+    for reg in rec.of_type(SECRET):
+        assert "immutable" not in reg.inputs
 
 
 # ---- placement, secrets, outputs --------------------------------------------------------------------
@@ -520,6 +618,7 @@ def test_root_key_output_is_secret(mesh_settings: Any) -> None:
         root = RootCA("root", settings.ca)
 
         async def secrecy() -> bool:
+            assert root.key_pem is not None  # (generated)
             seen["key"] = await root.key_pem.is_secret()
             seen["cert"] = await root.cert_pem.is_secret()
             return True
@@ -575,6 +674,7 @@ def test_component_type_tokens(mesh_settings: Any) -> None:
             "IstioControlPlane",
             "EastWestGateway",
             "RemoteSecretPair",
+            "RemoteReader",
             "SampleApps",
         )
     }

@@ -123,6 +123,29 @@ def test_bad_service_type_and_timeout(kubeconfigs: Any) -> None:
     assert any("loadBalancerTimeoutSeconds" in p and "positive integer" in p for p in problems)
 
 
+def test_remote_access_defaults_to_the_narrow_reader_with_generation_zero(kubeconfigs: Any) -> None:
+    access = parse_settings(_raw(kubeconfigs)).remote_access
+    assert (access.reader, access.read_secrets, access.token_generation) == ("mesh", True, 0)
+    access = parse_settings(_raw(kubeconfigs, remoteAccess={"reader": "istio", "tokenGeneration": "7"})).remote_access
+    assert (access.reader, access.token_generation) == ("istio", 7)
+
+
+def test_bad_remote_access_settings(kubeconfigs: Any) -> None:
+    problems = _problems(_raw(kubeconfigs, remoteAccess={"reader": "admin", "tokenGeneration": -1, "rotate": 1}))
+    assert problems == [
+        "remoteAccess.rotate: unknown setting; valid settings here: readSecrets, reader, tokenGeneration",
+        "remoteAccess.reader: 'admin' is not a reader; valid: mesh (a narrow account of this program's own, the "
+        "default), istio (Istio's istio-reader-service-account, which can read every Secret)",
+        "remoteAccess.tokenGeneration: expected an integer from 0 to 999999, got -1 (increment it to rotate every "
+        "reader token)",
+    ]
+    problems = _problems(_raw(kubeconfigs, remoteAccess={"reader": "istio", "readSecrets": False}))
+    assert problems == [
+        "remoteAccess.readSecrets: is false but remoteAccess.reader is istio, whose role (the istiod chart's) always "
+        "reads Secrets; use reader: mesh to choose"
+    ]
+
+
 def test_unknown_keys_at_every_level(kubeconfigs: Any) -> None:
     raw = _raw(kubeconfigs, meshID="typo", istio={"verison": "1.28.0"}, samples={"enable": True})
     raw["clusters"][0]["netwrok"] = "x"
@@ -163,8 +186,14 @@ def test_chart_directory_must_hold_the_charts(kubeconfigs: Any, tmp_path: Any) -
 # ---- imported root -----------------------------------------------------------------------------------
 
 
-def _ca_pair(ca: bool = True) -> tuple[str, str, str]:
-    """A real CA cert with its key, and an unrelated key (EC keys: fast)."""
+def _ca_pair(
+    ca: bool = True,
+    path_length: int | None = None,
+    key_cert_sign: bool | None = True,
+    days: tuple[float, float] = (-1, 1),
+) -> tuple[str, str, str]:
+    """A real CA cert with its key, and an unrelated key (EC keys: fast). ``key_cert_sign`` None: no
+    keyUsage extension; ``days``: the validity window relative to now."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -175,18 +204,33 @@ def _ca_pair(ca: bool = True) -> tuple[str, str, str]:
     name = x509.Name(
         [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]
     )
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .not_valid_before(now + datetime.timedelta(days=days[0]))
+        .not_valid_after(now + datetime.timedelta(days=days[1]))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
     )
+    if key_cert_sign is not None:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=key_cert_sign,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    cert = builder.sign(key, hashes.SHA256())
 
     def pem(k: Any) -> str:
         return k.private_bytes(
@@ -194,6 +238,69 @@ def _ca_pair(ca: bool = True) -> tuple[str, str, str]:
         ).decode()
 
     return cert.public_bytes(serialization.Encoding.PEM).decode(), pem(key), pem(other)
+
+
+def _root_problems(kubeconfigs: Any, cert: str, key: str) -> list[str]:
+    return [
+        p
+        for p in _problems(_raw(kubeconfigs, ca={"source": "import", "rootCertPem": cert}, caRootKeyPem=key))
+        if p.startswith(("ca.", "caRootKeyPem"))
+    ]
+
+
+def test_an_imported_root_that_cannot_sign_intermediates_is_named(kubeconfigs: Any) -> None:
+    from cryptography import x509
+
+    cert, key, _ = _ca_pair(path_length=0)
+    assert _root_problems(kubeconfigs, cert, key) == [
+        "ca.rootCertPem: has pathlen:0, so no CA may sit below it: every cluster's intermediate would be "
+        "rejected. Use a root without a path length (or pathlen of at least 1)"
+    ]
+    cert, key, _ = _ca_pair(key_cert_sign=False)
+    assert _root_problems(kubeconfigs, cert, key) == [
+        "ca.rootCertPem: has a keyUsage without keyCertSign: a CA certificate must carry keyCertSign to sign "
+        "certificates"
+    ]
+    cert, key, _ = _ca_pair(key_cert_sign=None)
+    assert _root_problems(kubeconfigs, cert, key) == [
+        "ca.rootCertPem: has no keyUsage extension: a CA certificate must carry keyCertSign to sign certificates"
+    ]
+    cert, key, _ = _ca_pair(days=(-10, -1))
+    end = x509.load_pem_x509_certificate(cert.encode()).not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert _root_problems(kubeconfigs, cert, key) == [f"ca.rootCertPem: has expired: its validity ended {end}"]
+    cert, key, _ = _ca_pair(days=(1, 10))
+    start = x509.load_pem_x509_certificate(cert.encode()).not_valid_before_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert _root_problems(kubeconfigs, cert, key) == [f"ca.rootCertPem: is not valid yet: its validity starts {start}"]
+
+
+def test_an_imported_root_must_be_one_certificate(kubeconfigs: Any) -> None:
+    cert, key, _ = _ca_pair()
+    other, _, _ = _ca_pair()
+    assert _root_problems(kubeconfigs, cert + other, key) == [
+        "ca.rootCertPem: holds 2 certificates; give exactly one here (the first of a chain is its leaf, not "
+        "necessarily the CA you mean)"
+    ]
+
+
+def test_an_imported_root_key_must_be_a_secret(kubeconfigs: Any) -> None:
+    cert, key, _ = _ca_pair()
+    raw = _raw(kubeconfigs, ca={"source": "import", "rootCertPem": cert}, caRootKeyPem=key)
+    with pytest.raises(ConfigError) as err:
+        parse_settings(raw, secret_keys={"clusters"})
+    assert err.value.problems == [
+        "caRootKeyPem: is stored in plain text in the stack's config file; a private key must be a secret: "
+        "`pulumi config rm istio-mesh:caRootKeyPem` then `pulumi config set --secret istio-mesh:caRootKeyPem < "
+        "root-key.pem`"
+    ]
+    assert parse_settings(raw, secret_keys={"caRootKeyPem"}).ca.root_key_pem == key
+
+
+def test_renewal_window_defaults_to_30_days_and_0_turns_it_off(kubeconfigs: Any) -> None:
+    assert parse_settings(_raw(kubeconfigs)).ca.renew_before_days == 30
+    assert parse_settings(_raw(kubeconfigs, ca={"renewBeforeDays": 0})).ca.renew_before_days == 0
+    assert _problems(_raw(kubeconfigs, ca={"renewBeforeDays": -3})) == [
+        "ca.renewBeforeDays: expected a positive integer, got -3"
+    ]
 
 
 def test_imported_root_is_used_and_checked(kubeconfigs: Any) -> None:

@@ -51,17 +51,19 @@ from components.constants import (
     ISTIO_NAMESPACE,
     MULTICLUSTER_LABEL,
     NETWORK_LABEL,
+    READER_RULES,
     REMOTE_SECRET_PREFIX,
     ROOT_CERT_KEY,
+    SECRET_RULE,
 )
 
-#: What a remote istiod must be able to list and watch in a cluster it reads (the chart's reader role).
-READER_NEEDS: tuple[tuple[str, str], ...] = (
-    ("", "pods"),
-    ("", "services"),
-    ("", "namespaces"),
-    ("", "nodes"),
-    ("discovery.k8s.io", "endpointslices"),
+#: What a remote istiod must be able to list and watch in a cluster it reads (``components.constants``:
+#: the narrow reader's rules, Secrets included: without them istiod never reports the peer synced).
+READER_NEEDS: tuple[tuple[str, str], ...] = tuple(
+    (group, resource)
+    for groups, resources in (*READER_RULES, SECRET_RULE)
+    for group in groups
+    for resource in resources
 )
 ISTIOD_SERVER_NAME = "istiod.istio-system.svc"
 DEFAULT_SERVICE = "helloworld.sample"
@@ -576,7 +578,9 @@ def diagnose(
                             "remote-access",
                             f"the reader behind remote secret {rs.name} in {c.name} is not authorised in {target}: it "
                             f"cannot {', '.join(missing)}",
-                            f"pulumi up --refresh restores the reader's ClusterRoleBinding in {target}",
+                            f"pulumi up --refresh restores the reader's ClusterRole and bindings in {target} (if "
+                            "only Secrets are missing: remoteAccess.readSecrets is false, and istiod reports the "
+                            "peer 'timeout' while discovery still works)",
                         )
     if root_pem:
         mesh_root = _pem_fingerprint(root_pem)

@@ -1,7 +1,9 @@
 """Day 2 on a live mesh, on a three-cluster lab: a stack deployed by the previous main upgrades with
 nothing recreated; reordering clusters is no change; a new meshId updates istiod in place; a hand-made
-``cacerts`` is refused, not taken over; a third cluster joins (its peers' running istiods sync it without
-a restart) and leaves again (only its remote secrets leave the others).
+``cacerts`` is refused, not taken over; a cluster's network, gateway address and Istio's image tag
+change exactly their objects; a third cluster joins (its peers' running istiods sync it without a
+restart) and leaves again (only its remote secrets leave the others); a frozen API server stops a run
+before anything changes; a cluster gone for good leaves the mesh; every reader token is rotated.
 
 Tests run in file order and share one lab and one stack (``cluster-lab`` on its own backend). The stack
 config is rewritten between steps in a scratch project directory (the program, components and
@@ -33,6 +35,10 @@ STACK = "cluster-lab"
 CLUSTERS = ("cluster1", "cluster2", "cluster3")
 NODE_IP = {"cluster1": "127.0.1.1", "cluster2": "127.0.2.1", "cluster3": "127.0.3.1"}
 #: Preview operations that create or remove a resource (what a rename without aliases shows).
+#: The narrow reader's objects per cluster (suffixes of ``mesh-<cluster>-reader``): the component, its
+#: ServiceAccount, ClusterRole and binding, the mesh-config Role and binding.
+PAIRS = (("cluster1", "cluster2"), ("cluster2", "cluster1"))
+READER_PARTS = ("", "-account", "-role", "-binding", "-mesh-config-role", "-mesh-config-binding")
 CREATE_OR_DELETE = {"create", "delete", "replace", "create-replacement", "delete-replaced", "discard"}
 
 
@@ -100,10 +106,13 @@ def write_config(
     unreachable: tuple[str, ...] = (),
     changes: dict[str, dict[str, Any]] | None = None,
     istio: dict[str, Any] | None = None,
+    remote_access: dict[str, Any] | None = None,
+    ca: dict[str, Any] | None = None,
 ) -> None:
     """``Pulumi.cluster-lab.yaml`` with these lab clusters, in this order (entries from the repository's
     two- and three-cluster lab stacks; the encryption salt of cluster-lab's); ``changes`` are set on
-    the named clusters' entries, ``istio`` on the ``istio`` settings."""
+    the named clusters' entries, ``istio`` on the ``istio`` settings, ``remote_access`` as the
+    ``remoteAccess`` settings, ``ca`` on the ``ca`` settings."""
     two = yaml.safe_load((ROOT / "Pulumi.cluster-lab.yaml").read_text())
     three = yaml.safe_load((ROOT / "Pulumi.cluster-lab-3.yaml").read_text())
     entries = {c["name"]: c for c in three["config"]["istio-mesh:clusters"]}
@@ -117,6 +126,8 @@ def write_config(
             {**entries[c], **(changes or {}).get(c, {}), **({"unreachable": True} if c in unreachable else {})}
             for c in clusters
         ],
+        **({"istio-mesh:remoteAccess": remote_access} if remote_access else {}),
+        **({"istio-mesh:ca": {**two["config"]["istio-mesh:ca"], **ca}} if ca else {}),
     }
     (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -152,7 +163,7 @@ def _uids() -> dict[tuple[str, str], str]:
     for c in ("cluster1", "cluster2"):
         other = "cluster2" if c == "cluster1" else "cluster1"
         uids[(c, "ns")] = _core(c).read_namespace("istio-system").metadata.uid
-        for secret in ("cacerts", f"istio-remote-secret-{other}", f"istio-reader-token-{other}"):
+        for secret in ("cacerts", f"istio-remote-secret-{other}"):
             uids[(c, secret)] = _core(c).read_namespaced_secret(secret, "istio-system").metadata.uid
         uids[(c, "istiod")] = _apps(c).read_namespaced_deployment("istiod", "istio-system").metadata.uid
     return uids
@@ -203,20 +214,50 @@ def _istiod_pids(clusters: tuple[str, ...]) -> dict[str, int]:
 def test_a_stack_of_the_previous_main_upgrades_with_nothing_recreated(
     lab: Lab, stack: Stack, old_project: Path, tc_env: dict[str, str], e2e_backend: Path
 ) -> None:
+    """A stack deployed by 071d271 (names after meshId, pairs in list order, Istio's reader). With
+    ``remoteAccess.reader: istio`` (what it had) the new program's aliases carry every resource over:
+    nothing created, deleted or replaced. With the default (the narrow reader) exactly the reader's
+    objects are created and each reader token replaced; `up` keeps every other live object (same uid)."""
     old = Stack(STACK, tc_env, e2e_backend / "day2", project=old_project)
     old.up()
     before = _uids()
-    steps = stack.preview_steps()
+    write_config(stack.project, ("cluster1", "cluster2"), remote_access={"reader": "istio"})
+    try:
+        steps = stack.preview_steps()
+    finally:
+        write_config(stack.project, ("cluster1", "cluster2"))
     names = {s["urn"].rsplit("::", 1)[1] for s in steps}
     assert "mesh-cluster1-cluster2-cluster1-reader-token" in names  # new names ...
     ops = _ops(steps)
-    print(f"upgrade preview: {ops}", file=sys.stderr)
+    print(f"upgrade preview (Istio's reader): {ops}", file=sys.stderr)
     # ... and its aliases carry every resource over: nothing created, deleted or replaced.
     assert not CREATE_OR_DELETE & set(ops), ops
+
+    ops = _ops(stack.preview_steps())
+    print(f"upgrade preview (narrow reader): {ops}", file=sys.stderr)
+    readers = [f"mesh-{c}-reader{part}" for c in ("cluster1", "cluster2") for part in READER_PARTS]
+    tokens = [f"mesh-cluster1-cluster2-{c}-reader-token" for c in ("cluster1", "cluster2")]
+    assert sorted(ops.pop("create")) == sorted(readers), ops
+    remote = {f"mesh-cluster1-cluster2-{a}-remote-secret-in-{b}" for a, b in PAIRS}
+    replaced = set(ops.pop("replace"))
+    # Each token is replaced; each remote secret is recreated once its new token exists (the preview,
+    # not knowing the token yet, may show it as a replace or an update). Nothing else is replaced.
+    assert set(tokens) <= replaced and replaced - set(tokens) <= remote, replaced
+    # The rest are updates in place: the created-by annotation this program has put on every object
+    # since 071d271.
+    assert set(ops) == {"update"}, ops
+    assert remote <= replaced | set(ops["update"]), ops
     stack.up()  # (that nothing is left to change is the next test's preview)
-    assert _uids() == before  # the live objects are the same objects
+    after = _uids()
+    # The same live objects, but the remote secrets: recreated with the new reader's token.
+    assert {k: v for k, v in after.items() if "remote-secret" not in k[1]} == {
+        k: v for k, v in before.items() if "remote-secret" not in k[1]
+    }
     state_names = {r["urn"].rsplit("::", 1)[1] for r in stack.export()["deployment"]["resources"]}
     assert "mesh-cluster1-cluster2" in state_names and "mesh1-cluster1-cluster2" not in state_names
+    for c, other in (("cluster1", "cluster2"), ("cluster2", "cluster1")):
+        names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
+        assert f"istio-mesh-reader-token-{other}" in names and f"istio-reader-token-{other}" not in names
 
 
 def test_reordering_clusters_changes_nothing(stack: Stack) -> None:
@@ -446,7 +487,7 @@ def test_a_cluster_leaves_and_only_its_remote_secrets_leave_the_others(lab: Lab,
     stack.up()
     for c in ("cluster1", "cluster2"):
         names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
-        assert "istio-remote-secret-cluster3" not in names and "istio-reader-token-cluster3" not in names
+        assert "istio-remote-secret-cluster3" not in names and "istio-mesh-reader-token-cluster3" not in names
     assert "istio-system" not in {n.metadata.name for n in _core("cluster3").list_namespace().items}
     _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
 
@@ -509,9 +550,168 @@ def test_a_cluster_that_is_gone_for_good_leaves_the_mesh(lab: Lab, stack: Stack)
     assert left == []
     for c in ("cluster1", "cluster2"):
         names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
-        assert "istio-remote-secret-cluster3" not in names and "istio-reader-token-cluster3" not in names
+        assert "istio-remote-secret-cluster3" not in names and "istio-mesh-reader-token-cluster3" not in names
     _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
     write_config(stack.project, ("cluster1", "cluster2"))
     stack.up()  # the entry deleted: its provider goes too
     assert not any(r["urn"].endswith("::k8s-cluster3") for r in stack.export()["deployment"]["resources"])
     stack.cli("preview", "--expect-no-changes")
+
+
+# ---- credentials -------------------------------------------------------------------------------------
+
+TWO = ("cluster1", "cluster2")
+PEER = {"cluster1": "cluster2", "cluster2": "cluster1"}
+
+
+def _held_token(reader: str) -> str:
+    """The token in the remote secret ``reader`` holds for its peer (what its istiod authenticates with)."""
+    source = PEER[reader]
+    secret = _core(reader).read_namespaced_secret(f"istio-remote-secret-{source}", "istio-system")
+    kubeconfig = yaml.safe_load(base64.b64decode(secret.data[source]))
+    token: str = kubeconfig["users"][0]["user"]["token"]
+    return token
+
+
+def _status_with(cluster: str, token: str, path: str = "/api/v1/namespaces") -> int:
+    """HTTP status of a GET on ``cluster``'s API server with ``token``."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from lab.layout import Cluster
+
+    lab_cluster = Cluster(int(cluster[-1]))
+    ctx = ssl.create_default_context(cafile=str(LAB_DIR / "ca" / "ca.crt"))
+    request = urllib.request.Request(lab_cluster.server + path, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, context=ctx, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def _peer_gap(lines: list[str], peer: str) -> float:
+    """Seconds between istiod deleting ``peer`` (its remote secret went) and the new client's first sync."""
+
+    def when(line: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+
+    if any(f"stopping previous cluster {peer} after new cluster synced" in line for line in lines):
+        return 0.0  # the delete and create reached istiod as one update: it swapped make-before-break
+    deleted = next(i for i, line in enumerate(lines) if f"Deleting cluster_id={peer} " in line)
+    synced = next(line for line in lines[deleted:] if f"kube controller for {peer} synced" in line)
+    return (when(synced) - when(lines[deleted])).total_seconds()
+
+
+def _istiod_log_lines(cluster: str) -> list[str]:
+    from lab.layout import Cluster
+
+    return Cluster(int(cluster[-1])).log("istiod").read_text(errors="replace").splitlines()
+
+
+def test_a_new_token_generation_rotates_every_reader_token_without_restarting_istiod(lab: Lab, stack: Stack) -> None:
+    """`remoteAccess.tokenGeneration` 0 -> 1: new tokens, the remote secrets recreated with them, the old
+    tokens revoked (401), and the running istiods (not restarted) drop each peer when its remote secret
+    goes and sync it again from the new one: every peer synced (the gap is printed). Then the proof that
+    a peer istiod needs Secrets: with `readSecrets: false` (generation 2) the token gets 403 on Secrets
+    and each istiod reports its peer `timeout`, though discovery goes on."""
+    lab.istiod("start", only="cluster1,cluster2")
+    _wait_for_verify_ok(stack, TWO)
+    pids = _istiod_pids(TWO)
+    old = {c: _held_token(c) for c in TWO}
+    log_from = {c: len(_istiod_log_lines(c)) for c in TWO}
+    try:
+        write_config(stack.project, TWO, remote_access={"tokenGeneration": 1})
+        stack.up()
+        for c in TWO:
+            source = PEER[c]
+            new = _core(source).read_namespaced_secret(f"istio-mesh-reader-token-{c}-g1", "istio-system")
+            assert _held_token(c) == base64.b64decode(new.data["token"]).decode() != old[c]
+            names = {x.metadata.name for x in _core(source).list_namespaced_secret("istio-system").items}
+            assert f"istio-mesh-reader-token-{c}" not in names  # the old token secret is gone ...
+            wait_for(
+                f"the old token of {c}'s istiod revoked in {source}",
+                lambda s=source, t=old[c]: _status_with(s, t) == 401,
+                timeout=60,
+            )
+            assert _status_with(source, _held_token(c)) == 200  # ... and the new one works
+        report = _wait_for_verify_ok(stack, TWO)
+        assert _istiod_pids(TWO) == pids  # no restart
+        for c in TWO:  # how long each istiod was without its peer: from the delete to the new client's sync
+            gap = _peer_gap(_istiod_log_lines(c)[log_from[c] :], PEER[c])
+            print(f"istiod of {c} was without {PEER[c]} for {gap:.2f}s during the rotation", file=sys.stderr)
+        assert report["ok"]
+
+        # Without Secrets, istiod never reports the peer synced (its credentials controller lists every
+        # Secret of every cluster it reads): discovery works, the status says 'timeout'.
+        write_config(stack.project, TWO, remote_access={"tokenGeneration": 2, "readSecrets": False})
+        stack.up()
+        for c in TWO:
+            assert _status_with(PEER[c], _held_token(c), "/api/v1/secrets") == 403
+            assert _status_with(PEER[c], _held_token(c), "/api/v1/pods") == 200
+
+        def peers_timed_out() -> bool:
+            doc = _verify(stack)
+            status = {(i["cluster"], e["id"]): e["syncStatus"] for i in doc["istiods"] for e in i["syncedClusters"]}
+            return all(status.get((c, PEER[c])) == "timeout" for c in TWO)
+
+        wait_for("each istiod to report its peer 'timeout'", peers_timed_out, timeout=120, interval=5)
+        doc = _verify(stack)
+        causes = "\n".join(f["cause"] for f in doc["findings"])
+        assert "cannot list secrets, watch secrets" in causes, causes
+        for i in doc["istiods"]:  # discovery still reads the peer: its endpoints are there
+            assert {e["cluster"] for e in i["endpoints"]} == set(TWO), i
+    finally:
+        write_config(stack.project, TWO)
+
+
+STACK_ARGS = ("--stack", STACK, "--non-interactive")
+
+
+def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: Stack, tmp_path: Path) -> None:
+    """`ca.source: generate` -> `external`: `scripts/offline-ca` makes a root and each cluster's
+    intermediate on "the offline machine" (a directory the stack never sees); the stack gets the root
+    certificate, the intermediates and their keys (secret config). `up` replaces each `cacerts` (istiod
+    rolls) and the generated root leaves the state; `verify` passes under the new root; the root key is
+    in neither the config nor the state, not even in the export with secrets shown."""
+    offline = tmp_path / "offline"
+    script = str(ROOT / "scripts" / "offline-ca")
+    run([script, "root", str(offline)], stack.env)
+    for c in TWO:
+        run([script, "intermediate", str(offline), c], stack.env)
+    root_pem = (offline / "root-cert.pem").read_text()
+    ca = {
+        "source": "external",
+        "rootCertPem": root_pem,
+        "intermediates": {c: {"certPem": (offline / c / "ca-cert.pem").read_text()} for c in TWO},
+    }
+    write_config(stack.project, TWO, ca=ca)
+    for c in TWO:  # (the key on stdin: not in any command line or log)
+        run(
+            [*("pulumi", "config", "set", "--secret", "--path", f"istio-mesh:caIntermediateKeyPems.{c}"), *STACK_ARGS],
+            stack.env,
+            cwd=stack.project,
+            input_text=(offline / c / "ca-key.pem").read_text(),
+        )
+    stack.up()
+    for c in TWO:
+        data = {
+            k: base64.b64decode(v).decode()
+            for k, v in _core(c).read_namespaced_secret("cacerts", "istio-system").data.items()
+        }
+        assert data["ca-cert.pem"] == (offline / c / "ca-cert.pem").read_text()
+        assert data["ca-key.pem"] == (offline / c / "ca-key.pem").read_text()
+        assert data["root-cert.pem"] == root_pem
+    assert stack.outputs()["rootCertificatePem"] == root_pem
+    lab.istiod("restart", only="cluster1,cluster2")  # what the rollout does to a pod (the lab has no kubelet)
+    _wait_for_verify_ok(stack, TWO)
+    # The root key: nowhere. (Its base64 body, line by line: no line of it in any file the stack has.)
+    key_lines = [line for line in (offline / "root-key.pem").read_text().splitlines() if "PRIVATE KEY" not in line]
+    shown = stack.cli("stack", "export", "--show-secrets").stdout
+    texts = {"export --show-secrets": shown, "stack config": (stack.project / f"Pulumi.{STACK}.yaml").read_text()}
+    texts.update({str(f): f.read_text(errors="replace") for f in stack.state_files()})
+    for where, text in texts.items():
+        assert not [line for line in key_lines[:3] if line in text], f"the root key is in {where}"
+    types = {r["type"] for r in json.loads(shown)["deployment"]["resources"]}
+    assert not {t for t in types if t.startswith("tls:") or t.endswith("IntermediateCertificate")}, types

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -105,8 +106,9 @@ def test_every_object_is_in_the_right_cluster(stack: Stack) -> None:
         ns = core(c).read_namespace("istio-system")
         assert ns.metadata.labels["topology.istio.io/network"] == NETWORK[c]
         names = {s.metadata.name for s in core(c).list_namespaced_secret("istio-system").items}
-        assert {"cacerts", f"istio-remote-secret-{OTHER[c]}", f"istio-reader-token-{OTHER[c]}"} <= names
-        assert f"istio-remote-secret-{c}" not in names and f"istio-reader-token-{c}" not in names
+        assert {"cacerts", f"istio-remote-secret-{OTHER[c]}", f"istio-mesh-reader-token-{OTHER[c]}"} <= names
+        assert f"istio-remote-secret-{c}" not in names and f"istio-mesh-reader-token-{c}" not in names
+        assert not [n for n in names if n.startswith("istio-reader-token-")]  # Istio's broad reader is unused
         apps = client.AppsV1Api(api_client(c))
         for name in ("istiod", "istio-eastwestgateway"):
             dep = apps.read_namespaced_deployment(name, "istio-system")
@@ -223,7 +225,61 @@ def test_root_key_is_in_no_cluster(stack: Stack) -> None:
     assert checked >= 2  # at least each cluster's own intermediate key was looked at
 
 
-def test_remote_secrets_authenticate_and_are_read_only(stack: Stack) -> None:
+#: What the narrow reader may do in istio-system (SelfSubjectRulesReview), besides the self-reviews every
+#: authenticated user may make: (apiGroups, resources, resourceNames, verbs), as the README documents it.
+READER_CAN = {
+    ("", "namespaces", "", "list,watch"),
+    ("", "pods", "", "list,watch"),
+    ("", "services", "", "list,watch"),
+    ("", "nodes", "", "list,watch"),
+    ("discovery.k8s.io", "endpointslices", "", "list,watch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "", "list,watch"),
+    ("gateway.networking.k8s.io", "gateways", "", "list,watch"),
+    ("networking.istio.io", "workloadentries", "", "list,watch"),
+    ("", "secrets", "", "list,watch"),
+    ("", "configmaps", "istio", "list,watch"),
+}
+
+
+def reader_rules(api: Any, namespace: str) -> set[tuple[str, str, str, str]]:
+    """What the credentials of ``api`` may do in ``namespace``, one (group, resource, name, verbs) per pair."""
+    from kubernetes import client
+
+    review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
+        client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace))
+    )
+    rules = set()
+    for r in review.status.resource_rules:
+        for g in r.api_groups or [""]:
+            if g in ("authorization.k8s.io", "authentication.k8s.io"):
+                continue  # self-reviews: every authenticated user has them (system:basic-user)
+            for res in r.resources or []:
+                for name in r.resource_names or [""]:
+                    rules.add((g, res, name, ",".join(sorted(r.verbs))))
+    return rules
+
+
+def _calls_a_reader_may_not_make(remote: Any) -> dict[str, Any]:
+    from kubernetes import client
+
+    v1 = client.CoreV1Api(remote)
+    return {
+        "list configmaps in kube-system": lambda: v1.list_namespaced_config_map("kube-system"),
+        "list istio-system configmaps": lambda: v1.list_namespaced_config_map("istio-system"),
+        "get pod": lambda: v1.read_namespaced_pod("x", "default"),
+        "list virtualservices": lambda: client.CustomObjectsApi(remote).list_cluster_custom_object(
+            "networking.istio.io", "v1", "virtualservices"
+        ),
+        "create configmap": lambda: v1.create_namespaced_config_map(
+            "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x"))
+        ),
+        "create token review": lambda: client.AuthenticationV1Api(remote).create_token_review(
+            client.V1TokenReview(spec=client.V1TokenReviewSpec(token="x"))
+        ),
+    }
+
+
+def test_remote_secrets_carry_a_reader_that_can_only_list_and_watch(stack: Stack) -> None:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
@@ -240,17 +296,24 @@ def test_remote_secrets_authenticate_and_are_read_only(stack: Stack) -> None:
             == f"https://{NODE_IP[source]}:{20043 + 100 * int(source[-1])}"
         )
         remote = k8s_api(kubeconfig)
+        # Exactly the documented rules, wherever it looks: the ClusterRole, plus the one ConfigMap.
+        assert reader_rules(remote, "istio-system") == READER_CAN
+        assert reader_rules(remote, "default") == {r for r in READER_CAN if r[1] != "configmaps"}
         v1 = client.CoreV1Api(remote)
-        # Everything istiod needs to read the other cluster.
+        # Everything istiod needs to read the other cluster ...
         assert v1.list_service_for_all_namespaces().items
         assert v1.list_pod_for_all_namespaces().items
         assert v1.list_namespace().items
-        assert v1.list_secret_for_all_namespaces().items
         assert client.DiscoveryV1Api(remote).list_endpoint_slice_for_all_namespaces().items is not None
-        # And nothing more: a write is refused.
-        with pytest.raises(ApiException) as denied:
-            v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x")))
-        assert denied.value.status == 403
+        assert v1.list_namespaced_config_map("istio-system", field_selector="metadata.name=istio").items
+        # ... and, because istiod watches every Secret of a peer (RBAC cannot narrow that by type),
+        # Secrets: the exposure the README's threat model names.
+        assert v1.list_secret_for_all_namespaces().items
+        # Nothing else: no other ConfigMap, no Istio configuration, no get, no write.
+        for what, call in _calls_a_reader_may_not_make(remote).items():
+            with pytest.raises(ApiException) as denied:
+                call()
+            assert denied.value.status == 403, what
 
 
 def _istiod_debug(cluster: str, path: str) -> Any:
@@ -370,10 +433,29 @@ def wait_for_verify_ok(stack: Stack) -> dict[str, Any]:
     return last
 
 
+def _age_intermediate(stack: Stack, cluster: str, days_left: float) -> None:
+    """Makes the state say ``cluster``'s intermediate ends in ``days_left`` days (what time would do)."""
+    state = stack.export()
+    aged = 0
+    for r in state["deployment"]["resources"]:
+        if r["type"].endswith("istiomesh:IntermediateCertificate") and r["urn"].endswith(f"::mesh-{cluster}-ca-cert"):
+            end = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days_left)
+            r["outputs"]["not_after"] = end.isoformat()
+            aged += 1
+    assert aged == 1
+    path = stack.backend / f"aged-{cluster}.json"
+    path.write_text(json.dumps(state))
+    try:
+        stack.cli("stack", "import", "--file", str(path))
+    finally:
+        path.unlink()
+
+
 def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Stack) -> None:
     """`scripts/verify` on the lab: passes on the built mesh; names each failure mode broken out of band;
     passes again after `pulumi up --refresh` (which, for cacerts, rolls istiod's Deployment; the lab
-    restarts its istiod process as the kubelet would on that rollout)."""
+    restarts its istiod process as the kubelet would on that rollout). The same `up` renews cluster2's
+    intermediate, which the state says ends tomorrow (ca.renewBeforeDays)."""
     from kubernetes import client
 
     lab.istiod("start")
@@ -412,9 +494,7 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         sec = core("cluster1").read_namespaced_secret("istio-remote-secret-cluster2", "istio-system")
         sec.data = {"cluster-2": sec.data["cluster2"]}
         core("cluster1").replace_namespaced_secret("istio-remote-secret-cluster2", "istio-system", sec)
-        client.RbacAuthorizationV1Api(api_client("cluster1")).delete_cluster_role_binding(
-            "istio-reader-clusterrole-istio-system"
-        )
+        client.RbacAuthorizationV1Api(api_client("cluster1")).delete_cluster_role_binding("istio-mesh-reader")
         core("cluster2").patch_namespace("istio-system", {"metadata": {"labels": {"topology.istio.io/network": None}}})
         consequences = {(c, k) for c in CLUSTERS for k in ("sync", "endpoints", "gateway")}
         doc = wait_for_verify(
@@ -424,7 +504,7 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         )
         text = causes(doc)
         assert "data key(s) ['cluster-2'], not 'cluster2'" in text
-        assert "not authorised in cluster1: it cannot list pods" in text
+        assert "not authorised in cluster1: it cannot list namespaces, watch namespaces, list pods" in text
         assert "topology.istio.io/network on namespace istio-system in cluster2 is missing" in text
         stack.up("--refresh")
         wait_for_verify_ok(stack)
@@ -441,6 +521,11 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         core("cluster2").replace_namespaced_secret("istio-remote-secret-cluster1", "istio-system", sec)
         old_uid = core("cluster1").read_namespaced_secret("cacerts", "istio-system").metadata.uid
         core("cluster1").delete_namespaced_secret("cacerts", "istio-system")
+        # And, not a fault: cluster2's intermediate is near its end (the state is aged to say it ends
+        # tomorrow), so the next `up` renews it: same key, same root, new certificate, istiod rolled.
+        old2 = _load_chain("cluster2")
+        old2_uid = core("cluster2").read_namespaced_secret("cacerts", "istio-system").metadata.uid
+        _age_intermediate(stack, "cluster2", days_left=1)
         lab.istiod("restart")
         doc = wait_for_verify(
             stack,
@@ -469,6 +554,16 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         template = k8s_client.AppsV1Api(api_client("cluster1")).read_namespaced_deployment("istiod", "istio-system")
         assert new_uid != old_uid
         assert template.spec.template.metadata.annotations["istio-mesh.dev/cacerts-uid"] == new_uid
+        renewed = _load_chain("cluster2")
+        assert renewed["ca"].serial_number != old2["ca"].serial_number
+        assert renewed["ca"].not_valid_after_utc > old2["ca"].not_valid_after_utc - datetime.timedelta(days=1)
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        assert renewed["ca"].public_key().public_bytes(*spki) == old2["ca"].public_key().public_bytes(*spki)
+        assert renewed["root"] == old2["root"] and renewed["chain"] == [renewed["ca"], renewed["root"]]
+        renewed["ca"].verify_directly_issued_by(renewed["root"])
+        uid2 = core("cluster2").read_namespaced_secret("cacerts", "istio-system").metadata.uid
+        template2 = k8s_client.AppsV1Api(api_client("cluster2")).read_namespaced_deployment("istiod", "istio-system")
+        assert uid2 != old2_uid and template2.spec.template.metadata.annotations["istio-mesh.dev/cacerts-uid"] == uid2
         lab.istiod("restart")
         wait_for_verify_ok(stack)
     finally:
@@ -512,16 +607,26 @@ def test_out_of_band_changes_are_reported_and_repaired(stack: Stack) -> None:
     stack.cli("preview", "--refresh", "--expect-no-changes")
 
 
-def test_state_holds_no_plaintext_private_key_or_token(stack: Stack) -> None:
-    files = stack.state_files()
-    assert files
-    tokens = [secret_data(c, "istio-system", f"istio-reader-token-{OTHER[c]}")["token"] for c in CLUSTERS]
+def test_state_holds_no_plaintext_private_key_token_or_kubeconfig(stack: Stack) -> None:
+    """Every file of the backend (state, its backups, history) and ``pulumi stack export``: the CA keys,
+    the reader tokens, the admin kubeconfigs and the remote secrets' kubeconfigs appear only as ciphertext."""
+    lab_dir = Path(os.environ.get("LAB_DIR", ROOT / ".lab"))
+    tokens = [secret_data(c, "istio-system", f"istio-mesh-reader-token-{OTHER[c]}")["token"] for c in CLUSTERS]
     assert all(len(t) > 100 for t in tokens)
-    for f in files:
-        text = f.read_text(errors="replace")
-        assert "PRIVATE KEY" not in text, f
-        for t in tokens:
-            assert t not in text and base64.b64encode(t.encode()).decode() not in text, f
+    needles = {f"token {i}": t for i, t in enumerate(tokens)}
+    needles.update({f"base64 token {i}": base64.b64encode(t.encode()).decode() for i, t in enumerate(tokens)})
+    for c in CLUSTERS:
+        admin = yaml.safe_load((lab_dir / c / "kubeconfig").read_text())
+        needles[f"{c} admin client key"] = admin["users"][0]["user"]["client-key-data"]
+        remote = core(c).read_namespaced_secret(f"istio-remote-secret-{OTHER[c]}", "istio-system")
+        needles[f"remote secret in {c}"] = remote.data[OTHER[c]]
+    texts = {str(f): f.read_text(errors="replace") for f in stack.state_files()}
+    assert texts
+    texts["pulumi stack export"] = stack.cli("stack", "export").stdout
+    for where, text in texts.items():
+        assert "PRIVATE KEY" not in text, where
+        for what, needle in needles.items():
+            assert needle not in text, f"{what} in plain text in {where}"
 
 
 def _k8s_objects(state: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
