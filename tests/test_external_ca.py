@@ -7,9 +7,9 @@ import datetime
 from typing import Any
 
 import pytest
-from conftest import mesh_program, run_program
+from conftest import ca_certificate, mesh_program, private_key_pem, run_program
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -23,10 +23,7 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _key_pem(key: Any) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+_key_pem = private_key_pem
 
 
 def _ca(
@@ -37,35 +34,16 @@ def _ca(
     days: float = 365,
 ) -> x509.Certificate:
     """A CA certificate for ``key``, self-signed or issued by ``issuer`` (cert, key)."""
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    cert: x509.Certificate = ca_certificate(
+        key,
+        cn=cn,
+        issuer=issuer,
+        path_length=path_length,
+        crl_sign=True,
+        not_before=NOW - datetime.timedelta(days=1),
+        not_after=NOW + datetime.timedelta(days=days),
     )
-    signer_cert, signer_key = issuer or (None, key)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(signer_cert.subject if signer_cert else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(signer_key, hashes.SHA256())
-    )
+    return cert
 
 
 @pytest.fixture(scope="module")

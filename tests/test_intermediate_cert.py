@@ -37,7 +37,7 @@ def _pem_pub(key: Any) -> str:
     )
 
 
-def _root(with_ski: bool = True) -> tuple[str, str, x509.Certificate]:
+def _root(with_ski: bool = True, days: float = 3650) -> tuple[str, str, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]
@@ -49,7 +49,7 @@ def _root(with_ski: bool = True) -> tuple[str, str, x509.Certificate]:
         .public_key(key.public_key())
         .serial_number(1)
         .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=3650))
+        .not_valid_after(NOW + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     )
     if with_ski:
@@ -170,20 +170,7 @@ def test_provider_serializes_by_reference_and_round_trips() -> None:
 
 def _short_root(days: float) -> tuple[str, str, x509.Certificate]:
     """A root that ends ``days`` after NOW (and began a day before it)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Short Root")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key), cert
+    return _root(with_ski=False, days=days)
 
 
 def test_an_intermediate_is_never_valid_past_its_root() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import run_program, write_kubeconfig
+from conftest import ca_certificate, private_key_pem, run_program, write_kubeconfig
 
 from components import ConfigError, parse_settings
 from components.settings import is_loopback_url
@@ -194,50 +194,21 @@ def _ca_pair(
 ) -> tuple[str, str, str]:
     """A real CA cert with its key, and an unrelated key (EC keys: fast). ``key_cert_sign`` None: no
     keyUsage extension; ``days``: the validity window relative to now."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]
-    )
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now + datetime.timedelta(days=days[0]))
-        .not_valid_after(now + datetime.timedelta(days=days[1]))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
+    cert = ca_certificate(
+        key,
+        ca=ca,
+        path_length=path_length,
+        key_cert_sign=key_cert_sign,
+        not_before=now + datetime.timedelta(days=days[0]),
+        not_after=now + datetime.timedelta(days=days[1]),
     )
-    if key_cert_sign is not None:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=key_cert_sign,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    cert = builder.sign(key, hashes.SHA256())
-
-    def pem(k: Any) -> str:
-        return k.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), pem(key), pem(other)
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), private_key_pem(key), private_key_pem(other)
 
 
 def _root_problems(kubeconfigs: Any, cert: str, key: str) -> list[str]:
