@@ -21,6 +21,7 @@ from .constants import (
 )
 from .istio_control_plane import chart_args
 from .settings import GatewaySettings, IstioSettings
+from .transforms import single_transform
 
 SERVICE_TYPE = "kubernetes:core/v1:Service"
 
@@ -128,7 +129,8 @@ class EastWestGateway(pulumi.ComponentResource):
     """The network this gateway serves."""
 
     def __init__(self, name: str, args: EastWestGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(f"{PACKAGE}:index:EastWestGateway", name, None, opts)
+        own = [set_external_ips(args.gateway.external_ips)] if args.gateway.external_ips else []
+        super().__init__(f"{PACKAGE}:index:EastWestGateway", name, None, single_transform(opts, *own))
         child = pulumi.ResourceOptions(parent=self, depends_on=list(args.after))
 
         chart = k8s.helm.v4.Chart(
@@ -136,9 +138,7 @@ class EastWestGateway(pulumi.ComponentResource):
             chart_args(
                 args.istio, "gateway", release=EASTWEST_RELEASE, namespace=args.namespace, values=gateway_values(args)
             ),
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(transforms=[set_external_ips(args.gateway.external_ips)])
-            ),
+            opts=child,
         )
         k8s.apiextensions.CustomResource(
             f"{name}-cross-network-gateway",

@@ -12,6 +12,7 @@ from .constants import CACERTS_UID_ANNOTATION, ISTIO_NAMESPACE, ISTIOD_DEPLOYMEN
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
 from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS
 from .settings import ExternalIntermediate, IstioSettings
+from .transforms import single_transform
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,10 @@ class IstioControlPlane(pulumi.ComponentResource):
     """The ``istiod`` chart: for ``depends_on`` (webhooks, reader ClusterRole, istiod itself)."""
 
     def __init__(self, name: str, args: IstioControlPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(f"{PACKAGE}:index:IstioControlPlane", name, None, opts)
+        # The drift rule (webhooks) and, unless the CRDs are kept, the CRD delete rule reach the charts'
+        # objects through this component: one engine callback per object with the inherited ones.
+        own = [ignore_istiod_managed_fields] + ([] if args.istio.keep_crds else [delete_crds_on_destroy])
+        super().__init__(f"{PACKAGE}:index:IstioControlPlane", name, None, single_transform(opts, *own))
         child = pulumi.ResourceOptions(parent=self)
 
         ns = k8s.core.v1.Namespace(
@@ -118,8 +122,6 @@ class IstioControlPlane(pulumi.ComponentResource):
             ca_deps.append(ca.secret)
             self.intermediate_cert_pem = ca.cert_pem
 
-        drift = pulumi.ResourceOptions(transforms=[ignore_istiod_managed_fields])
-        crds = pulumi.ResourceOptions(transforms=[] if args.istio.keep_crds else [delete_crds_on_destroy])
         self.base = k8s.helm.v4.Chart(
             f"{name}-base",
             chart_args(
@@ -129,15 +131,13 @@ class IstioControlPlane(pulumi.ComponentResource):
                 namespace=ns.metadata.name,
                 values={"global": {"istioNamespace": ISTIO_NAMESPACE}},
             ),
-            opts=pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(child, drift), crds),
+            opts=child,
         )
         self.istiod = k8s.helm.v4.Chart(
             f"{name}-istiod",
             chart_args(args.istio, "istiod", release="istiod", namespace=ns.metadata.name, values=istiod_values(args)),
             # cacerts BEFORE istiod (ISTIO_FACTS: a missing cacerts means a self-signed CA, silently).
-            opts=pulumi.ResourceOptions.merge(
-                pulumi.ResourceOptions.merge(child, drift), pulumi.ResourceOptions(depends_on=[self.base, *ca_deps])
-            ),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.base, *ca_deps])),
         )
         if ca is not None:
             # istiod reads a plugged-in CA when it starts, and one that appears later (cacerts created

@@ -336,6 +336,39 @@ class Recorded:
     def depends_on(self, reg: Registration, other: Registration) -> bool:
         return other.urn in reg.dependencies
 
+    def rendered(
+        self,
+        under: Registration,
+        type_: str,
+        props: Mapping[str, Any],
+        opts: pulumi.ResourceOptions | None = None,
+        name: str = "rendered",
+    ) -> Rendered:
+        """What the engine makes of an object registered as a child of ``under`` (e.g. one a Helm chart
+        renders, which the mocks do not do): the transforms of ``under`` and of each ancestor, in the
+        engine's order (nearest first, each on the previous result), and how many callbacks that took."""
+        args = pulumi.ResourceTransformArgs(True, type_, name, dict(props), opts or pulumi.ResourceOptions())
+        callbacks = 0
+        known = {r.urn: r for r in self.registrations}
+        ancestor: Registration | None = under
+        while ancestor is not None:  # up to the stack, which the mocks do not record
+            for transform in ancestor.transforms:
+                callbacks += 1
+                result = transform(args)
+                if result is not None:
+                    args = pulumi.ResourceTransformArgs(True, type_, name, dict(result.props), result.opts)
+            ancestor = known.get(ancestor.parent)
+        return Rendered(props=dict(args.props), opts=args.opts, callbacks=callbacks)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An object after the engine applied its ancestors' transforms (``Recorded.rendered``)."""
+
+    props: dict[str, Any]
+    opts: pulumi.ResourceOptions
+    callbacks: int
+
 
 def run_program(build: Callable[[], Mapping[str, pulumi.Output[Any]]]) -> Recorded:
     """Runs ``build`` under recording mocks and returns every registration and resolved output."""

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from components import constants as c
-from components.drift import ignore_istiod_managed_fields
+from components.create_guard import CREATED_BY_ANNOTATION
+from components.drift import delete_crds_on_destroy
 from components.root_ca import pem_fingerprint
 
 SECRET = "kubernetes:core/v1:Secret"
@@ -237,71 +238,60 @@ def _webhook_props() -> dict[str, Any]:
     return {"webhooks": [{"name": "rev.validation.istio.io", "failurePolicy": "Ignore"}]}
 
 
+WEBHOOK = "kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration"
+CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
 def test_runtime_webhook_fields_are_not_drift(mesh_settings: Any) -> None:
     rec = _build(mesh_settings())
     for name in ("mesh-cluster1-base", "mesh-cluster1-istiod"):
-        chart = rec.one(CHART, name_contains=name)
-        assert ignore_istiod_managed_fields in chart.transforms, name
-    webhook = pulumi.ResourceTransformArgs(
-        custom=True,
-        type_="kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration",
-        name="istiod-default-validator",
-        props=_webhook_props(),
-        opts=pulumi.ResourceOptions(),
-    )
-    result = ignore_istiod_managed_fields(webhook)
-    assert result is not None
-    assert result.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy"]
+        webhook = rec.rendered(rec.one(CHART, name_contains=name), WEBHOOK, _webhook_props())
+        assert webhook.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy"]
+        assert webhook.props["webhooks"] == _webhook_props()["webhooks"]
     # Anything else is left alone, so real out-of-band changes are still reported.
-    deployment = pulumi.ResourceTransformArgs(
-        custom=True, type_="kubernetes:apps/v1:Deployment", name="istiod", props={}, opts=pulumi.ResourceOptions()
-    )
-    assert ignore_istiod_managed_fields(deployment) is None
+    deployment = rec.rendered(rec.one(CHART, name_contains="mesh-cluster1-istiod"), "kubernetes:apps/v1:Deployment", {})
+    assert not deployment.opts.ignore_changes
 
 
 def test_crds_are_kept_on_destroy_unless_the_stack_opts_out(mesh_settings: Any) -> None:
-    from components.drift import delete_crds_on_destroy
-
+    keep = pulumi.ResourceOptions(retain_on_delete=True)  # what the chart's resource-policy: keep gives
+    props = {"metadata": {"name": "gateways.networking.istio.io", "annotations": {"helm.sh/resource-policy": "keep"}}}
     kept = _build(mesh_settings())
-    assert delete_crds_on_destroy not in kept.one(CHART, name_contains="mesh-cluster1-base").transforms
+    crd = kept.rendered(kept.one(CHART, name_contains="mesh-cluster1-base"), CRD, props, keep)
+    assert crd.opts.retain_on_delete is True
+    assert crd.props["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     lab = _build(mesh_settings(istio={"keepCRDs": False}))
-    base = lab.one(CHART, name_contains="mesh-cluster1-base")
-    assert delete_crds_on_destroy in base.transforms and ignore_istiod_managed_fields in base.transforms
-    crd = pulumi.ResourceTransformArgs(
-        custom=True,
-        type_="kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
-        name="gateways.networking.istio.io",
-        props={
-            "metadata": {"name": "gateways.networking.istio.io", "annotations": {"helm.sh/resource-policy": "keep"}}
-        },
-        opts=pulumi.ResourceOptions(retain_on_delete=True),  # what the chart's resource-policy: keep gives
-    )
-    result = delete_crds_on_destroy(crd)
-    assert result is not None and result.opts.retain_on_delete is False
-    assert result.props["metadata"] == {"name": "gateways.networking.istio.io"}  # no empty map: no perpetual diff
+    crd = lab.rendered(lab.one(CHART, name_contains="mesh-cluster1-base"), CRD, props, keep)
+    assert crd.opts.retain_on_delete is False
+    assert "helm.sh/resource-policy" not in crd.props["metadata"]["annotations"]
+    # The rule alone: no empty annotations map left behind (it would differ from the live object).
+    result = delete_crds_on_destroy(pulumi.ResourceTransformArgs(True, CRD, "gateways", props, keep))
+    assert result is not None and result.props["metadata"] == {"name": "gateways.networking.istio.io"}
     other = pulumi.ResourceTransformArgs(
         custom=True, type_="kubernetes:core/v1:ConfigMap", name="x", props={}, opts=pulumi.ResourceOptions()
     )
     assert delete_crds_on_destroy(other) is None
 
 
+def test_each_rendered_object_costs_one_transform_callback(mesh_settings: Any) -> None:
+    """The engine calls the program once per transform in an object's ancestry, with all its properties
+    (an Istio CRD is ~100 KB): the guard, drift, CRD and externalIPs rules reach each object as one."""
+    rec = _build(mesh_settings(istio={"keepCRDs": False}))
+    charts = rec.of_type(CHART)
+    assert len(charts) == 6
+    for chart in charts:
+        for kind in (CRD, WEBHOOK, "kubernetes:core/v1:Service", "kubernetes:apps/v1:Deployment"):
+            rendered = rec.rendered(chart, kind, {"metadata": {"name": "x"}})
+            assert rendered.callbacks == 1, (chart.name, kind)
+            # ... and that one callback still marks it as this stack's.
+            assert rendered.props["metadata"]["annotations"][CREATED_BY_ANNOTATION].startswith("istio-mesh/test/")
+
+
 # ---- east-west gateway ------------------------------------------------------------------------------
 
 
-def _service_transform_result(chart: Registration, props: dict[str, Any]) -> dict[str, Any]:
-    for transform in chart.transforms:
-        result = transform(
-            pulumi.ResourceTransformArgs(
-                custom=True,
-                type_="kubernetes:core/v1:Service",
-                name="istio-eastwestgateway",
-                props=props,
-                opts=pulumi.ResourceOptions(),
-            )
-        )
-        if result is not None:
-            props = dict(result.props)
-    return props
+def _service_transform_result(rec: Recorded, chart: Registration, props: dict[str, Any]) -> dict[str, Any]:
+    return rec.rendered(chart, "kubernetes:core/v1:Service", props, name="istio-eastwestgateway").props
 
 
 def test_east_west_gateway_chart_per_network(mesh_settings: Any) -> None:
@@ -318,7 +308,7 @@ def test_east_west_gateway_chart_per_network(mesh_settings: Any) -> None:
         # externalIPs: nothing waits for a load balancer.
         assert values["service"]["annotations"] == {"pulumi.com/skipAwait": "true"}
         i = cluster[-1]
-        props = _service_transform_result(chart, {"spec": {"type": "LoadBalancer"}})
+        props = _service_transform_result(rec, chart, {"spec": {"type": "LoadBalancer"}})
         assert props["spec"]["externalIPs"] == [f"10.0.{i}.10"]
         # The gateway chart goes in after the control plane.
         assert rec.depends_on(chart, rec.one(CHART, name_contains=f"mesh-{cluster}-istiod"))
@@ -356,7 +346,7 @@ def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
     chart = rec.one(CHART, name_contains="mesh-cluster1-eastwest")
     # Pulumi's Service await waits for status.loadBalancer.ingress, at most this long.
     assert chart.inputs["values"]["service"]["annotations"] == {"pulumi.com/timeoutSeconds": "300"}
-    assert "externalIPs" not in _service_transform_result(chart, {"spec": {}})["spec"]
+    assert "externalIPs" not in _service_transform_result(rec, chart, {"spec": {}})["spec"]
     # The mocks render no chart objects, so there is no Service to take an address from.
     assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] == ""
 
