@@ -723,7 +723,10 @@ def _reap_session(sid: int) -> None:
 def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
     """From empty: `pulumi up` stopped halfway by SIGINT (Ctrl-C, a CI timeout); the rerun starts without
     help and is itself SIGKILLed halfway (the machine died: the file backend keeps its lock); `pulumi
-    cancel` releases the lock and `up --refresh` converges to a mesh with no pending change."""
+    cancel` releases the lock and `up --refresh` converges to a mesh with no pending change. Run as users
+    run it: the state saved after every step (what a killed run leaves behind depends on it)."""
+    stack = stack.with_checkpoints()
+    assert "PULUMI_SKIP_CHECKPOINTS" not in stack.env
     stack.cli("destroy", "--yes", "--skip-preview")
     first = _start_up(stack)
     # Halfway: once cluster1's cacerts exists the CA half is done and the charts are not.
