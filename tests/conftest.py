@@ -338,15 +338,16 @@ class Recorded:
 
     def rendered(
         self,
-        under: Registration,
+        under: Registration | None,
         type_: str,
         props: Mapping[str, Any],
         opts: pulumi.ResourceOptions | None = None,
         name: str = "rendered",
     ) -> Rendered:
         """What the engine makes of an object registered as a child of ``under`` (e.g. one a Helm chart
-        renders, which the mocks do not do): the transforms of ``under`` and of each ancestor, in the
-        engine's order (nearest first, each on the previous result), and how many callbacks that took."""
+        renders, which the mocks do not do; None: of the stack): the transforms of ``under`` and of each
+        ancestor, in the engine's order (nearest first, each on the previous result), and how many
+        callbacks that took. The mocks record transforms; only the engine applies them."""
         args = pulumi.ResourceTransformArgs(True, type_, name, dict(props), opts or pulumi.ResourceOptions())
         callbacks = 0
         known = {r.urn: r for r in self.registrations}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import Recorded, mesh_program, run_program
+from conftest import Recorded, Rendered, mesh_program, run_program
 
 from components.constants import CREATED_BY_ANNOTATION
 from components.create_guard import (
@@ -133,35 +133,24 @@ def test_every_kubernetes_object_is_created_through_its_clusters_guard(mesh_sett
         assert _create_hooks(rec, rendered) == [f"mesh-{cluster}-refuse-existing-objects"], chart.name
 
 
+def _under_ancestors(rec: Recorded, reg: Any) -> Rendered:
+    """``reg``'s object after the transforms of its ancestors (the engine applies a component's transforms
+    to all its descendants; the mocks record them only)."""
+    parent = next((r for r in rec.registrations if r.urn == reg.parent), None)
+    return rec.rendered(parent, reg.type, reg.inputs, name=reg.name)
+
+
 def _created_by_mark(rec: Recorded, reg: Any) -> str | None:
     """The created-by annotation the ancestors' transforms put on ``reg``'s object."""
-    props: dict[str, Any] = dict(reg.inputs)
-    parent = reg.parent
-    while parent and not parent.endswith("pulumi:pulumi:Stack::istio-mesh-test"):
-        ancestor = rec.by_urn(parent)
-        for transform in ancestor.transforms:
-            result = transform(pulumi.ResourceTransformArgs(True, reg.type, reg.name, props, pulumi.ResourceOptions()))
-            if result is not None:
-                props = dict(result.props)
-        parent = ancestor.parent
+    props = _under_ancestors(rec, reg).props
     value = ((props.get("metadata") or {}).get("annotations") or {}).get(CREATED_BY_ANNOTATION)
     return str(value) if value is not None else None
 
 
 def _create_hooks(rec: Recorded, reg: Any) -> list[str]:
-    """The before_create hooks the engine binds to ``reg``: its own, and those its ancestors' transforms add
-    (the engine applies a component's transforms to all its descendants; the mocks record them only)."""
-    hooks = list(reg.before_create)
-    parent = reg.parent
-    while parent and not parent.endswith("pulumi:pulumi:Stack::istio-mesh-test"):
-        ancestor = rec.by_urn(parent)
-        for transform in ancestor.transforms:
-            args = pulumi.ResourceTransformArgs(True, reg.type, reg.name, reg.inputs, pulumi.ResourceOptions())
-            result = transform(args)
-            if result is not None and result.opts.hooks is not None:
-                hooks += [h.name for h in result.opts.hooks.before_create or []]
-        parent = ancestor.parent
-    return hooks
+    """The before_create hooks the engine binds to ``reg``: its own, and those its ancestors' transforms add."""
+    hooks = _under_ancestors(rec, reg).opts.hooks
+    return list(reg.before_create) + [str(getattr(h, "name", h)) for h in (hooks.before_create or [] if hooks else [])]
 
 
 def test_the_guard_transform_binds_the_hook_once_and_skips_patches() -> None:

@@ -140,7 +140,6 @@ class Stack:
         self.name = name
         #: The project directory the CLI runs in (its Pulumi.yaml, program and stack config files).
         self.project = project
-        self.checkpoints = checkpoints
         backend.mkdir(parents=True, exist_ok=True)
         self.env = {
             **env,
