@@ -5,8 +5,8 @@ settings -> one Kubernetes provider per cluster -> the mesh -> outputs.
 
 import pulumi
 
-from components import ConfigError, MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider, load_settings
-from components.preflight import preflight_problems
+from istio_mesh import ConfigError, MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider, load_settings
+from istio_mesh.preflight import preflight_problems
 
 #: The mesh component's logical name, and so the prefix of every resource's name in the state.
 MESH_NAME = "mesh"

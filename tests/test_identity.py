@@ -12,8 +12,8 @@ import pulumi
 import pytest
 from conftest import Recorded, Rendered, mesh_program, run_program
 
-from components.constants import CREATED_BY_ANNOTATION
-from components.create_guard import (
+from istio_mesh.constants import CREATED_BY_ANNOTATION
+from istio_mesh.create_guard import (
     ClusterObjects,
     ExistingObjectError,
     ObjectRef,
@@ -23,7 +23,7 @@ from components.create_guard import (
     object_ref,
     refuse_existing,
 )
-from components.multi_primary_mesh import pair_aliases, pair_name
+from istio_mesh.multi_primary_mesh import pair_aliases, pair_name
 
 SECRET = "kubernetes:core/v1:Secret"
 
@@ -89,7 +89,7 @@ def test_pairs_carry_every_name_they_had_before(mesh_settings: Any) -> None:
     settings = mesh_settings(2)
 
     def build() -> Any:
-        from components import MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider
+        from istio_mesh import MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider
 
         providers = {c.name: cluster_provider(c) for c in settings.clusters}
         mesh = MultiPrimaryMesh(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import os
 from typing import Any
 
 import dill
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pulumi.dynamic.dynamic import serialize_provider
 
-from components.intermediate_cert import (
+from istio_mesh.intermediate_cert import (
     IntermediateCertificateProvider,
     SigningError,
     sign_intermediate,
@@ -163,9 +164,36 @@ def test_provider_serializes_by_reference_and_round_trips() -> None:
     """The engine's plugin re-imports this module; the serialized form must stay small and stable."""
     text = serialize_provider(IntermediateCertificateProvider())
     raw = base64.b64decode(text)
-    assert b"components.intermediate_cert" in raw and len(raw) < 512
+    assert b"istio_mesh.intermediate_cert" in raw and len(raw) < 512
     assert serialize_provider(IntermediateCertificateProvider()) == text  # no diff between runs
     assert isinstance(dill.loads(raw), IntermediateCertificateProvider)
+
+
+#: The serialized provider as stacks deployed before the package move hold it in every intermediate's
+#: state (``__provider``, from b66a8b0 to 9bfcc80): the class named by its old module path.
+LEGACY_PROVIDER = (
+    "gASVRwAAAAAAAACMHGNvbXBvbmVudHMuaW50ZXJtZWRpYXRlX2NlcnSUjB9JbnRlcm1lZGlhdGVDZXJ0aWZpY2F0ZVByb3ZpZGVylJOUKYGULg=="
+)
+
+
+def test_the_provider_in_state_written_before_the_package_move_still_loads() -> None:
+    """Pulumi deserializes the provider from the old state to refresh and delete: the dynamic-provider host
+    (a Python process in the project directory, with the project's virtualenv) must still find it."""
+    import subprocess
+    import sys
+
+    raw = base64.b64decode(LEGACY_PROVIDER)
+    assert b"components.intermediate_cert" in raw
+    code = (
+        "import base64, sys, dill\n"
+        f"p = dill.loads(base64.b64decode({LEGACY_PROVIDER!r}))\n"
+        "print(type(p).__module__, type(p).__name__)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["istio_mesh.intermediate_cert", "IntermediateCertificateProvider"]
 
 
 def _short_root(days: float) -> tuple[str, str, x509.Certificate]:
@@ -182,7 +210,7 @@ def test_an_intermediate_is_never_valid_past_its_root() -> None:
 
 
 def test_renewal_is_due_within_the_window_and_only_when_it_helps() -> None:
-    from components.intermediate_cert import renewal_due
+    from istio_mesh.intermediate_cert import renewal_due
 
     root_pem = _root()[0]  # ends NOW + 3650 days
     end = (NOW + datetime.timedelta(days=40)).isoformat()

@@ -22,10 +22,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from components import constants as c
-from components.create_guard import CREATED_BY_ANNOTATION
-from components.drift import delete_crds_on_destroy
-from components.root_ca import pem_fingerprint
+from istio_mesh import constants as c
+from istio_mesh.create_guard import CREATED_BY_ANNOTATION
+from istio_mesh.drift import delete_crds_on_destroy
+from istio_mesh.root_ca import pem_fingerprint
 
 SECRET = "kubernetes:core/v1:Secret"
 CHART = "kubernetes:helm.sh/v4:Chart"
@@ -338,7 +338,7 @@ def test_the_one_cross_network_gateway(mesh_settings: Any) -> None:
 
 
 def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
-    from components import parse_settings
+    from istio_mesh import parse_settings
 
     clusters = kubeconfigs(2)
     clusters[0]["eastWestGateway"] = {"serviceType": "LoadBalancer", "loadBalancerTimeoutSeconds": 300}
@@ -354,7 +354,7 @@ def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
 def test_load_balancer_address_comes_from_the_charts_service() -> None:
     import pulumi_kubernetes as k8s
 
-    from components.east_west_gateway import load_balancer_address
+    from istio_mesh.east_west_gateway import load_balancer_address
 
     def build() -> dict[str, pulumi.Output[Any]]:
         svc = k8s.core.v1.Service("lb-service")
@@ -435,7 +435,7 @@ def test_token_is_read_only_after_it_exists_and_after_the_reader_account(mesh_se
 
 
 def test_remote_secret_api_server_can_be_overridden(kubeconfigs: Any) -> None:
-    from components import parse_settings
+    from istio_mesh import parse_settings
 
     clusters = kubeconfigs(2)
     clusters[0]["apiServer"] = "https://cluster1.api.example:443"
@@ -461,7 +461,7 @@ def test_three_clusters_give_six_remote_secrets_and_one_root(mesh_settings: Any)
 
 
 def test_loopback_api_server_is_warned_about_outside_the_lab(kubeconfigs: Any, caplog: Any) -> None:
-    from components import parse_settings
+    from istio_mesh import parse_settings
 
     clusters = kubeconfigs(2)
     clusters[0]["apiServer"] = "https://127.0.0.1:6443"
@@ -599,7 +599,7 @@ def test_outputs_hold_no_private_material(mesh_settings: Any) -> None:
 
 
 def test_root_key_output_is_secret(mesh_settings: Any) -> None:
-    from components import RootCA
+    from istio_mesh import RootCA
 
     settings = mesh_settings()
     seen: dict[str, bool] = {}
@@ -645,7 +645,7 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
 
 
 def test_samples_are_off_by_default(kubeconfigs: Any) -> None:
-    from components import parse_settings
+    from istio_mesh import parse_settings
 
     rec = _build(parse_settings({"meshId": "mesh1", "clusters": kubeconfigs(2)}))
     assert not rec.of_type("kubernetes:apps/v1:Deployment")

@@ -36,9 +36,29 @@ def test_sdk_versions_match_the_built_plugins() -> None:
 
 
 def test_every_requirement_is_pinned() -> None:
+    """Every third-party requirement is pinned; the one other line is this repository's own package."""
     with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as fh:
         lines = [ln.strip() for ln in fh if ln.strip() and not ln.startswith("#")]
-    assert lines and all("==" in ln for ln in lines), lines
+    assert "-e ." in lines, lines
+    others = [ln for ln in lines if ln != "-e ."]
+    assert others and all("==" in ln for ln in others), others
+
+
+def test_the_pins_satisfy_the_package_dependency_ranges() -> None:
+    """The program pins, the package states ranges: each pin must be inside the package's range, or the
+    program would test a combination the package does not allow."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        deps = [Requirement(d) for d in tomllib.load(fh)["project"]["dependencies"]]
+    reqs = _requirements()
+    assert deps
+    for dep in deps:
+        name = dep.name.lower()
+        assert name in reqs, f"{dep.name} is a dependency of the package but requirements.txt does not pin it"
+        assert dep.specifier.contains(reqs[name]), f"{dep.name}=={reqs[name]} is outside the package's {dep}"
 
 
 def test_lab_stack_installs_the_pinned_istio_release() -> None:

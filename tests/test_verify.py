@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components.intermediate_cert import sign_intermediate
+from istio_mesh.intermediate_cert import sign_intermediate
 from verify.mesh import (
     ClusterFacts,
     IstiodFacts,

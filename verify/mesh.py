@@ -42,7 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from components.constants import (
+from istio_mesh.constants import (
     CA_CERT_KEY,
     CACERTS_SECRET,
     CLUSTER_ANNOTATION,
@@ -57,7 +57,7 @@ from components.constants import (
     SECRET_RULE,
 )
 
-#: What a remote istiod must be able to list and watch in a cluster it reads (``components.constants``:
+#: What a remote istiod must be able to list and watch in a cluster it reads (``istio_mesh.constants``:
 #: the narrow reader's rules, Secrets included: without them istiod never reports the peer synced).
 READER_NEEDS: tuple[tuple[str, str], ...] = tuple(
     (group, resource)
@@ -915,7 +915,7 @@ def targets_from_config(raw: Mapping[str, Any], base_dir: str) -> tuple[str | No
     entries marked ``unreachable`` have left the mesh and are not checked)."""
     import yaml
 
-    from components.settings import ConfigError, parse_settings
+    from istio_mesh.settings import ConfigError, parse_settings
 
     subset = {k: raw[k] for k in ("meshId", "clusters", "lab") if k in raw}
     try:

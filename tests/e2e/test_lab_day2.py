@@ -93,6 +93,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = tmp_path_factory.mktemp("day2")
     for name in ("Pulumi.yaml", "__main__.py"):
         (project / name).write_text((ROOT / name).read_text())
+    # The package comes from the virtualenv (editable install); components/ is linked for the module path
+    # the previous main's state names for its intermediates' dynamic provider (components/intermediate_cert.py).
     (project / "components").symlink_to(ROOT / "components")
     _link_shared(project)
     write_config(project, ("cluster1", "cluster2"))
