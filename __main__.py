@@ -1,12 +1,13 @@
 """A multi-primary, multi-network Istio mesh from this stack's config (see README: Configuration).
 
-settings -> one Kubernetes provider per cluster -> the mesh -> outputs.
+settings (``stack_config``) -> one Kubernetes provider per cluster -> the mesh (the ``istio_mesh``
+package, installed like any consumer installs it) -> outputs.
 """
 
 import pulumi
 
-from istio_mesh import ConfigError, MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider, load_settings
-from istio_mesh.preflight import preflight_problems
+from istio_mesh import MultiPrimaryMesh
+from stack_config import ConfigError, cluster_provider, load_settings, mesh_args, preflight_problems
 
 #: The mesh component's logical name, and so the prefix of every resource's name in the state.
 MESH_NAME = "mesh"
@@ -32,7 +33,7 @@ providers = {c.name: cluster_provider(c) for c in settings.clusters}
 # meshId; the alias carries them over with nothing recreated (upgrade before changing meshId).
 mesh = MultiPrimaryMesh(
     MESH_NAME,
-    MultiPrimaryMeshArgs(settings=settings, providers=providers),
+    mesh_args(settings, providers),
     opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=settings.mesh_id)] if settings.mesh_id != MESH_NAME else []),
 )
 

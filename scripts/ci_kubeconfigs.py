@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = '{"<cluster name>": "<kubeconfig>", ...}'
 sys.path.insert(0, str(ROOT))
 
-from istio_mesh.settings import CONFIG_NAMESPACE, expand_path  # noqa: E402
+from stack_config.settings import CONFIG_NAMESPACE, expand_path  # noqa: E402
 
 
 def targets(stack_file: Path, project_dir: Path) -> dict[str, Path]:

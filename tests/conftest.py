@@ -450,10 +450,11 @@ def mesh_program(settings: Any) -> Callable[[], Mapping[str, pulumi.Output[Any]]
     """The program ``__main__.py`` runs, for hand-written settings: providers, mesh, outputs."""
 
     def build() -> Mapping[str, pulumi.Output[Any]]:
-        from istio_mesh import MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider
+        from istio_mesh import MultiPrimaryMesh
+        from stack_config import cluster_provider, mesh_args
 
         providers = {c.name: cluster_provider(c) for c in settings.clusters}
-        mesh = MultiPrimaryMesh("mesh", MultiPrimaryMeshArgs(settings=settings, providers=providers))
+        mesh = MultiPrimaryMesh("mesh", mesh_args(settings, providers))
         return {
             "meshId": mesh.mesh_id,
             "rootCertificatePem": mesh.root_cert_pem,
@@ -467,7 +468,7 @@ def mesh_program(settings: Any) -> Callable[[], Mapping[str, pulumi.Output[Any]]
 @pytest.fixture
 def mesh_settings(kubeconfigs: Callable[..., list[dict[str, Any]]]) -> Callable[..., Any]:
     """Factory: parsed settings for n clusters (each on its own network unless told otherwise)."""
-    from istio_mesh import parse_settings
+    from stack_config import parse_settings
 
     def make(n: int = 2, networks: list[str] | None = None, **extra: Any) -> Any:
         raw = {"meshId": "mesh1", "clusters": kubeconfigs(n, networks), "samples": {"enabled": True}, **extra}

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from istio_mesh import ConfigError, parse_settings
+from stack_config import ConfigError, parse_settings
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 KEYS = "caIntermediateKeyPems"

@@ -89,12 +89,13 @@ def test_pairs_carry_every_name_they_had_before(mesh_settings: Any) -> None:
     settings = mesh_settings(2)
 
     def build() -> Any:
-        from istio_mesh import MultiPrimaryMesh, MultiPrimaryMeshArgs, cluster_provider
+        from istio_mesh import MultiPrimaryMesh
+        from stack_config import cluster_provider, mesh_args
 
         providers = {c.name: cluster_provider(c) for c in settings.clusters}
         mesh = MultiPrimaryMesh(
             "mesh",
-            MultiPrimaryMeshArgs(settings=settings, providers=providers),
+            mesh_args(settings, providers),
             opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name="mesh1")]),
         )
         return {"clusters": mesh.clusters}

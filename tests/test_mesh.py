@@ -338,7 +338,7 @@ def test_the_one_cross_network_gateway(mesh_settings: Any) -> None:
 
 
 def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
-    from istio_mesh import parse_settings
+    from stack_config import parse_settings
 
     clusters = kubeconfigs(2)
     clusters[0]["eastWestGateway"] = {"serviceType": "LoadBalancer", "loadBalancerTimeoutSeconds": 300}
@@ -435,7 +435,7 @@ def test_token_is_read_only_after_it_exists_and_after_the_reader_account(mesh_se
 
 
 def test_remote_secret_api_server_can_be_overridden(kubeconfigs: Any) -> None:
-    from istio_mesh import parse_settings
+    from stack_config import parse_settings
 
     clusters = kubeconfigs(2)
     clusters[0]["apiServer"] = "https://cluster1.api.example:443"
@@ -461,7 +461,7 @@ def test_three_clusters_give_six_remote_secrets_and_one_root(mesh_settings: Any)
 
 
 def test_loopback_api_server_is_warned_about_outside_the_lab(kubeconfigs: Any, caplog: Any) -> None:
-    from istio_mesh import parse_settings
+    from stack_config import parse_settings
 
     clusters = kubeconfigs(2)
     clusters[0]["apiServer"] = "https://127.0.0.1:6443"
@@ -645,7 +645,7 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
 
 
 def test_samples_are_off_by_default(kubeconfigs: Any) -> None:
-    from istio_mesh import parse_settings
+    from stack_config import parse_settings
 
     rec = _build(parse_settings({"meshId": "mesh1", "clusters": kubeconfigs(2)}))
     assert not rec.of_type("kubernetes:apps/v1:Deployment")

@@ -134,5 +134,5 @@ print(json.dumps({"file": istio_mesh.__file__, "all": sorted(istio_mesh.__all__)
     assert seen["file"].startswith(fresh), seen["file"]
     assert {"MultiPrimaryMesh", "RootCA", "ClusterCA", "IstioControlPlane", "EastWestGateway"} <= set(seen["all"])
     assert "RemoteSecretPair" in seen["all"]
-    repository = {"components", "lab", "verify", "tests", "bench", "scripts", "toolchain", "conftest", "harness"}
+    repository = {"components", "stack_config", "lab", "verify", "tests", "bench", "scripts", "toolchain", "conftest"}
     assert not repository & set(seen["modules"]), sorted(repository & set(seen["modules"]))

@@ -15,8 +15,8 @@ import pytest
 from conftest import RecordingMocks, RecordingMonitor, write_kubeconfig
 from test_settings import _run_main
 
-from istio_mesh import parse_settings
-from istio_mesh.preflight import api_server_error, preflight_problems
+from stack_config import parse_settings
+from stack_config.preflight import api_server_error, preflight_problems
 
 
 @pytest.fixture
@@ -93,10 +93,10 @@ def test_problems_name_the_cluster_and_the_way_out(tmp_path: Any) -> None:
 def test_the_program_registers_nothing_when_a_cluster_does_not_answer(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import istio_mesh.preflight
+    import stack_config.preflight
 
     monkeypatch.setattr(
-        istio_mesh.preflight,
+        stack_config.preflight,
         "api_server_error",
         lambda c, timeout: "ReadTimeoutError: read timed out" if c.name == "cluster2" else None,
     )

@@ -13,8 +13,8 @@ import pulumi
 import pytest
 from conftest import ca_certificate, private_key_pem, run_program, write_kubeconfig
 
-from istio_mesh import ConfigError, parse_settings
-from istio_mesh.settings import is_loopback_url
+from istio_mesh.options import is_loopback_url
+from stack_config import ConfigError, parse_settings
 
 
 def _raw(kubeconfigs: Any, n: int = 2, **extra: Any) -> dict[str, Any]:
@@ -360,10 +360,10 @@ def test_main_rejects_bad_config_before_registering_anything(tmp_path: Any) -> N
 
 
 def test_main_builds_the_mesh_from_stack_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import istio_mesh.preflight
+    import stack_config.preflight
 
     # The preflight would ask these (made-up) API servers for /version; here every one answers.
-    monkeypatch.setattr(istio_mesh.preflight, "api_server_error", lambda c, timeout: None)
+    monkeypatch.setattr(stack_config.preflight, "api_server_error", lambda c, timeout: None)
     clusters = [
         {
             "name": f"cluster{i}",

@@ -915,7 +915,7 @@ def targets_from_config(raw: Mapping[str, Any], base_dir: str) -> tuple[str | No
     entries marked ``unreachable`` have left the mesh and are not checked)."""
     import yaml
 
-    from istio_mesh.settings import ConfigError, parse_settings
+    from stack_config.settings import ConfigError, parse_settings
 
     subset = {k: raw[k] for k in ("meshId", "clusters", "lab") if k in raw}
     try:

@@ -18,8 +18,8 @@ from .constants import (
     ROOT_CERT_KEY,
 )
 from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, INTERMEDIATE_SAN, IntermediateCertificate
+from .options import ExternalIntermediate
 from .root_ca import CA_RSA_BITS
-from .settings import ExternalIntermediate
 
 __all__ = ["INTERMEDIATE_SAN", "ClusterCA", "ClusterCAArgs"]
 

@@ -109,14 +109,30 @@ class ClusterObjects:
     kind not found is looked up once more, since CRDs appear during an ``up``).
     """
 
-    def __init__(self, cluster: str, kubeconfig: str, context: str | None, timeout: float = REQUEST_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        cluster: str,
+        kubeconfig: pulumi.Input[str],
+        context: str | None,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ):
         self.cluster = cluster
-        self._kubeconfig = kubeconfig
+        #: The kubeconfig's content; an Output (a secret from config, say) is resolved by ``resolve``.
+        self._kubeconfig: Any = kubeconfig
         self._context = context
         self._timeout = timeout
         self._client: Any = None
         self._discovery: dict[str, dict[str, tuple[str, bool]]] = {}
         self._lock = threading.Lock()
+
+    async def resolve(self) -> None:
+        """Waits for the kubeconfig when it was given as an Output (call before ``get`` from the hook)."""
+        if isinstance(self._kubeconfig, str):
+            return
+        value = await pulumi.Output.from_input(self._kubeconfig).future()
+        if not isinstance(value, str):
+            raise GuardLookupError(f"the kubeconfig of cluster {self.cluster!r} is not known (got {value!r})")
+        self._kubeconfig = value
 
     def _api(self) -> Any:
         with self._lock:
@@ -201,6 +217,7 @@ def refuse_existing(cluster: str, lookup: ClusterObjects) -> Callable[[pulumi.Re
         ref = object_ref(args.new_inputs)
         if ref is None:
             return
+        await lookup.resolve()
         live = await asyncio.to_thread(lookup.get, ref)
         if live is None:
             return

@@ -20,7 +20,7 @@ from .constants import (
     TIMEOUT_ANNOTATION,
 )
 from .istio_control_plane import chart_args
-from .settings import GatewaySettings, IstioSettings
+from .options import GatewaySettings, IstioSettings
 from .transforms import single_transform
 
 SERVICE_TYPE = "kubernetes:core/v1:Service"

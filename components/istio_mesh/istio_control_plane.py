@@ -11,7 +11,7 @@ from .cluster_ca import ClusterCA, ClusterCAArgs
 from .constants import CACERTS_UID_ANNOTATION, ISTIO_NAMESPACE, ISTIOD_DEPLOYMENT, NETWORK_LABEL, PACKAGE
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
 from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS
-from .settings import ExternalIntermediate, IstioSettings
+from .options import ExternalIntermediate, IstioSettings
 from .transforms import single_transform
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -13,22 +15,143 @@ from .constants import PACKAGE
 from .create_guard import ClusterObjects, guard_creates, mark_created_by, refuse_existing_objects
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
+from .options import (
+    CA_SOURCES,
+    READER_ISTIO,
+    CASettings,
+    IstioSettings,
+    MeshCluster,
+    RemoteAccessSettings,
+    SampleSettings,
+)
 from .remote_reader import RemoteReader, RemoteReaderArgs
 from .remote_secret_pair import MeshMember, RemoteSecretPair, RemoteSecretPairArgs
 from .root_ca import RootCA
 from .sample_apps import SampleApps, SampleAppsArgs
-from .settings import READER_ISTIO, MeshSettings
+from .transforms import Transform, compose
+
+#: Kubernetes label keys and values (as the API server validates them).
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
 class MultiPrimaryMeshArgs:
-    """Inputs of a ``MultiPrimaryMesh``: the parsed settings and one provider per cluster name."""
+    """Inputs of a ``MultiPrimaryMesh``: its clusters and how the mesh is built across them.
 
-    settings: MeshSettings
-    providers: Mapping[str, k8s.Provider]
+    Every logical name under the mesh starts with the mesh's own name, so two meshes with different
+    names live in one stack side by side.
+    """
+
+    #: The mesh ID every istiod shares (``global.meshID``).
+    mesh_id: str
+    #: The member clusters (at least one; a multi-cluster mesh has two or more). Their order does not
+    #: matter: names, not positions, identify everything the mesh creates.
+    clusters: Sequence[MeshCluster]
+    #: Istio release, chart source and images.
+    istio: IstioSettings = IstioSettings()
+    #: The root CA (generated, imported as inputs, or external with an offline key) and intermediates.
+    ca: CASettings = CASettings()
+    #: Whose token the remote secrets carry (the mesh's narrow reader by default) and its generation.
+    remote_access: RemoteAccessSettings = RemoteAccessSettings()
+    #: The walkthrough's helloworld and sleep workloads (off by default).
+    samples: SampleSettings = SampleSettings()
     #: Refuse to create a Kubernetes object that already exists (see ``create_guard``): on by default;
     #: off only for a deliberate adoption of objects made elsewhere.
     refuse_existing_objects: bool = True
+    #: API server addresses on the loopback interface are expected (a local lab), not warned about.
+    allow_loopback_api_servers: bool = False
+    #: Labels put on every Kubernetes object the mesh creates (Helm-rendered ones included).
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: Annotations put on every Kubernetes object the mesh creates (Helm-rendered ones included).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def args_problems(name: str, args: MultiPrimaryMeshArgs) -> list[str]:
+    """Everything wrong with ``args`` at once, each naming the field and what would be valid."""
+    problems: list[str] = []
+    if not args.mesh_id or not _LABEL_VALUE.match(args.mesh_id) or len(args.mesh_id) > 63:
+        problems.append(f"mesh_id {args.mesh_id!r} is not a mesh ID (a Kubernetes label value, e.g. 'mesh1')")
+    if not args.clusters:
+        problems.append("clusters is empty: a mesh needs at least one cluster (a multi-cluster mesh two or more)")
+    seen: set[str] = set()
+    for i, c in enumerate(args.clusters):
+        where = f"clusters[{i}] ({c.name!r})"
+        if not _DNS1123_LABEL.match(c.name or ""):
+            problems.append(f"{where}: name is not a DNS label (lower-case letters, digits and '-'), e.g. 'east'")
+        if c.name in seen:
+            problems.append(f"{where}: another cluster has this name; each cluster's name is its ID in the mesh")
+        seen.add(c.name)
+        if not c.network or not _LABEL_VALUE.match(c.network):
+            problems.append(f"{where}: network {c.network!r} is not a label value, e.g. 'network1'")
+        if not (c.api_server or "").startswith("https://"):
+            problems.append(f"{where}: api_server {c.api_server!r} is not an https:// URL the peers can reach")
+        if c.provider is None and c.kubeconfig is None:
+            problems.append(f"{where}: give its kubeconfig (content, a secret) or a provider bound to it")
+        elif c.kubeconfig is None and args.refuse_existing_objects:
+            problems.append(
+                f"{where}: the create guard looks objects up with the cluster's kubeconfig: give kubeconfig too, "
+                "or set refuse_existing_objects=False"
+            )
+    problems.extend(_ca_problems(args.ca, [c.name for c in args.clusters]))
+    for key in {**args.labels, **args.annotations}:
+        prefix, _, local = key.rpartition("/")
+        if not _LABEL_NAME.match(local) or len(local) > 63 or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
+            problems.append(f"label/annotation key {key!r} is not a valid key, e.g. 'example.com/team'")
+    for key, value in args.labels.items():
+        if not _LABEL_VALUE.match(value) or len(value) > 63:
+            problems.append(f"labels[{key!r}]: {value!r} is not a label value (63 characters of [A-Za-z0-9_.-])")
+    return [f"MultiPrimaryMesh {name!r}: {p}" for p in problems]
+
+
+def _ca_problems(ca: CASettings, clusters: Sequence[str]) -> list[str]:
+    problems: list[str] = []
+    if ca.source not in CA_SOURCES:
+        problems.append(f"ca.source {ca.source!r} is not one of {', '.join(CA_SOURCES)}")
+    if ca.source in ("import", "external") and ca.root_cert_pem is None:
+        problems.append(f"ca.source {ca.source!r} needs ca.root_cert_pem (the root certificate, PEM)")
+    if ca.source == "import" and ca.root_key_pem is None:
+        problems.append("ca.source 'import' needs ca.root_key_pem (the root's private key, PEM)")
+    if ca.source != "import" and ca.root_key_pem is not None:
+        problems.append(f"ca.root_key_pem is given but ca.source is {ca.source!r}: only 'import' uses a root key")
+    given = [name for name, _ in ca.intermediates]
+    if ca.source == "external":
+        missing = [c for c in clusters if c not in given]
+        if missing:
+            problems.append(f"ca.source 'external' needs an intermediate for every cluster; none for {missing}")
+        unknown = [g for g in given if g not in clusters]
+        if unknown:
+            problems.append(f"ca.intermediates names clusters that are not in the mesh: {unknown}")
+    elif given:
+        problems.append(f"ca.intermediates is given but ca.source is {ca.source!r}: only 'external' uses them")
+    for field_name in ("root_validity_days", "intermediate_validity_days"):
+        if getattr(ca, field_name) < 1:
+            problems.append(f"ca.{field_name} must be at least 1, got {getattr(ca, field_name)}")
+    if ca.renew_before_days < 0:
+        problems.append(f"ca.renew_before_days must be 0 (never) or more, got {ca.renew_before_days}")
+    return problems
+
+
+def add_metadata(labels: Mapping[str, str], annotations: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    """A transform adding ``labels`` and ``annotations`` to every Kubernetes object (not to Patch resources,
+    charts or other components); the object's own values win on a clash."""
+    from .create_guard import is_guarded_type
+
+    def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+        if not args.custom or not is_guarded_type(args.type_):
+            return None
+        props: dict[str, Any] = dict(args.props)
+        metadata: dict[str, Any] = dict(props.get("metadata") or {})
+        if labels:
+            metadata["labels"] = {**labels, **(metadata.get("labels") or {})}
+        if annotations:
+            metadata["annotations"] = {**annotations, **(metadata.get("annotations") or {})}
+        props["metadata"] = metadata
+        return pulumi.ResourceTransformResult(props=props, opts=args.opts)
+
+    return transform
 
 
 def pair_name(name: str, a: str, b: str) -> str:
@@ -61,12 +184,15 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
     One ``RootCA``; per cluster an ``IstioControlPlane`` (with its ``ClusterCA``), a ``RemoteReader`` (the
     narrow account peers read it with) and, when the mesh spans more than one network, an
     ``EastWestGateway``; one ``RemoteSecretPair`` per pair of clusters
-    (N*(N-1) remote secrets); optionally ``SampleApps``. Clusters marked ``unreachable`` are not members:
-    nothing is built for them, so their objects leave the state (see ``providers.cluster_provider``).
+    (N*(N-1) remote secrets); optionally ``SampleApps``. Each cluster is reached through the provider its
+    ``MeshCluster`` names, or one the mesh makes from its kubeconfig. A cluster dropped from ``clusters``
+    has its objects deleted; to forget a cluster that is gone for good, keep its provider registered with
+    ``delete_unreachable=True`` and drop it from ``clusters`` (this repository's program does that for
+    ``unreachable: true``).
 
     Every logical name comes from what a resource is (``<name>-<cluster>``, ``<name>-<a>-<b>`` with the
     pair's names sorted), never from list positions or settings, so reordering ``clusters`` or changing
-    ``meshId`` changes nothing's identity. A mesh renamed with ``aliases=[Alias(name=old)]`` keeps its
+    ``mesh_id`` changes nothing's identity. A mesh renamed with ``aliases=[Alias(name=old)]`` keeps its
     state: children follow by Pulumi's alias inheritance (their names start with the mesh's name), and
     pairs get explicit aliases for every order they may have been named in.
     """
@@ -81,60 +207,79 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
     """Per cluster: network, east-west gateway address, remote secrets it holds."""
 
     def __init__(self, name: str, args: MultiPrimaryMeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        # Every mistake at once, before anything (this component included) is registered.
+        problems = args_problems(name, args)
+        if problems:
+            raise ValueError("invalid MultiPrimaryMeshArgs (nothing was registered):\n  - " + "\n  - ".join(problems))
         super().__init__(f"{PACKAGE}:index:MultiPrimaryMesh", name, None, opts)
-        s = args.settings
-        missing = [c.name for c in s.members if c.name not in args.providers]
-        if missing:
-            raise ValueError(f"MultiPrimaryMesh {name!r}: no provider for clusters {missing}")
+        multi_network = len({c.network for c in args.clusters}) > 1
+        ca = args.ca
 
-        root = RootCA(f"{name}-root-ca", s.ca, opts=pulumi.ResourceOptions(parent=self))
-        if s.ca.renew_before_days >= s.ca.intermediate_validity_days:
+        root = RootCA(f"{name}-root-ca", ca, opts=pulumi.ResourceOptions(parent=self))
+        if ca.renew_before_days >= ca.intermediate_validity_days:
             pulumi.log.warn(
-                f"ca.renewBeforeDays ({s.ca.renew_before_days}) is not less than ca.intermediateValidityDays "
-                f"({s.ca.intermediate_validity_days}): every `up` signs new intermediates and rolls every istiod "
+                f"ca.renewBeforeDays ({ca.renew_before_days}) is not less than ca.intermediateValidityDays "
+                f"({ca.intermediate_validity_days}): every `up` signs new intermediates and rolls every istiod "
                 "(unless the root's own expiry is what ends them)",
                 resource=self,
             )
 
+        # A cluster given only by its kubeconfig gets a provider of the mesh's own.
+        providers = {
+            c.name: c.provider
+            or k8s.Provider(
+                f"{name}-{c.name}-provider",
+                kubeconfig=pulumi.Output.secret(c.kubeconfig or ""),
+                context=c.context,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for c in args.clusters
+        }
         # One create guard per cluster: creating an object that already exists there fails, naming it.
         guards = {
             c.name: refuse_existing_objects(
                 f"{name}-{c.name}-refuse-existing-objects", c.name, ClusterObjects(c.name, c.kubeconfig, c.context)
             )
-            for c in s.members
-            if args.refuse_existing_objects
+            for c in args.clusters
+            if args.refuse_existing_objects and c.kubeconfig is not None
         }
+        extra = add_metadata(args.labels, args.annotations) if args.labels or args.annotations else None
+
+        def marked(*transforms: Transform) -> list[Any]:
+            """One transform: ``transforms``, then the labels and annotations every object gets."""
+            chain = [*transforms, *([extra] if extra else [])]
+            return [chain[0] if len(chain) == 1 else compose(*chain)]
 
         def on(cluster: str) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(
-                parent=self, provider=args.providers[cluster], transforms=[guard_creates(guards.get(cluster))]
+                parent=self, provider=providers[cluster], transforms=marked(guard_creates(guards.get(cluster)))
             )
 
         planes: dict[str, IstioControlPlane] = {}
         gateways: dict[str, EastWestGateway] = {}
-        for c in s.members:
+        for c in args.clusters:
             on_cluster = on(c.name)
             planes[c.name] = IstioControlPlane(
                 f"{name}-{c.name}",
                 IstioControlPlaneArgs(
-                    mesh_id=s.mesh_id,
+                    mesh_id=args.mesh_id,
                     cluster_name=c.name,
                     network=c.network,
-                    istio=s.istio,
+                    istio=args.istio,
                     root_cert_pem=root.cert_pem,
                     root_key_pem=root.key_pem,
-                    intermediate_validity_days=s.ca.intermediate_validity_days,
-                    intermediate_renew_before_days=s.ca.renew_before_days,
-                    external_intermediate=s.ca.intermediate(c.name),
+                    intermediate_validity_days=ca.intermediate_validity_days,
+                    intermediate_renew_before_days=ca.renew_before_days,
+                    external_intermediate=ca.intermediate(c.name),
                 ),
                 opts=on_cluster,
             )
-            if s.multi_network:
+            if multi_network:
                 gateways[c.name] = EastWestGateway(
                     f"{name}-{c.name}-eastwest",
                     EastWestGatewayArgs(
                         network=c.network,
-                        istio=s.istio,
+                        istio=args.istio,
                         gateway=c.gateway,
                         namespace=planes[c.name].namespace,
                         after=[planes[c.name].base, planes[c.name].istiod],
@@ -142,7 +287,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     opts=on_cluster,
                 )
 
-        access = s.remote_access
+        access = args.remote_access
         # The narrow reader peers' tokens belong to; with Istio's own reader (rendered by the charts)
         # nothing is created and the tokens wait for the charts instead.
         readers = {
@@ -153,13 +298,13 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                 ),
                 opts=on(c.name),
             )
-            for c in s.members
+            for c in args.clusters
             if access.reader != READER_ISTIO
         }
         members = {
             c.name: MeshMember(
                 name=c.name,
-                provider=args.providers[c.name],
+                provider=providers[c.name],
                 api_server=c.api_server,
                 namespace=planes[c.name].namespace,
                 after=[planes[c.name].base, planes[c.name].istiod],
@@ -167,35 +312,37 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                 reader=access.reader,
                 reader_ready=readers[c.name].ready if c.name in readers else [],
             )
-            for c in s.members
+            for c in args.clusters
         }
-        held: dict[str, list[pulumi.Output[str]]] = {c.name: [] for c in s.members}
+        held: dict[str, list[pulumi.Output[str]]] = {c.name: [] for c in args.clusters}
         previous = alias_names(opts)
-        for a_name, b_name in itertools.combinations(sorted(c.name for c in s.members), 2):
+        for a_name, b_name in itertools.combinations(sorted(c.name for c in args.clusters), 2):
             pair = RemoteSecretPair(
                 pair_name(name, a_name, b_name),
                 RemoteSecretPairArgs(
                     a=members[a_name],
                     b=members[b_name],
-                    warn_loopback=not s.lab,
+                    warn_loopback=not args.allow_loopback_api_servers,
                     token_generation=access.token_generation,
                 ),
                 opts=pulumi.ResourceOptions(
-                    parent=self, aliases=pair_aliases(name, previous, a_name, b_name), transforms=[mark_created_by]
+                    parent=self,
+                    aliases=pair_aliases(name, previous, a_name, b_name),
+                    transforms=marked(mark_created_by),
                 ),
             )
             held[a_name].append(pair.secret_in_a)
             held[b_name].append(pair.secret_in_b)
 
-        if s.samples.enabled:
-            for c in s.members:
+        if args.samples.enabled:
+            for c in args.clusters:
                 SampleApps(
                     f"{name}-{c.name}-samples",
                     SampleAppsArgs(
-                        namespace=s.samples.namespace,
+                        namespace=args.samples.namespace,
                         helloworld_versions=c.helloworld_versions,
-                        helloworld_image_prefix=s.samples.helloworld_image_prefix,
-                        sleep_image=s.samples.sleep_image,
+                        helloworld_image_prefix=args.samples.helloworld_image_prefix,
+                        sleep_image=args.samples.sleep_image,
                         after=[planes[c.name].istiod],
                     ),
                     opts=on(c.name),
@@ -209,10 +356,10 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                 remoteSecrets=pulumi.Output.all(*held[c_name]),
             ).apply(lambda v: {k: (sorted(x) if k == "remoteSecrets" else x) for k, x in v.items()})
 
-        self.mesh_id = pulumi.Output.from_input(s.mesh_id)
+        self.mesh_id = pulumi.Output.from_input(args.mesh_id)
         self.root_cert_pem = root.cert_pem
         self.root_fingerprint = root.fingerprint
-        self.clusters = pulumi.Output.all(**{c.name: cluster_output(c.name) for c in s.members}).apply(dict)
+        self.clusters = pulumi.Output.all(**{c.name: cluster_output(c.name) for c in args.clusters}).apply(dict)
         self.register_outputs(
             {
                 "mesh_id": self.mesh_id,

@@ -26,7 +26,7 @@ from .constants import (
     READER_SERVICE_ACCOUNT,
     SECRET_RULE,
 )
-from .settings import READER_ISTIO, READER_MESH
+from .options import READER_ISTIO, READER_MESH
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from .constants import (
     SA_TOKEN_SECRET_TYPE,
 )
 from .kubeconfig import remote_kubeconfig
+from .options import READER_MESH, is_loopback_url
 from .remote_reader import reader_account, token_secret_name
-from .settings import READER_MESH, is_loopback_url
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_tls as tls
 
 from .constants import PACKAGE
-from .settings import CASettings
+from .options import CASettings
 
 #: keyUsage of Istio's root and intermediate CAs (tools/certs/common.mk): digitalSignature,
 #: nonRepudiation (RFC 5280 "content commitment"), keyEncipherment, keyCertSign.

@@ -6,8 +6,8 @@ restart) and leaves again (only its remote secrets leave the others); a frozen A
 before anything changes; a cluster gone for good leaves the mesh; every reader token is rotated.
 
 Tests run in file order and share one lab and one stack (``cluster-lab`` on its own backend). The stack
-config is rewritten between steps in a scratch project directory (the program, components and
-virtualenv of this checkout; ``Pulumi.cluster-lab.yaml`` written by the test from the repository's).
+config is rewritten between steps in a scratch project directory (the program, components, stack_config
+and virtualenv of this checkout; ``Pulumi.cluster-lab.yaml`` written by the test from the repository's).
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The package comes from the virtualenv (editable install); components/ is linked for the module path
     # the previous main's state names for its intermediates' dynamic provider (components/intermediate_cert.py).
     (project / "components").symlink_to(ROOT / "components")
+    (project / "stack_config").symlink_to(ROOT / "stack_config")
     _link_shared(project)
     write_config(project, ("cluster1", "cluster2"))
     return project

@@ -25,7 +25,7 @@ def api_server_error(cluster: ClusterSettings, timeout: float = PREFLIGHT_TIMEOU
     seconds; otherwise what went wrong."""
     from kubernetes import client
 
-    from .kube_client import api_client
+    from istio_mesh.kube_client import api_client
 
     try:
         api: Any = api_client(cluster.kubeconfig, cluster.context)
