@@ -227,6 +227,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
             outputs.update(outs)
             return resource_id, outputs
+        elif args.typ == "istiomesh:index:IntermediateCertificate":
+            # What the istiomesh plugin's Create does (the same function).
+            from istio_mesh.plugin_server import create
+
+            resource_id, outs = _same_inputs_same_result(args.name, args.inputs, lambda: create(_unwrap(args.inputs)))
+            outputs.update(outs)
+            return resource_id, outputs
         elif (
             args.typ == "kubernetes:core/v1:Secret" and args.inputs.get("type") == "kubernetes.io/service-account-token"
         ):

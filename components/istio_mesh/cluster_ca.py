@@ -17,7 +17,13 @@ from .constants import (
     PACKAGE,
     ROOT_CERT_KEY,
 )
-from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, INTERMEDIATE_SAN, IntermediateCertificate
+from .intermediate_cert import (
+    DEFAULT_RENEW_BEFORE_DAYS,
+    INTERMEDIATE_SAN,
+    SIGNER_PLUGIN,
+    IntermediateCertificate,
+    PluginIntermediateCertificate,
+)
 from .options import ExternalIntermediate
 from .root_ca import CA_RSA_BITS
 
@@ -40,6 +46,8 @@ class ClusterCAArgs:
     #: An intermediate signed outside this program (certificate, chain to the root, secret key): written
     #: into ``cacerts`` as given; nothing is signed and no root key is needed.
     external: ExternalIntermediate | None = None
+    #: ``dynamic``: the Python dynamic provider signs; ``plugin``: the istiomesh plugin's resource does.
+    signer: str = "dynamic"
 
 
 def _chain(cert: str, between: str, root: str) -> str:
@@ -93,7 +101,8 @@ class ClusterCA(pulumi.ComponentResource):
             key = tls.PrivateKey(f"{name}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
             # Signed by our own dynamic provider, not tls.LocallySignedCert: only this way does the
             # intermediate get pathlen:0 (see intermediate_cert.py).
-            cert = IntermediateCertificate(
+            signer = PluginIntermediateCertificate if args.signer == SIGNER_PLUGIN else IntermediateCertificate
+            cert = signer(
                 f"{name}-cert",
                 public_key_pem=key.public_key_pem,
                 cluster_name=args.cluster_name,

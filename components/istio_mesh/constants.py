@@ -6,8 +6,11 @@ see reference/ISTIO_FACTS.md. Changing one breaks the mesh silently, so tests as
 
 from __future__ import annotations
 
-#: Type-token package of every component in this library (``istiomesh:index:<Class>``).
+#: Type-token package of every component in this library (``istiomesh:index:<Class>``), and the name of
+#: its Pulumi plugin (``pulumi-resource-istiomesh``).
 PACKAGE = "istiomesh"
+#: The distribution's version (pyproject.toml says the same; a test checks): the plugin's version too.
+PACKAGE_VERSION = "0.2.0"
 
 #: Namespace istiod watches for ``cacerts`` and remote secrets.
 ISTIO_NAMESPACE = "istio-system"

@@ -30,6 +30,23 @@ INTERMEDIATE_SAN = "istiod.istio-system.svc"
 REPLACE_ON = ("public_key_pem", "cluster_name", "root_cert_pem", "validity_days")
 #: Renew (sign again, same key) when the certificate is this close to expiry, unless told otherwise.
 DEFAULT_RENEW_BEFORE_DAYS = 30
+#: Who signs: this module's dynamic provider (in the Python program's own process environment), or the
+#: ``istiomesh`` plugin's ``IntermediateCertificate`` resource (programs in other languages).
+SIGNER_DYNAMIC = "dynamic"
+SIGNER_PLUGIN = "plugin"
+SIGNERS = (SIGNER_DYNAMIC, SIGNER_PLUGIN)
+#: Inputs as the plugin's resource names them (its schema is camelCase), by this module's names.
+PLUGIN_NAMES = {
+    "public_key_pem": "publicKeyPem",
+    "cluster_name": "clusterName",
+    "root_cert_pem": "rootCertPem",
+    "root_key_pem": "rootKeyPem",
+    "validity_days": "validityDays",
+    "renew_before_days": "renewBeforeDays",
+    "cert_pem": "certPem",
+    "not_after": "notAfter",
+    "serial": "serial",
+}
 
 
 class SigningError(ValueError):
@@ -252,3 +269,54 @@ class IntermediateCertificate(dynamic.Resource, module="istiomesh", name="Interm
             },
             opts,
         )
+
+
+class PluginIntermediateCertificate(pulumi.CustomResource):
+    """The same certificate as :class:`IntermediateCertificate`, signed by the ``istiomesh`` plugin
+    (``istio_mesh.plugin``): type ``istiomesh:index:IntermediateCertificate``, camelCase properties."""
+
+    cert_pem: pulumi.Output[str]
+    """The certificate (PEM)."""
+    not_after: pulumi.Output[str]
+    """Expiry, ISO 8601 UTC."""
+    serial: pulumi.Output[str]
+    """Serial number, lower-case hex."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        public_key_pem: pulumi.Input[str],
+        cluster_name: str,
+        root_cert_pem: pulumi.Input[str],
+        root_key_pem: pulumi.Input[str],
+        validity_days: int,
+        renew_before_days: int = DEFAULT_RENEW_BEFORE_DAYS,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        from .constants import PACKAGE, PACKAGE_VERSION
+
+        # The plugin of this very version signs it (the one serving the component being built).
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(version=PACKAGE_VERSION))
+        super().__init__(
+            f"{PACKAGE}:index:IntermediateCertificate",
+            name,
+            {  # snake_case here; the engine and the plugin see the schema's camelCase (see translate_*)
+                "public_key_pem": public_key_pem,
+                "cluster_name": cluster_name,
+                "root_cert_pem": root_cert_pem,
+                "root_key_pem": pulumi.Output.secret(root_key_pem),
+                "validity_days": validity_days,
+                "renew_before_days": renew_before_days,
+                "cert_pem": None,
+                "not_after": None,
+                "serial": None,
+            },
+            opts,
+        )
+
+    def translate_output_property(self, prop: str) -> str:
+        return {v: k for k, v in PLUGIN_NAMES.items()}.get(prop, prop)
+
+    def translate_input_property(self, prop: str) -> str:
+        return PLUGIN_NAMES.get(prop, prop)

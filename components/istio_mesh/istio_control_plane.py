@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 from .cluster_ca import ClusterCA, ClusterCAArgs
 from .constants import CACERTS_UID_ANNOTATION, ISTIO_NAMESPACE, ISTIOD_DEPLOYMENT, NETWORK_LABEL, PACKAGE
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
-from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS
+from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, SIGNER_DYNAMIC
 from .options import ExternalIntermediate, IstioSettings
 from .transforms import single_transform
 
@@ -31,6 +31,8 @@ class IstioControlPlaneArgs:
     intermediate_renew_before_days: int = DEFAULT_RENEW_BEFORE_DAYS
     #: An intermediate signed elsewhere (``ca.source: external``): used instead of signing one.
     external_intermediate: ExternalIntermediate | None = None
+    #: Who signs the intermediate (see ``MultiPrimaryMeshArgs.intermediate_signer``).
+    intermediate_signer: str = SIGNER_DYNAMIC
 
 
 def chart_args(
@@ -116,6 +118,7 @@ class IstioControlPlane(pulumi.ComponentResource):
                     validity_days=args.intermediate_validity_days,
                     renew_before_days=args.intermediate_renew_before_days,
                     external=args.external_intermediate,
+                    signer=args.intermediate_signer,
                 ),
                 opts=child,
             )

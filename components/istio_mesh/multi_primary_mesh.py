@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 from .constants import PACKAGE
 from .create_guard import ClusterObjects, guard_creates, mark_created_by, refuse_existing_objects
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
+from .intermediate_cert import SIGNER_DYNAMIC, SIGNERS
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
 from .options import (
     CA_SOURCES,
@@ -67,6 +68,11 @@ class MultiPrimaryMeshArgs:
     labels: Mapping[str, str] = field(default_factory=dict)
     #: Annotations put on every Kubernetes object the mesh creates (Helm-rendered ones included).
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: Who signs the intermediates: ``dynamic`` (a Python dynamic provider run in the program's own
+    #: virtualenv: Python programs) or ``plugin`` (the ``istiomesh`` plugin's ``IntermediateCertificate``
+    #: resource: what the plugin uses for programs in other languages). The same certificate either way;
+    #: switching an existing stack replaces each intermediate (and rolls istiod).
+    intermediate_signer: str = SIGNER_DYNAMIC
 
 
 def args_problems(name: str, args: MultiPrimaryMeshArgs) -> list[str]:
@@ -96,6 +102,8 @@ def args_problems(name: str, args: MultiPrimaryMeshArgs) -> list[str]:
                 "or set refuse_existing_objects=False"
             )
     problems.extend(_ca_problems(args.ca, [c.name for c in args.clusters]))
+    if args.intermediate_signer not in SIGNERS:
+        problems.append(f"intermediate_signer {args.intermediate_signer!r} is not one of {', '.join(SIGNERS)}")
     for key in {**args.labels, **args.annotations}:
         prefix, _, local = key.rpartition("/")
         if not _LABEL_NAME.match(local) or len(local) > 63 or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
@@ -271,6 +279,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     intermediate_validity_days=ca.intermediate_validity_days,
                     intermediate_renew_before_days=ca.renew_before_days,
                     external_intermediate=ca.intermediate(c.name),
+                    intermediate_signer=args.intermediate_signer,
                 ),
                 opts=on_cluster,
             )

@@ -1,0 +1,171 @@
+"""The ``istiomesh`` plugin's gRPC server: Pulumi's component provider (``Construct`` of the components)
+plus create/check/diff/read/update/delete of ``istiomesh:index:IntermediateCertificate``.
+
+The component side is the Python SDK's own (``pulumi.provider.server.ProviderServicer`` running a
+``ComponentProvider``); this module adds the custom resource the SDK's component host does not serve,
+with the same signing, renewal and replacement rules as the dynamic provider in ``intermediate_cert``.
+"""
+
+# ruff: noqa: N802  (the servicer's methods are gRPC method names)
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import sys
+from typing import Any
+
+import grpc
+from pulumi.provider.server import ProviderServicer
+from pulumi.runtime import proto, rpc
+from pulumi.runtime.proto import provider_pb2_grpc
+
+from .intermediate_cert import REPLACE_ON, SigningError, renewal_due, sign_intermediate
+
+#: The certificate's inputs as the plugin's schema names them; a change of any of them replaces it.
+REPLACE_ON_PLUGIN = ("publicKeyPem", "clusterName", "rootCertPem", "validityDays")
+assert len(REPLACE_ON_PLUGIN) == len(REPLACE_ON)
+
+
+def _plain(props: dict[str, Any]) -> dict[str, Any]:
+    """Properties with secrets unwrapped (the engine sends them marked; this code only reads them)."""
+    return {k: rpc.unwrap_rpc_secret(v) for k, v in props.items()}
+
+
+def check_inputs(news: dict[str, Any]) -> list[tuple[str, str]]:
+    """(property, reason) for every input that cannot make a certificate; unknown values pass (preview)."""
+    failures = []
+    for key in ("publicKeyPem", "clusterName", "rootCertPem", "rootKeyPem"):
+        value = news.get(key)
+        if value is not None and value != rpc.UNKNOWN and not (isinstance(value, str) and value.strip()):
+            failures.append((key, f"{key} must be a non-empty string"))
+    for key in ("validityDays", "renewBeforeDays"):
+        value = news.get(key)
+        if value is None or value == rpc.UNKNOWN:
+            continue
+        if not isinstance(value, (int, float)) or int(value) != value or value < (1 if key == "validityDays" else 0):
+            failures.append(
+                (key, f"{key} must be a whole number of days (at least {1 if key == 'validityDays' else 0})")
+            )
+    return failures
+
+
+def diff(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    """The properties whose change replaces the certificate (``notAfter`` when renewal is due)."""
+    changed = [k for k in REPLACE_ON_PLUGIN if olds.get(k) != news.get(k)]
+    if not changed:
+        try:
+            due = renewal_due(
+                olds.get("notAfter"),
+                int(news.get("renewBeforeDays") or 0),
+                int(news["validityDays"]),
+                news["rootCertPem"],
+            )
+        except (KeyError, TypeError, ValueError):  # an input not known yet (preview)
+            due = False
+        if due:
+            changed = ["notAfter"]
+    return changed
+
+
+def create(props: dict[str, Any], now: datetime.datetime | None = None) -> tuple[str, dict[str, Any]]:
+    """Signs the certificate; returns (id, outputs). The root key is never an output."""
+    from cryptography import x509
+
+    pem = sign_intermediate(
+        public_key_pem=props["publicKeyPem"],
+        cluster_name=props["clusterName"],
+        root_cert_pem=props["rootCertPem"],
+        root_key_pem=props["rootKeyPem"],
+        validity_days=int(props["validityDays"]),
+        now=now,
+    )
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    outs = {k: props[k] for k in (*REPLACE_ON_PLUGIN, "renewBeforeDays") if k in props}
+    outs.update(certPem=pem, notAfter=cert.not_valid_after_utc.isoformat(), serial=f"{cert.serial_number:x}")
+    return outs["serial"], outs
+
+
+class Servicer(ProviderServicer):
+    """The SDK's component servicer, with the certificate resource's CRUD (gRPC method names)."""
+
+    async def CheckConfig(self, request: Any, context: Any) -> Any:
+        return proto.CheckResponse(inputs=request.news)
+
+    async def DiffConfig(self, request: Any, context: Any) -> Any:
+        return proto.DiffResponse(changes=proto.DiffResponse.DIFF_NONE)
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        news = _plain(rpc.deserialize_properties(request.news, keep_unknowns=True))
+        failures = [proto.CheckFailure(property=p, reason=r) for p, r in check_inputs(news)]
+        return proto.CheckResponse(inputs=request.news, failures=failures)
+
+    async def Diff(self, request: Any, context: Any) -> Any:
+        olds = _plain(rpc.deserialize_properties(request.olds, keep_unknowns=True))
+        news = _plain(rpc.deserialize_properties(request.news, keep_unknowns=True))
+        replaces = diff(olds, news)
+        return proto.DiffResponse(
+            changes=proto.DiffResponse.DIFF_SOME if replaces else proto.DiffResponse.DIFF_NONE,
+            replaces=replaces,
+            deleteBeforeReplace=False,
+        )
+
+    async def Create(self, request: Any, context: Any) -> Any:
+        props = _plain(rpc.deserialize_properties(request.properties))
+        if request.preview:
+            return proto.CreateResponse(id="", properties=request.properties)
+        try:
+            id_, outs = create(props)
+        except SigningError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot sign the intermediate: {exc}")
+            raise
+        return proto.CreateResponse(id=id_, properties=await rpc.serialize_properties(outs, {}))
+
+    async def Read(self, request: Any, context: Any) -> Any:
+        # The certificate exists only in state: what was signed is what there is.
+        return proto.ReadResponse(id=request.id, properties=request.properties, inputs=request.inputs)
+
+    async def Update(self, request: Any, context: Any) -> Any:
+        # Only renewBeforeDays can change without a replacement: it is kept, nothing is signed.
+        olds = _plain(rpc.deserialize_properties(request.olds))
+        news = _plain(rpc.deserialize_properties(request.news))
+        outs = {**olds, "renewBeforeDays": news.get("renewBeforeDays")}
+        return proto.UpdateResponse(properties=await rpc.serialize_properties(outs, {}))
+
+    async def Delete(self, request: Any, context: Any) -> Any:
+        # Nothing outside Pulumi's state to remove.
+        from google.protobuf import empty_pb2
+
+        return empty_pb2.Empty()
+
+
+def serve(schema: dict[str, Any], version: str, argv: list[str]) -> None:
+    """Serves the plugin: prints the port on stdout (what the engine reads), then answers until stopped."""
+    from pulumi.provider.experimental.component import ComponentProvider
+    from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
+
+    from .constants import PACKAGE
+    from .plugin import MultiPrimaryMesh
+
+    parser = argparse.ArgumentParser(description="the istiomesh Pulumi plugin")
+    parser.add_argument("engine", help="the Pulumi engine's address")
+    known, _ = parser.parse_known_args(argv)
+    provider = ComponentProvider([MultiPrimaryMesh], PACKAGE, None, version)
+    provider.schema = json.dumps(schema)
+
+    async def run() -> None:
+        server = grpc.aio.server(options=_GRPC_CHANNEL_OPTIONS)
+        provider_pb2_grpc.add_ResourceProviderServicer_to_server(
+            Servicer(provider, argv, engine_address=known.engine), server
+        )
+        port = server.add_insecure_port(address="127.0.0.1:0")
+        await server.start()
+        sys.stdout.buffer.write(f"{port}\n".encode())
+        sys.stdout.buffer.flush()
+        await server.wait_for_termination()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
