@@ -324,3 +324,31 @@ def test_changing_the_image_tag_updates_only_the_charts_that_set_images(mesh_set
     # istiod's values only (its Deployment's image, the injector's proxy image); the gateway chart's pods
     # say `image: auto` and get theirs from the injector; nothing in the CA, namespaces, secrets or base.
     assert _changed(before, after) == ["mesh-cluster1-istiod", "mesh-cluster2-istiod"]
+
+
+def test_the_guard_looks_objects_up_on_threads_of_its_own() -> None:
+    """In a plugin (a component built for a YAML or TypeScript program), each child's registration holds a
+    thread of the event loop's default executor until the engine answers, and the engine waits for this
+    hook: were the lookup queued on that executor, a busy pool would deadlock the run (seen on the lab)."""
+    import concurrent.futures
+    import threading
+
+    cacerts = ObjectRef("v1", "Secret", "istio-system", "cacerts")
+    cluster = _FakeCluster({})
+    check = refuse_existing("cluster1", cluster)
+    inputs = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cacerts", "namespace": "istio-system"}}
+    args = pulumi.ResourceHookArgs(urn="urn::x", id="", name="x", type=SECRET, new_inputs=inputs)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        release = threading.Event()
+        held = loop.run_in_executor(None, release.wait)  # the default pool's only thread, busy
+        try:
+            await asyncio.wait_for(check(args), timeout=10)
+        finally:
+            release.set()
+            await held
+
+    asyncio.run(main())
+    assert cluster.asked == [cacerts]

@@ -190,8 +190,25 @@ def test_the_plugins_certificate_is_replaced_on_any_input_change_and_on_renewal(
 def test_the_plugin_names_bad_inputs() -> None:
     failures = check_inputs({"clusterName": "", "validityDays": 0, "renewBeforeDays": 1.5, "publicKeyPem": "x"})
     assert ("clusterName", "clusterName must be a non-empty string") in failures
+    assert ("rootCertPem", "rootCertPem is required") in failures
     assert any(p == "validityDays" for p, _ in failures) and any(p == "renewBeforeDays" for p, _ in failures)
     assert not [p for p, _ in failures if p == "publicKeyPem"]
+
+
+def test_the_plugin_judges_only_known_inputs() -> None:
+    """In a preview the key and the root are not known yet: what the engine sends for them (an unknown, or
+    an output value the SDK deserializes to an object) is no reason to fail."""
+    from pulumi.runtime import rpc
+
+    unknown: dict[str, Any] = {
+        "publicKeyPem": rpc.UNKNOWN,
+        "clusterName": "cluster1",
+        "rootCertPem": object(),  # an output value
+        "rootKeyPem": object(),
+        "validityDays": 3650,
+        "renewBeforeDays": 30,
+    }
+    assert check_inputs(unknown) == []
 
 
 @pytest.mark.parametrize("argv", [["--schema"]])
@@ -200,3 +217,22 @@ def test_the_plugin_prints_its_schema(argv: list[str]) -> None:
         [sys.executable, "-m", "istio_mesh.plugin", *argv], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert json.loads(out)["name"] == "istiomesh"
+
+
+LAUNCHER = ROOT / "components" / "plugin" / "pulumi-resource-istiomesh"
+
+
+def test_the_launcher_runs_the_plugin_with_the_python_it_is_given() -> None:
+    env = {"PATH": "/usr/bin:/bin", "ISTIO_MESH_PYTHON": sys.executable}
+    out = subprocess.run([str(LAUNCHER), "--schema"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout) == json.loads(SCHEMA_FILE.read_text())
+
+
+def test_the_launcher_says_what_to_do_without_a_python_that_has_the_package(tmp_path: Path) -> None:
+    copy = tmp_path / "plugin" / "pulumi-resource-istiomesh"
+    copy.parent.mkdir()
+    copy.write_bytes(LAUNCHER.read_bytes())
+    copy.chmod(0o755)
+    run = subprocess.run([str(copy), "--schema"], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert run.returncode == 1 and run.stdout == ""
+    assert "no Python with the istio-mesh package found" in run.stderr and "ISTIO_MESH_PYTHON" in run.stderr

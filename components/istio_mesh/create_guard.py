@@ -23,6 +23,7 @@ logical name), another stack's object or a hand-made one is refused.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from .constants import CREATED_BY_ANNOTATION
 
 #: How long one API request of the guard may take before the create fails naming the cluster.
 REQUEST_TIMEOUT_SECONDS = 10.0
+#: The threads the guard's lookups run on (never the event loop's default executor, see ``refuse_existing``).
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="create-guard")
 
 
 class ExistingObjectError(Exception):
@@ -218,7 +221,9 @@ def refuse_existing(cluster: str, lookup: ClusterObjects) -> Callable[[pulumi.Re
         if ref is None:
             return
         await lookup.resolve()
-        live = await asyncio.to_thread(lookup.get, ref)
+        # On the guard's own threads: registrations hold the default executor's threads while they wait
+        # for the engine, which waits for this hook (a deadlock when the pool is small, as in a plugin).
+        live = await asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup.get, ref)
         if live is None:
             return
         ours = created_by(args.new_inputs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import json
@@ -25,6 +26,8 @@ from pulumi.runtime.proto import provider_pb2_grpc
 
 from .intermediate_cert import REPLACE_ON, SigningError, renewal_due, sign_intermediate
 
+#: Threads for the component's registrations (each waits on the engine while its resource is created).
+REGISTRATION_THREADS = 256
 #: The certificate's inputs as the plugin's schema names them; a change of any of them replaces it.
 REPLACE_ON_PLUGIN = ("publicKeyPem", "clusterName", "rootCertPem", "validityDays")
 assert len(REPLACE_ON_PLUGIN) == len(REPLACE_ON)
@@ -36,20 +39,22 @@ def _plain(props: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_inputs(news: dict[str, Any]) -> list[tuple[str, str]]:
-    """(property, reason) for every input that cannot make a certificate; unknown values pass (preview)."""
+    """(property, reason) for every input that cannot make a certificate. Only known values are judged:
+    in a preview an input may be unknown (the engine sends it as an output value, not a string)."""
     failures = []
+    for key in ("publicKeyPem", "clusterName", "rootCertPem", "rootKeyPem", "validityDays"):
+        if news.get(key) is None:
+            failures.append((key, f"{key} is required"))
     for key in ("publicKeyPem", "clusterName", "rootCertPem", "rootKeyPem"):
         value = news.get(key)
-        if value is not None and value != rpc.UNKNOWN and not (isinstance(value, str) and value.strip()):
+        if isinstance(value, str) and value != rpc.UNKNOWN and not value.strip():
             failures.append((key, f"{key} must be a non-empty string"))
-    for key in ("validityDays", "renewBeforeDays"):
+    for key, least in (("validityDays", 1), ("renewBeforeDays", 0)):
         value = news.get(key)
-        if value is None or value == rpc.UNKNOWN:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        if not isinstance(value, (int, float)) or int(value) != value or value < (1 if key == "validityDays" else 0):
-            failures.append(
-                (key, f"{key} must be a whole number of days (at least {1 if key == 'validityDays' else 0})")
-            )
+        if int(value) != value or value < least:
+            failures.append((key, f"{key} must be a whole number of days (at least {least})"))
     return failures
 
 
@@ -157,6 +162,12 @@ def serve(schema: dict[str, Any], version: str, argv: list[str]) -> None:
     provider.schema = json.dumps(schema)
 
     async def run() -> None:
+        # Every registration of a component's child holds a thread until the engine answers (for a custom
+        # resource: until it is created), as in a program; the language host sizes that pool to its
+        # parallelism, and asyncio's default (CPUs + 4) would serialise, or with hooks deadlock, a mesh.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=REGISTRATION_THREADS)
+        )
         server = grpc.aio.server(options=_GRPC_CHANNEL_OPTIONS)
         provider_pb2_grpc.add_ResourceProviderServicer_to_server(
             Servicer(provider, argv, engine_address=known.engine), server

@@ -66,6 +66,59 @@ pulumi_language_python() {
   ls -l "$TC_BIN"/pulumi-language-python* "$TC_BIN"/pulumi-resource-pulumi-python 2>/dev/null || true
 }
 
+pulumi_language_nodejs() {
+  local mod="$here/go/pulumi/language-nodejs"
+  # As for Python: the host's own module (sdk/nodejs/cmd/pulumi-language-nodejs/v3) is not served, so
+  # the host package of the newest served sdk/v3 that still contains it is built, as
+  # pulumi-language-nodejs-host, behind the launcher in the wrapper module (main.go). The Node.js side
+  # (`@pulumi/pulumi`, its `cmd/run`) comes from the program's node_modules, as always.
+  _pulumi_expect "language host sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_LANGUAGE_NODEJS_VERSION" || return
+  (cd "$mod" && go build \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_LANGUAGE_NODEJS_VERSION" \
+    -o "$TC_BIN/pulumi-language-nodejs-host" github.com/pulumi/pulumi/sdk/v3/nodejs/cmd/pulumi-language-nodejs) || return
+  (cd "$mod" && go build -ldflags "-s -w" -o "$TC_BIN/pulumi-language-nodejs" .) || return
+  ls -l "$TC_BIN"/pulumi-language-nodejs*
+}
+
+pulumi_language_yaml() {
+  local mod="$here/go/pulumi/language-yaml"
+  # pulumi-yaml does not compile against the CLI's pkg/v3; its wrapper pins pkg/v3 and sdk/v3 of its own.
+  _pulumi_expect "github.com/pulumi/pulumi-yaml" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi-yaml)" "v$PULUMI_LANGUAGE_YAML_VERSION" || return
+  _pulumi_expect "YAML host pkg/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/pkg/v3)" "v$PULUMI_LANGUAGE_YAML_SDK_VERSION" || return
+  _pulumi_expect "YAML host sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_LANGUAGE_YAML_SDK_VERSION" || return
+  (cd "$mod" && go build \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-yaml/pkg/version.Version=v$PULUMI_LANGUAGE_YAML_VERSION" \
+    -o "$TC_BIN/pulumi-language-yaml" github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml) || return
+  ls -l "$TC_BIN/pulumi-language-yaml"
+}
+
+pulumi_sdkgen_nodejs() {
+  local mod="$here/go/pulumi/sdkgen-nodejs" work="$TC_WORK/pulumi-sdkgen-nodejs"
+  # The CLI hands SDK generation (`pulumi package gen-sdk`, `pulumi package add`) to the language host's
+  # GeneratePackage, which the v3.68.0 Node.js host lacks ("method GeneratePackage not implemented").
+  # main.go of the wrapper calls the CLI's own generator (pkg/v3 codegen/nodejs) on a schema file
+  # instead, so pkg/v3 and sdk/v3 are the CLI's version.
+  _pulumi_expect "sdkgen pkg/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/pkg/v3)" "v$PULUMI_VERSION" || return
+  _pulumi_expect "sdkgen sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_VERSION" || return
+  (cd "$mod" && go build -ldflags "-s -w" -o "$TC_BIN/pulumi-sdkgen-nodejs" .) || return
+  # Check: generate the SDK of a one-component schema and look for its files.
+  rm -rf "$work" && mkdir -p "$work" || return
+  cat >"$work/schema.json" <<'JSON' || return
+{"name": "sdkgencheck", "version": "1.2.3",
+ "language": {"nodejs": {"respectSchemaVersion": true}},
+ "resources": {"sdkgencheck:index:Widget": {"isComponent": true,
+   "inputProperties": {"size": {"type": "integer"}}, "requiredInputs": ["size"],
+   "properties": {"label": {"type": "string"}}, "required": ["label"]}}}
+JSON
+  "$TC_BIN/pulumi-sdkgen-nodejs" "$work/schema.json" "$work/sdk" || return
+  ls -l "$work/sdk"
+  if ! grep -q 'export class Widget extends pulumi.ComponentResource' "$work/sdk/widget.ts" \
+    || ! grep -q '"version": "1.2.3"' "$work/sdk/package.json"; then
+    echo "pulumi-sdkgen-nodejs wrote an unexpected SDK into $work/sdk" >&2
+    return 1
+  fi
+}
+
 pulumi_resource_kubernetes() {
   local mod="$here/go/pulumi-kubernetes" module=github.com/pulumi/pulumi-kubernetes/provider/v4 cmd
   _pulumi_expect "$module" "$(_pulumi_modver "$mod" "$module")" "$PULUMI_KUBERNETES_MODULE_VERSION" || return
@@ -114,6 +167,9 @@ pulumi_resource_random() { _pulumi_bridged random "$PULUMI_RANDOM_VERSION"; }
 
 register pulumi-cli pulumi_cli
 register pulumi-language-python pulumi_language_python
+register pulumi-language-nodejs pulumi_language_nodejs
+register pulumi-language-yaml pulumi_language_yaml
+register pulumi-sdkgen-nodejs pulumi_sdkgen_nodejs
 register pulumi-resource-tls pulumi_resource_tls
 register pulumi-resource-random pulumi_resource_random
 register pulumi-resource-kubernetes pulumi_resource_kubernetes
