@@ -24,13 +24,12 @@ from pulumi.provider.server import ProviderServicer
 from pulumi.runtime import proto, rpc
 from pulumi.runtime.proto import provider_pb2_grpc
 
-from .intermediate_cert import REPLACE_ON, SigningError, renewal_due, sign_intermediate
+from .intermediate_cert import PLUGIN_NAMES, REPLACE_ON, SigningError, _renewal_due, sign_intermediate
 
 #: Threads for the component's registrations (each waits on the engine while its resource is created).
 REGISTRATION_THREADS = 256
 #: The certificate's inputs as the plugin's schema names them; a change of any of them replaces it.
-REPLACE_ON_PLUGIN = ("publicKeyPem", "clusterName", "rootCertPem", "validityDays")
-assert len(REPLACE_ON_PLUGIN) == len(REPLACE_ON)
+REPLACE_ON_PLUGIN = tuple(PLUGIN_NAMES[k] for k in REPLACE_ON)
 
 
 def _plain(props: dict[str, Any]) -> dict[str, Any]:
@@ -59,21 +58,18 @@ def check_inputs(news: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def diff(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
-    """The properties whose change replaces the certificate (``notAfter`` when renewal is due)."""
+    """The properties whose change replaces the certificate (``notAfter`` when renewal is due): the
+    dynamic provider's rules, on the schema's names."""
     changed = [k for k in REPLACE_ON_PLUGIN if olds.get(k) != news.get(k)]
-    if not changed:
-        try:
-            due = renewal_due(
-                olds.get("notAfter"),
-                int(news.get("renewBeforeDays") or 0),
-                int(news["validityDays"]),
-                news["rootCertPem"],
-            )
-        except (KeyError, TypeError, ValueError):  # an input not known yet (preview)
-            due = False
-        if due:
-            changed = ["notAfter"]
+    if not changed and _renewal_due(_snake(olds), _snake(news)):
+        changed = ["notAfter"]
     return changed
+
+
+def _snake(props: dict[str, Any]) -> dict[str, Any]:
+    """Properties under the dynamic provider's (snake_case) names."""
+    snake = {v: k for k, v in PLUGIN_NAMES.items()}
+    return {snake.get(k, k): v for k, v in props.items()}
 
 
 def create(props: dict[str, Any], now: datetime.datetime | None = None) -> tuple[str, dict[str, Any]]:
