@@ -66,38 +66,56 @@ pulumi_language_python() {
   ls -l "$TC_BIN"/pulumi-language-python* "$TC_BIN"/pulumi-resource-pulumi-python 2>/dev/null || true
 }
 
+# _pulumi_language_proxy LANGUAGE HOST_VERSION: install pulumi-language-proxy (wrapper go/pulumi/language-proxy)
+# as $TC_BIN/pulumi-language-LANGUAGE, in front of the host the calling step installed next to it as
+# pulumi-language-LANGUAGE-host, and run its self-check (check/): the host behind it reports HOST_VERSION,
+# what the proxy adds for LANGUAGE works, and the host ends with the proxy.
+_pulumi_language_proxy() {
+  local lang="$1" host_version="$2" mod="$here/go/pulumi/language-proxy" work="$TC_WORK/pulumi-language-proxy"
+  # The proxy answers the calls the older hosts lack with the CLI's own pkg/v3 and sdk/v3.
+  _pulumi_expect "language proxy pkg/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/pkg/v3)" "v$PULUMI_VERSION" || return
+  _pulumi_expect "language proxy sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_VERSION" || return
+  (cd "$mod" && go build -ldflags "-s -w" -o "$TC_BIN/pulumi-language-$lang" .) || return
+  mkdir -p "$work" && (cd "$mod" && go build -o "$work/check" ./check) || return
+  "$work/check" "$lang" "$TC_BIN/pulumi-language-$lang" "$host_version" || return
+  ls -l "$TC_BIN"/pulumi-language-"$lang"*
+}
+
 pulumi_language_nodejs() {
   local mod="$here/go/pulumi/language-nodejs"
   # As for Python: the host's own module (sdk/nodejs/cmd/pulumi-language-nodejs/v3) is not served, so
   # the host package of the newest served sdk/v3 that still contains it is built, as
-  # pulumi-language-nodejs-host, behind the launcher in the wrapper module (main.go). The Node.js side
-  # (`@pulumi/pulumi`, its `cmd/run`) comes from the program's node_modules, as always.
+  # pulumi-language-nodejs-host. In front of it, as pulumi-language-nodejs, the language proxy passes the
+  # host the project's runtime options and answers GeneratePackage and Link, which the host predates
+  # (`pulumi package add`). The Node.js side (`@pulumi/pulumi`, its `cmd/run`) comes from the program's
+  # node_modules, as always.
   _pulumi_expect "language host sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_LANGUAGE_NODEJS_VERSION" || return
   (cd "$mod" && go build \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_LANGUAGE_NODEJS_VERSION" \
     -o "$TC_BIN/pulumi-language-nodejs-host" github.com/pulumi/pulumi/sdk/v3/nodejs/cmd/pulumi-language-nodejs) || return
-  (cd "$mod" && go build -ldflags "-s -w" -o "$TC_BIN/pulumi-language-nodejs" .) || return
-  ls -l "$TC_BIN"/pulumi-language-nodejs*
+  _pulumi_language_proxy nodejs "$PULUMI_LANGUAGE_NODEJS_VERSION"
 }
 
 pulumi_language_yaml() {
   local mod="$here/go/pulumi/language-yaml"
   # pulumi-yaml does not compile against the CLI's pkg/v3; its wrapper pins pkg/v3 and sdk/v3 of its own.
+  # It is installed as pulumi-language-yaml-host, behind the language proxy, which answers Link (the
+  # host predates it; `pulumi package add`).
   _pulumi_expect "github.com/pulumi/pulumi-yaml" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi-yaml)" "v$PULUMI_LANGUAGE_YAML_VERSION" || return
   _pulumi_expect "YAML host pkg/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/pkg/v3)" "v$PULUMI_LANGUAGE_YAML_SDK_VERSION" || return
   _pulumi_expect "YAML host sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_LANGUAGE_YAML_SDK_VERSION" || return
   (cd "$mod" && go build \
     -ldflags "-s -w -X github.com/pulumi/pulumi-yaml/pkg/version.Version=v$PULUMI_LANGUAGE_YAML_VERSION" \
-    -o "$TC_BIN/pulumi-language-yaml" github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml) || return
-  ls -l "$TC_BIN/pulumi-language-yaml"
+    -o "$TC_BIN/pulumi-language-yaml-host" github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml) || return
+  _pulumi_language_proxy yaml "$PULUMI_LANGUAGE_YAML_VERSION"
 }
 
 pulumi_sdkgen_nodejs() {
   local mod="$here/go/pulumi/sdkgen-nodejs" work="$TC_WORK/pulumi-sdkgen-nodejs"
   # The CLI hands SDK generation (`pulumi package gen-sdk`, `pulumi package add`) to the language host's
-  # GeneratePackage, which the v3.68.0 Node.js host lacks ("method GeneratePackage not implemented").
-  # main.go of the wrapper calls the CLI's own generator (pkg/v3 codegen/nodejs) on a schema file
-  # instead, so pkg/v3 and sdk/v3 are the CLI's version.
+  # GeneratePackage, which the v3.68.0 Node.js host lacks; the language proxy in front of it answers with
+  # the CLI's own generator (pkg/v3 codegen/nodejs). main.go of this wrapper calls the same generator on a
+  # schema file, without the CLI, so pkg/v3 and sdk/v3 are the CLI's version.
   _pulumi_expect "sdkgen pkg/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/pkg/v3)" "v$PULUMI_VERSION" || return
   _pulumi_expect "sdkgen sdk/v3" "$(_pulumi_modver "$mod" github.com/pulumi/pulumi/sdk/v3)" "v$PULUMI_VERSION" || return
   (cd "$mod" && go build -ldflags "-s -w" -o "$TC_BIN/pulumi-sdkgen-nodejs" .) || return

@@ -1,7 +1,7 @@
 // Wrapper module: the Node.js language host (package nodejs/cmd/pulumi-language-nodejs of
-// github.com/pulumi/pulumi/sdk/v3, the newest served release that still contains it) and main.go, a
-// launcher that passes it the project's runtime options. Keep it with `go get`, not `go mod tidy`:
-// tidy would drop sdk/v3, which no file of this module imports.
+// github.com/pulumi/pulumi/sdk/v3, the newest served release that still contains it), installed as
+// pulumi-language-nodejs-host behind the language proxy (../language-proxy). Keep it with `go get`, not
+// `go mod tidy`: tidy would drop sdk/v3, which no file of this module imports.
 module istio-mesh.local/toolchain/pulumi/language-nodejs
 
 go 1.26.0

@@ -4,8 +4,8 @@
 //
 // The Pulumi CLI delegates SDK generation (`pulumi package gen-sdk`, `pulumi package add`) to the
 // language host's GeneratePackage call, which the Node.js language host of this toolchain (sdk/v3
-// v3.68.0) predates. This command does the host's part with the code generator of the CLI's own
-// pkg/v3: it binds the schema as the CLI does (dangling references allowed), generates the package
+// v3.68.0) predates; the language proxy in front of that host (../language-proxy) answers it with the
+// code generator of the CLI's own pkg/v3. This command does the same without the CLI: it binds the schema as the CLI does (dangling references allowed), generates the package
 // with codegen/nodejs and writes the files into OUTDIR, so OUTDIR holds what
 // `pulumi package gen-sdk SCHEMA --language nodejs --out DIR` writes to DIR/nodejs. (The CLI binds the
 // schema, sends it to the host as JSON and the host binds it again; binding once gave the same files
