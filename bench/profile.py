@@ -116,6 +116,8 @@ class Timeline:
     program_start: float
     calls: dict[tuple[str, str], list[float]]
     constructs: list[tuple[str, float, float]]
+    #: When the engine asked the language host for the program's plugins, and when it had the answer.
+    plugins: tuple[float, float] = (0.0, 0.0)
 
 
 def _when(stamp: str) -> datetime.datetime:
@@ -132,6 +134,7 @@ def parse_log(path: Path) -> Timeline:
     constructs = []
     first = last = None
     program_start = 0.0
+    plugins_asked = plugins_known = 0.0
     for line in path.read_text(errors="replace").splitlines():
         if not line.startswith("{"):
             continue
@@ -145,6 +148,10 @@ def parse_log(path: Path) -> Timeline:
         msg = rec.get("msg", "")
         if not program_start and msg.startswith("langhost[python].Run("):
             program_start = (t - first).total_seconds()
+        if not plugins_asked and msg.startswith("gatherPackagesFromProgram(): gathering plugins"):
+            plugins_asked = (t - first).total_seconds()
+        if not plugins_known and msg.startswith("langhost[python].GetRequiredPlugins(") and " success" in msg:
+            plugins_known = (t - first).total_seconds()
         m = CALL.match(msg)
         if not m:
             continue
@@ -168,7 +175,35 @@ def parse_log(path: Path) -> Timeline:
                 kind = arg.split("::")[-2].split("$")[-1].removeprefix("kubernetes:") if "::" in arg else arg
             calls[(op, kind)].append(took)
     wall = (last - first).total_seconds() if first and last else 0.0
-    return Timeline(wall, program_start, calls, constructs)
+    return Timeline(wall, program_start, calls, constructs, (plugins_asked, plugins_known))
+
+
+def phase_table(tl: Timeline) -> list[str]:
+    """The run's wall time cut where the critical path changes hands (from the engine's log)."""
+    if not tl.constructs or not tl.program_start:
+        return []
+    first_chart = min(start for _, start, _ in tl.constructs)
+    base_done = max(
+        (start + took for name, start, took in tl.constructs if name.endswith("-base")), default=first_chart
+    )
+    charts_done = max(start + took for _, start, took in tl.constructs)
+    asked, known = tl.plugins
+    marks = [
+        ("CLI start-up: backend, stack state and secrets, the language host's runtime metadata", asked or 0.0),
+        ("the language host lists the program's plugins (Python host: `pip list`)", known or asked),
+        ("the engine starts the program", tl.program_start),
+        ("the program: imports, config, first resources, up to the first Helm chart", first_chart),
+        ("Istio's `base` charts: render, then check and diff (or create) each CRD", base_done),
+        ("the `istiod` and gateway charts and the rest of the resources", charts_done),
+        ("the last resources, outputs, summary", tl.wall),
+    ]
+    rows = ["| phase (critical path) | from s | to s | takes s |", "|---|---:|---:|---:|"]
+    at = 0.0
+    for label, until in marks:
+        until = max(until, at)
+        rows.append(f"| {label} | {at:.1f} | {until:.1f} | {until - at:.1f} |")
+        at = until
+    return rows
 
 
 def cpu_table(title: str, samples: Iterable[tuple[str, Sample]]) -> list[str]:
@@ -252,11 +287,15 @@ def main() -> int:
         f"No-op `preview`, engine log (-v=7, its wall {tl_preview.wall:.1f} s; program started at"
         f" {tl_preview.program_start:.1f} s):",
         "",
+        *phase_table(tl_preview),
+        "",
         *call_table(tl_preview),
         "",
         *chart_table(tl_preview),
         "",
         f"`up` from empty, engine log (its wall {tl_up.wall:.1f} s; program started at {tl_up.program_start:.1f} s):",
+        "",
+        *phase_table(tl_up),
         "",
         *call_table(tl_up),
         "",

@@ -220,6 +220,8 @@ def test_istiod_values_carry_mesh_id_cluster_name_and_network(mesh_settings: Any
         base = rec.one(CHART, name_contains=f"mesh-{cluster}-base")
         assert base.inputs["chart"] == "base"
         assert rec.provider_of(istiod) == rec.provider_of(base) == f"k8s-{cluster}"
+        # istiod's Service waits for its address only; istiod's readiness is its Deployment's await.
+        assert istiod.inputs["values"]["serviceAnnotations"] == {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"}
 
 
 def test_charts_come_from_a_local_directory_when_configured(mesh_settings: Any, tmp_path: Any) -> None:
@@ -344,11 +346,30 @@ def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
     clusters[0]["eastWestGateway"] = {"serviceType": "LoadBalancer", "loadBalancerTimeoutSeconds": 300}
     rec = _build(parse_settings({"meshId": "mesh1", "clusters": clusters}))
     chart = rec.one(CHART, name_contains="mesh-cluster1-eastwest")
-    # Pulumi's Service await waits for status.loadBalancer.ingress, at most this long.
-    assert chart.inputs["values"]["service"]["annotations"] == {"pulumi.com/timeoutSeconds": "300"}
+    # The Service's create waits for status.loadBalancer.ingress, at most this long (and not, as Pulumi's
+    # default Service await does, for its endpoints to stay unchanged for 10 s: the Deployment's await
+    # covers the pods).
+    assert chart.inputs["values"]["service"]["annotations"] == {
+        "pulumi.com/waitFor": "jsonpath={.status.loadBalancer.ingress[0]}",
+        "pulumi.com/timeoutSeconds": "300",
+    }
     assert "externalIPs" not in _service_transform_result(rec, chart, {"spec": {}})["spec"]
     # The mocks render no chart objects, so there is no Service to take an address from.
     assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] == ""
+
+
+def test_a_cluster_ip_or_node_port_gateway_waits_only_for_its_address(kubeconfigs: Any) -> None:
+    from stack_config import parse_settings
+
+    for service_type in ("ClusterIP", "NodePort"):
+        clusters = kubeconfigs(2)
+        clusters[0]["eastWestGateway"] = {"serviceType": service_type}
+        rec = _build(parse_settings({"meshId": "mesh1", "clusters": clusters}))
+        chart = rec.one(CHART, name_contains="mesh-cluster1-eastwest")
+        assert chart.inputs["values"]["service"] == {
+            "type": service_type,
+            "annotations": {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"},
+        }
 
 
 def test_load_balancer_address_comes_from_the_charts_service() -> None:
@@ -637,7 +658,13 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
     for svc in services:
         local = rec.provider_of(svc) in ("k8s-cluster1", "k8s-cluster2")
         annotations = svc.inputs["metadata"].get("annotations") or {}
-        assert (annotations.get("pulumi.com/skipAwait") == "true") is (not local)
+        # Without local endpoints nothing is awaited; with them, only the Service's address (the
+        # Deployment's await covers the pods, without the provider's 10 s wait for endpoints to settle).
+        assert annotations == (
+            {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"} if local else {"pulumi.com/skipAwait": "true"}
+        )
+    for svc in [r for r in rec.of_type("kubernetes:core/v1:Service") if r.k8s_name == "sample/sleep"]:
+        assert svc.inputs["metadata"]["annotations"] == {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"}
     for ns in [r for r in rec.of_type(NAMESPACE) if r.k8s_name == "sample"]:
         assert ns.inputs["metadata"]["labels"] == {"istio-injection": "enabled"}
         cluster = rec.provider_of(ns).removeprefix("k8s-")

@@ -8,7 +8,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from .cluster_ca import ClusterCA, ClusterCAArgs
-from .constants import CACERTS_UID_ANNOTATION, ISTIO_NAMESPACE, ISTIOD_DEPLOYMENT, NETWORK_LABEL, PACKAGE
+from .constants import (
+    CACERTS_UID_ANNOTATION,
+    ISTIO_NAMESPACE,
+    ISTIOD_DEPLOYMENT,
+    NETWORK_LABEL,
+    PACKAGE,
+    SERVICE_ADDRESS_WAIT,
+    WAIT_FOR_ANNOTATION,
+)
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
 from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, SIGNER_DYNAMIC
 from .options import ExternalIntermediate, IstioSettings
@@ -66,6 +74,8 @@ def istiod_values(args: IstioControlPlaneArgs) -> dict[str, object]:
             "network": args.network,
             "istioNamespace": ISTIO_NAMESPACE,
         },
+        # istiod's readiness is its Deployment's (the chart completes when istiod's pods are ready).
+        "serviceAnnotations": {WAIT_FOR_ANNOTATION: SERVICE_ADDRESS_WAIT},
     }
 
 

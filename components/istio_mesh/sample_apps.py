@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .constants import PACKAGE, SKIP_AWAIT_ANNOTATION
+from .constants import PACKAGE, SERVICE_ADDRESS_WAIT, SKIP_AWAIT_ANNOTATION, WAIT_FOR_ANNOTATION
 
 HELLOWORLD_PORT = 5000
 
@@ -50,7 +50,10 @@ class SampleApps(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         ns_name = ns.metadata.name
-        svc_annotations = {} if args.helloworld_versions else {SKIP_AWAIT_ANNOTATION: "true"}
+        # The Deployments' awaits establish that the pods are ready; the Services need only an address.
+        svc_annotations = (
+            {WAIT_FOR_ANNOTATION: SERVICE_ADDRESS_WAIT} if args.helloworld_versions else {SKIP_AWAIT_ANNOTATION: "true"}
+        )
         k8s.core.v1.Service(
             f"{name}-helloworld",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -93,7 +96,12 @@ class SampleApps(pulumi.ComponentResource):
         )
         k8s.core.v1.Service(
             f"{name}-sleep",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="sleep", namespace=ns_name, labels=_labels("sleep")),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="sleep",
+                namespace=ns_name,
+                labels=_labels("sleep"),
+                annotations={WAIT_FOR_ANNOTATION: SERVICE_ADDRESS_WAIT},
+            ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=_labels("sleep"), ports=[k8s.core.v1.ServicePortArgs(name="http", port=80)]
             ),

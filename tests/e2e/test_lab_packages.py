@@ -4,14 +4,16 @@
 builds it, ``verify`` passes on what it built, a no-op preview is quiet, its state keeps every
 credential encrypted, and ``destroy`` removes every object.
 
-Tests run in file order and share one lab; the YAML tests share one stack (each example is copied to a
-scratch directory, its package path made absolute, its config set from the lab's kubeconfigs).
+Tests run in file order and share one lab; the YAML tests share one stack (the example copied to a scratch
+directory and given the package by ``pulumi package add`` of the plugin's executable, its config set from the
+lab's kubeconfigs; the TypeScript example keeps its own entry, the plugin's directory, made absolute).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -43,14 +45,28 @@ def lab(tc_env: dict[str, str]) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example as it is in the repository, but for its package path: absolute in the copy."""
+def project(tc_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example as a user gets it with the package manager: its Pulumi.yaml without the ``packages:``
+    entry, then ``pulumi package add`` of the plugin's executable, which records ``istiomesh@<version>``
+    (the engine then finds the plugin on PATH: the stack's environment puts components/plugin there).
+    The example's own entry (the plugin's directory, which this CLI cannot add) is what the TypeScript
+    preview uses."""
     doc = yaml.safe_load((EXAMPLE / "Pulumi.yaml").read_text())
-    assert doc["packages"]["istiomesh"] == "../../components/plugin"
-    assert (EXAMPLE / doc["packages"]["istiomesh"]).resolve() == PLUGIN_DIR
-    doc["packages"]["istiomesh"] = str(PLUGIN_DIR)
+    assert doc.pop("packages") == {"istiomesh": "../../components/plugin"}
+    assert (EXAMPLE / "../../components/plugin").resolve() == PLUGIN_DIR
     project = tmp_path_factory.mktemp("yaml-example")
     (project / "Pulumi.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    # The command needs no backend; a scratch one keeps it off the caller's.
+    env = {**tc_env, "PULUMI_BACKEND_URL": f"file://{tmp_path_factory.mktemp('package-add-state')}"}
+    run(
+        ["pulumi", "package", "add", str(PLUGIN_DIR / "pulumi-resource-istiomesh"), "--non-interactive"],
+        env,
+        cwd=project,
+    )
+    added = yaml.safe_load((project / "Pulumi.yaml").read_text())
+    version = json.loads((ROOT / "components" / "istio_mesh" / "schema.json").read_text())["version"]
+    assert added.pop("packages") == {"istiomesh": f"istiomesh@{version}"}
+    assert added == doc  # the command changed nothing else
     return project
 
 
@@ -74,7 +90,8 @@ def _configure(stack: Stack, tc_env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab, project: Path, tc_env: dict[str, str], e2e_backend: Path) -> Iterator[Stack]:
-    s = Stack("lab", tc_env, e2e_backend / "yaml", project=project)
+    env = {**tc_env, "PATH": f"{PLUGIN_DIR}{os.pathsep}{tc_env['PATH']}"}
+    s = Stack("lab", env, e2e_backend / "yaml", project=project)
     s.init()
     _configure(s, tc_env)
     yield s
@@ -115,8 +132,8 @@ def test_the_engine_gets_the_checked_in_schema_from_the_plugin(stack: Stack) -> 
 def test_the_typescript_example_previews_the_mesh_on_the_lab(
     lab: Lab, tc_env: dict[str, str], e2e_backend: Path, tmp_path: Path
 ) -> None:
-    """examples/typescript with the SDK `pulumi package add` would generate (here by the toolchain's
-    pulumi-sdkgen-nodejs: the Node.js host that can be built predates SDK generation) and @pulumi/pulumi
+    """examples/typescript with the SDK `pulumi package add` generates (here written by the toolchain's
+    pulumi-sdkgen-nodejs: test_package_add.py shows the command writes the same files) and @pulumi/pulumi
     from npm: `pulumi preview` on the empty lab plans the mesh through the plugin."""
     project = tmp_path / "typescript"
     project.mkdir()
