@@ -220,8 +220,19 @@ def test_istiod_values_carry_mesh_id_cluster_name_and_network(mesh_settings: Any
         base = rec.one(CHART, name_contains=f"mesh-{cluster}-base")
         assert base.inputs["chart"] == "base"
         assert rec.provider_of(istiod) == rec.provider_of(base) == f"k8s-{cluster}"
-        # istiod's Service waits for its address only; istiod's readiness is its Deployment's await.
-        assert istiod.inputs["values"]["serviceAnnotations"] == {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"}
+        # istiod's Service waits for its address only; istiod's readiness is its Deployment's await. Set on
+        # the rendered Service, not through the chart's values: those are copied into the `values`
+        # ConfigMap, which a new value would replace in every existing stack.
+        assert "serviceAnnotations" not in istiod.inputs["values"]
+        svc = rec.rendered(
+            istiod, "kubernetes:core/v1:Service", {"metadata": {"labels": {"app": "istiod"}}}, name="istiod"
+        )
+        assert svc.props["metadata"]["annotations"]["pulumi.com/waitFor"] == "jsonpath={.spec.clusterIP}"
+        assert svc.props["metadata"]["labels"] == {"app": "istiod"}
+        # An object that says how it is awaited keeps it.
+        own = {"metadata": {"annotations": {"pulumi.com/skipAwait": "true"}}}
+        kept = rec.rendered(istiod, "kubernetes:core/v1:Service", own, name="other")
+        assert "pulumi.com/waitFor" not in kept.props["metadata"]["annotations"]
 
 
 def test_charts_come_from_a_local_directory_when_configured(mesh_settings: Any, tmp_path: Any) -> None:
@@ -354,6 +365,10 @@ def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
         "pulumi.com/timeoutSeconds": "300",
     }
     assert "externalIPs" not in _service_transform_result(rec, chart, {"spec": {}})["spec"]
+    # No transform above the chart replaces the load balancer's wait with the cluster-IP one.
+    rendered = {"metadata": {"annotations": dict(chart.inputs["values"]["service"]["annotations"])}, "spec": {}}
+    annotations = _service_transform_result(rec, chart, rendered)["metadata"]["annotations"]
+    assert annotations["pulumi.com/waitFor"] == "jsonpath={.status.loadBalancer.ingress[0]}"
     # The mocks render no chart objects, so there is no Service to take an address from.
     assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] == ""
 

@@ -89,6 +89,7 @@ DEFAULT_HUB = "docker.io/istio"
 SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
 WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
+SERVICE_TYPE = "kubernetes:core/v1:Service"
 #: What a Service's create waits for, instead of the provider's default: that default watches the
 #: Service's endpoints and, after every change to them, waits 10 s for them to "settle", so every
 #: Service cost at least 10 s, and istiod's and the east-west gateway's were on the critical path of

@@ -18,6 +18,7 @@ from .constants import (
     LOAD_BALANCER_WAIT,
     PACKAGE,
     SERVICE_ADDRESS_WAIT,
+    SERVICE_TYPE,
     SKIP_AWAIT_ANNOTATION,
     TIMEOUT_ANNOTATION,
     WAIT_FOR_ANNOTATION,
@@ -25,8 +26,6 @@ from .constants import (
 from .istio_control_plane import chart_args
 from .options import GatewaySettings, IstioSettings
 from .transforms import single_transform
-
-SERVICE_TYPE = "kubernetes:core/v1:Service"
 
 
 @dataclass(frozen=True)

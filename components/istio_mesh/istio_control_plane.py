@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -15,6 +16,8 @@ from .constants import (
     NETWORK_LABEL,
     PACKAGE,
     SERVICE_ADDRESS_WAIT,
+    SERVICE_TYPE,
+    SKIP_AWAIT_ANNOTATION,
     WAIT_FOR_ANNOTATION,
 )
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
@@ -74,9 +77,29 @@ def istiod_values(args: IstioControlPlaneArgs) -> dict[str, object]:
             "network": args.network,
             "istioNamespace": ISTIO_NAMESPACE,
         },
-        # istiod's readiness is its Deployment's (the chart completes when istiod's pods are ready).
-        "serviceAnnotations": {WAIT_FOR_ANNOTATION: SERVICE_ADDRESS_WAIT},
     }
+
+
+def services_wait_for_their_address(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """Gives the control plane's Services (istiod's) the ``waitFor`` that replaces Pulumi's Service await.
+
+    istiod's readiness is its Deployment's (the chart completes when istiod's pods are ready); the
+    Service needs only its address (``SERVICE_ADDRESS_WAIT``). Set on the rendered object rather than
+    through the chart's ``serviceAnnotations`` value: the chart copies its values into the ``values``
+    ConfigMap, whose data Pulumi treats as immutable, so a new value would replace that ConfigMap in
+    every existing stack.
+    """
+    if args.type_ != SERVICE_TYPE:
+        return None
+    props: dict[str, Any] = dict(args.props)
+    metadata = dict(props.get("metadata") or {})
+    annotations = dict(metadata.get("annotations") or {})
+    if WAIT_FOR_ANNOTATION in annotations or SKIP_AWAIT_ANNOTATION in annotations:
+        return None  # the object says how it is awaited (e.g. a gateway's load balancer)
+    annotations[WAIT_FOR_ANNOTATION] = SERVICE_ADDRESS_WAIT
+    metadata["annotations"] = annotations
+    props["metadata"] = metadata
+    return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 
 
 class IstioControlPlane(pulumi.ComponentResource):
@@ -105,7 +128,9 @@ class IstioControlPlane(pulumi.ComponentResource):
     def __init__(self, name: str, args: IstioControlPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # The drift rule (webhooks) and, unless the CRDs are kept, the CRD delete rule reach the charts'
         # objects through this component: one engine callback per object with the inherited ones.
-        own = [ignore_istiod_managed_fields] + ([] if args.istio.keep_crds else [delete_crds_on_destroy])
+        own = [ignore_istiod_managed_fields, services_wait_for_their_address] + (
+            [] if args.istio.keep_crds else [delete_crds_on_destroy]
+        )
         super().__init__(f"{PACKAGE}:index:IstioControlPlane", name, None, single_transform(opts, *own))
         child = pulumi.ResourceOptions(parent=self)
 
