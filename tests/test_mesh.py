@@ -220,19 +220,20 @@ def test_istiod_values_carry_mesh_id_cluster_name_and_network(mesh_settings: Any
         base = rec.one(CHART, name_contains=f"mesh-{cluster}-base")
         assert base.inputs["chart"] == "base"
         assert rec.provider_of(istiod) == rec.provider_of(base) == f"k8s-{cluster}"
-        # istiod's Service waits for its address only; istiod's readiness is its Deployment's await. Set on
-        # the rendered Service, not through the chart's values: those are copied into the `values`
-        # ConfigMap, which a new value would replace in every existing stack.
+        # istiod's Service is not awaited (its Deployment is: the chart completes when istiod's pods are
+        # ready). Set on the rendered Service, not through the chart's values: those are copied into the
+        # `values` ConfigMap, which a new value would replace in every existing stack.
         assert "serviceAnnotations" not in istiod.inputs["values"]
         svc = rec.rendered(
             istiod, "kubernetes:core/v1:Service", {"metadata": {"labels": {"app": "istiod"}}}, name="istiod"
         )
-        assert svc.props["metadata"]["annotations"]["pulumi.com/waitFor"] == "jsonpath={.spec.clusterIP}"
+        assert svc.props["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
         assert svc.props["metadata"]["labels"] == {"app": "istiod"}
         # An object that says how it is awaited keeps it.
-        own = {"metadata": {"annotations": {"pulumi.com/skipAwait": "true"}}}
+        own = {"metadata": {"annotations": {"pulumi.com/timeoutSeconds": "60"}}}
         kept = rec.rendered(istiod, "kubernetes:core/v1:Service", own, name="other")
-        assert "pulumi.com/waitFor" not in kept.props["metadata"]["annotations"]
+        assert kept.props["metadata"]["annotations"]["pulumi.com/timeoutSeconds"] == "60"
+        assert "pulumi.com/skipAwait" not in kept.props["metadata"]["annotations"]
 
 
 def test_charts_come_from_a_local_directory_when_configured(mesh_settings: Any, tmp_path: Any) -> None:
@@ -357,23 +358,18 @@ def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:
     clusters[0]["eastWestGateway"] = {"serviceType": "LoadBalancer", "loadBalancerTimeoutSeconds": 300}
     rec = _build(parse_settings({"meshId": "mesh1", "clusters": clusters}))
     chart = rec.one(CHART, name_contains="mesh-cluster1-eastwest")
-    # The Service's create waits for status.loadBalancer.ingress, at most this long (and not, as Pulumi's
-    # default Service await does, for its endpoints to stay unchanged for 10 s: the Deployment's await
-    # covers the pods).
-    assert chart.inputs["values"]["service"]["annotations"] == {
-        "pulumi.com/waitFor": "jsonpath={.status.loadBalancer.ingress[0]}",
-        "pulumi.com/timeoutSeconds": "300",
-    }
+    # Pulumi's Service await waits for status.loadBalancer.ingress, at most this long.
+    assert chart.inputs["values"]["service"]["annotations"] == {"pulumi.com/timeoutSeconds": "300"}
     assert "externalIPs" not in _service_transform_result(rec, chart, {"spec": {}})["spec"]
-    # No transform above the chart replaces the load balancer's wait with the cluster-IP one.
+    # No transform above the chart skips the load balancer's await.
     rendered = {"metadata": {"annotations": dict(chart.inputs["values"]["service"]["annotations"])}, "spec": {}}
     annotations = _service_transform_result(rec, chart, rendered)["metadata"]["annotations"]
-    assert annotations["pulumi.com/waitFor"] == "jsonpath={.status.loadBalancer.ingress[0]}"
+    assert annotations["pulumi.com/timeoutSeconds"] == "300" and "pulumi.com/skipAwait" not in annotations
     # The mocks render no chart objects, so there is no Service to take an address from.
     assert rec.outputs["clusters"]["cluster1"]["eastWestGatewayAddress"] == ""
 
 
-def test_a_cluster_ip_or_node_port_gateway_waits_only_for_its_address(kubeconfigs: Any) -> None:
+def test_a_cluster_ip_or_node_port_gateway_is_not_awaited(kubeconfigs: Any) -> None:
     from stack_config import parse_settings
 
     for service_type in ("ClusterIP", "NodePort"):
@@ -383,7 +379,7 @@ def test_a_cluster_ip_or_node_port_gateway_waits_only_for_its_address(kubeconfig
         chart = rec.one(CHART, name_contains="mesh-cluster1-eastwest")
         assert chart.inputs["values"]["service"] == {
             "type": service_type,
-            "annotations": {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"},
+            "annotations": {"pulumi.com/skipAwait": "true"},
         }
 
 
@@ -671,15 +667,12 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
     services = [r for r in rec.of_type("kubernetes:core/v1:Service") if r.k8s_name == "sample/helloworld"]
     assert len(services) == 3  # the name resolves in every cluster
     for svc in services:
-        local = rec.provider_of(svc) in ("k8s-cluster1", "k8s-cluster2")
         annotations = svc.inputs["metadata"].get("annotations") or {}
-        # Without local endpoints nothing is awaited; with them, only the Service's address (the
-        # Deployment's await covers the pods, without the provider's 10 s wait for endpoints to settle).
-        assert annotations == (
-            {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"} if local else {"pulumi.com/skipAwait": "true"}
-        )
+        # Not awaited: the Deployments' awaits cover the pods (and without a local version the endpoints
+        # are only in other clusters).
+        assert annotations == {"pulumi.com/skipAwait": "true"}
     for svc in [r for r in rec.of_type("kubernetes:core/v1:Service") if r.k8s_name == "sample/sleep"]:
-        assert svc.inputs["metadata"]["annotations"] == {"pulumi.com/waitFor": "jsonpath={.spec.clusterIP}"}
+        assert svc.inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
     for ns in [r for r in rec.of_type(NAMESPACE) if r.k8s_name == "sample"]:
         assert ns.inputs["metadata"]["labels"] == {"istio-injection": "enabled"}
         cluster = rec.provider_of(ns).removeprefix("k8s-")

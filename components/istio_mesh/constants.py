@@ -88,17 +88,16 @@ DEFAULT_HUB = "docker.io/istio"
 #: Pulumi kubernetes annotations understood by the provider's await logic.
 SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
-WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
 SERVICE_TYPE = "kubernetes:core/v1:Service"
-#: What a Service's create waits for, instead of the provider's default: that default watches the
-#: Service's endpoints and, after every change to them, waits 10 s for them to "settle", so every
-#: Service cost at least 10 s, and istiod's and the east-west gateway's were on the critical path of
-#: ``up`` (the charts run one after another). Whether the pods behind a Service are ready is what the
-#: Deployment's own await establishes (istiod's chart finishes only when its pods are ready); the
-#: Service only needs its address. With ``waitFor`` the provider checks this condition instead.
-SERVICE_ADDRESS_WAIT = "jsonpath={.spec.clusterIP}"
-#: A LoadBalancer Service waits until the load balancer has given it an address (its ingress).
-LOAD_BALANCER_WAIT = "jsonpath={.status.loadBalancer.ingress[0]}"
+#: Services whose address is not a load balancer's are not awaited (``SKIP_AWAIT_ANNOTATION``): Pulumi's
+#: Service await watches the endpoints and, after every change to them, waits 10 s for them to "settle",
+#: so every Service cost at least 10 s, and istiod's was on the critical path of ``up`` (the gateway
+#: chart waits for istiod's). That the pods behind a Service are ready is what the Deployment's own await
+#: establishes (istiod's chart completes only when istiod's pods are ready). ``pulumi.com/waitFor`` (a
+#: condition instead of that await) was tried and is not used: on an update it can return the Service as
+#: it was before the update (the provider's watch cache; Services have no ``metadata.generation`` to tell
+#: the two apart), and the next preview shows the change again. A skipped await returns the object the
+#: update produced.
 
 #: Annotation this program puts on every Kubernetes object it creates: ``<project>/<stack>/<logical
 #: name>`` of the resource that created it. The create guard lets a create proceed over an existing

@@ -15,13 +15,10 @@ from .constants import (
     EASTWEST_RELEASE,
     EASTWEST_SELECTOR,
     ISTIO_NAMESPACE,
-    LOAD_BALANCER_WAIT,
     PACKAGE,
-    SERVICE_ADDRESS_WAIT,
     SERVICE_TYPE,
     SKIP_AWAIT_ANNOTATION,
     TIMEOUT_ANNOTATION,
-    WAIT_FOR_ANNOTATION,
 )
 from .istio_control_plane import chart_args
 from .options import GatewaySettings, IstioSettings
@@ -54,10 +51,11 @@ def gateway_values(args: EastWestGatewayArgs) -> dict[str, object]:
             # Pulumi's Service await would otherwise wait for status.loadBalancer.ingress forever.
             annotations[SKIP_AWAIT_ANNOTATION] = "true"
         else:
-            annotations[WAIT_FOR_ANNOTATION] = LOAD_BALANCER_WAIT
+            # Pulumi's Service await: the load balancer's address (the stack exports it), at most this long.
             annotations[TIMEOUT_ANNOTATION] = str(args.gateway.load_balancer_timeout_seconds)
     else:
-        annotations[WAIT_FOR_ANNOTATION] = SERVICE_ADDRESS_WAIT
+        # The address is the cluster IP or the nodes'; the Deployment's await covers the pods.
+        annotations[SKIP_AWAIT_ANNOTATION] = "true"
     return {
         "networkGateway": args.network,
         "service": {"type": args.gateway.service_type, "annotations": annotations},

@@ -15,10 +15,9 @@ from .constants import (
     ISTIOD_DEPLOYMENT,
     NETWORK_LABEL,
     PACKAGE,
-    SERVICE_ADDRESS_WAIT,
     SERVICE_TYPE,
     SKIP_AWAIT_ANNOTATION,
-    WAIT_FOR_ANNOTATION,
+    TIMEOUT_ANNOTATION,
 )
 from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
 from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, SIGNER_DYNAMIC
@@ -80,23 +79,21 @@ def istiod_values(args: IstioControlPlaneArgs) -> dict[str, object]:
     }
 
 
-def services_wait_for_their_address(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
-    """Gives the control plane's Services (istiod's) the ``waitFor`` that replaces Pulumi's Service await.
+def services_are_not_awaited(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """Skips Pulumi's Service await for the control plane's Services (istiod's): see ``SERVICE_TYPE``.
 
-    istiod's readiness is its Deployment's (the chart completes when istiod's pods are ready); the
-    Service needs only its address (``SERVICE_ADDRESS_WAIT``). Set on the rendered object rather than
-    through the chart's ``serviceAnnotations`` value: the chart copies its values into the ``values``
-    ConfigMap, whose data Pulumi treats as immutable, so a new value would replace that ConfigMap in
-    every existing stack.
+    Set on the rendered object rather than through the chart's ``serviceAnnotations`` value: the chart
+    copies its values into the ``values`` ConfigMap, whose data Pulumi treats as immutable, so a new
+    value would replace that ConfigMap in every existing stack.
     """
     if args.type_ != SERVICE_TYPE:
         return None
     props: dict[str, Any] = dict(args.props)
     metadata = dict(props.get("metadata") or {})
     annotations = dict(metadata.get("annotations") or {})
-    if WAIT_FOR_ANNOTATION in annotations or SKIP_AWAIT_ANNOTATION in annotations:
+    if SKIP_AWAIT_ANNOTATION in annotations or TIMEOUT_ANNOTATION in annotations:
         return None  # the object says how it is awaited (e.g. a gateway's load balancer)
-    annotations[WAIT_FOR_ANNOTATION] = SERVICE_ADDRESS_WAIT
+    annotations[SKIP_AWAIT_ANNOTATION] = "true"
     metadata["annotations"] = annotations
     props["metadata"] = metadata
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
@@ -128,7 +125,7 @@ class IstioControlPlane(pulumi.ComponentResource):
     def __init__(self, name: str, args: IstioControlPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # The drift rule (webhooks) and, unless the CRDs are kept, the CRD delete rule reach the charts'
         # objects through this component: one engine callback per object with the inherited ones.
-        own = [ignore_istiod_managed_fields, services_wait_for_their_address] + (
+        own = [ignore_istiod_managed_fields, services_are_not_awaited] + (
             [] if args.istio.keep_crds else [delete_crds_on_destroy]
         )
         super().__init__(f"{PACKAGE}:index:IstioControlPlane", name, None, single_transform(opts, *own))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .constants import PACKAGE, SERVICE_ADDRESS_WAIT, SKIP_AWAIT_ANNOTATION, WAIT_FOR_ANNOTATION
+from .constants import PACKAGE, SKIP_AWAIT_ANNOTATION
 
 HELLOWORLD_PORT = 5000
 
@@ -34,8 +34,8 @@ class SampleApps(pulumi.ComponentResource):
     """An injection-enabled namespace with the ``helloworld`` Service (in every cluster, so the name
     resolves everywhere), this cluster's helloworld versions, and ``sleep`` to send requests from.
 
-    Where no helloworld version runs locally, the Service's endpoints live only in other clusters, so
-    Pulumi does not wait for local endpoints.
+    The Services are not awaited (the Deployments are): where no helloworld version runs locally, the
+    Service's endpoints live only in other clusters.
     """
 
     namespace: pulumi.Output[str]
@@ -50,10 +50,9 @@ class SampleApps(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         ns_name = ns.metadata.name
-        # The Deployments' awaits establish that the pods are ready; the Services need only an address.
-        svc_annotations = (
-            {WAIT_FOR_ANNOTATION: SERVICE_ADDRESS_WAIT} if args.helloworld_versions else {SKIP_AWAIT_ANNOTATION: "true"}
-        )
+        # Not awaited (see constants.SERVICE_TYPE): the Deployments' awaits establish that the pods are
+        # ready, and where no version runs here the endpoints live only in other clusters.
+        svc_annotations = {SKIP_AWAIT_ANNOTATION: "true"}
         k8s.core.v1.Service(
             f"{name}-helloworld",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -100,7 +99,7 @@ class SampleApps(pulumi.ComponentResource):
                 name="sleep",
                 namespace=ns_name,
                 labels=_labels("sleep"),
-                annotations={WAIT_FOR_ANNOTATION: SERVICE_ADDRESS_WAIT},
+                annotations={SKIP_AWAIT_ANNOTATION: "true"},
             ),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=_labels("sleep"), ports=[k8s.core.v1.ServicePortArgs(name="http", port=80)]
