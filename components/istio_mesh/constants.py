@@ -86,9 +86,7 @@ DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
 DEFAULT_HUB = "docker.io/istio"
 
 #: Pulumi kubernetes annotations understood by the provider's await logic.
-SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
-TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
-SERVICE_TYPE = "kubernetes:core/v1:Service"
+#:
 #: Services whose address is not a load balancer's are not awaited (``SKIP_AWAIT_ANNOTATION``): Pulumi's
 #: Service await watches the endpoints and, after every change to them, waits 10 s for them to "settle",
 #: so every Service cost at least 10 s, and istiod's was on the critical path of ``up`` (the gateway
@@ -98,6 +96,9 @@ SERVICE_TYPE = "kubernetes:core/v1:Service"
 #: it was before the update (the provider's watch cache; Services have no ``metadata.generation`` to tell
 #: the two apart), and the next preview shows the change again. A skipped await returns the object the
 #: update produced.
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+SERVICE_TYPE = "kubernetes:core/v1:Service"
 
 #: Annotation this program puts on every Kubernetes object it creates: ``<project>/<stack>/<logical
 #: name>`` of the resource that created it. The create guard lets a create proceed over an existing

@@ -80,7 +80,7 @@ def istiod_values(args: IstioControlPlaneArgs) -> dict[str, object]:
 
 
 def services_are_not_awaited(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
-    """Skips Pulumi's Service await for the control plane's Services (istiod's): see ``SERVICE_TYPE``.
+    """Skips Pulumi's Service await for the control plane's Services (istiod's): see ``SKIP_AWAIT_ANNOTATION``.
 
     Set on the rendered object rather than through the chart's ``serviceAnnotations`` value: the chart
     copies its values into the ``values`` ConfigMap, whose data Pulumi treats as immutable, so a new

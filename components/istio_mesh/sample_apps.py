@@ -50,7 +50,7 @@ class SampleApps(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         ns_name = ns.metadata.name
-        # Not awaited (see constants.SERVICE_TYPE): the Deployments' awaits establish that the pods are
+        # Not awaited (see constants.SKIP_AWAIT_ANNOTATION): the Deployments' awaits establish that the pods are
         # ready, and where no version runs here the endpoints live only in other clusters.
         svc_annotations = {SKIP_AWAIT_ANNOTATION: "true"}
         k8s.core.v1.Service(
