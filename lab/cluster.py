@@ -547,7 +547,7 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
 
 
 def _write_summary(cl: list[Cluster]) -> None:
-    """.lab/clusters.json: what the Pulumi stack needs to know about each cluster."""
+    """.lab/clusters.json: what the Pulumi stack (and scripts/verify --lab) needs to know about each cluster."""
     doc = [
         {
             "name": c.name,
@@ -558,6 +558,13 @@ def _write_summary(cl: list[Cluster]) -> None:
             "context": c.name,
             "serviceCIDR": c.service_cidr,
             "podCIDR": c.pod_cidr,
+            # Where `lab istiod start` runs this cluster's istiod: scripts/verify --lab reads it
+            # (verify's --istiod-addresses form).
+            "istiod": {
+                "http": f"{c.ip}:{c.istiod_ports[8080]}",
+                "tls": f"{c.ip}:{c.istiod_ports[15012]}",
+                "xds": f"{c.ip}:{c.istiod_ports[15010]}",
+            },
         }
         for c in cl
     ]

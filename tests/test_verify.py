@@ -8,7 +8,13 @@ against the lab in the end-to-end tier.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+import http.server
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,17 +25,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from istio_mesh.intermediate_cert import sign_intermediate
-from verify.mesh import (
+from verify import (
     ClusterFacts,
     IstiodFacts,
     RemoteSecretFacts,
+    collect_cluster,
     diagnose,
     endpoints_of,
     main,
     render_text,
     report_json,
-    targets_from_config,
 )
+from verify.access import bounded
+from verify.cli import VerifyUsageError, istiod_addresses, targets_from_config
 
 HOST = "helloworld.sample.svc.cluster.local"
 NOW = datetime.datetime.now(datetime.UTC)
@@ -386,3 +394,143 @@ def test_a_network_with_two_gateway_addresses_is_fine_and_both_are_reported(pki:
     findings = diagnose(clusters, istiods, pki.root, HOST)
     assert checks(findings) == {("cluster1", "gateway"), ("cluster2", "gateway")}
     assert "port(s) [443], not 15443" in findings[0].cause
+
+
+class _FakeApiServer(http.server.BaseHTTPRequestHandler):
+    """Answers GETs from a table {path: (status, body)}; anything else is a 404 Status."""
+
+    routes: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def do_GET(self) -> None:
+        path = urllib.parse.urlparse(self.path).path
+        status, body = self.routes.get(path, (404, {"kind": "Status", "code": 404, "message": f"{path} not found"}))
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_api() -> Iterator[Callable[[dict[str, tuple[int, dict[str, Any]]]], dict[str, Any]]]:
+    """``fake_api(routes)`` serves the routes on 127.0.0.1 and returns a kubeconfig (as data) for it."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(routes: dict[str, tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        handler = type("Handler", (_FakeApiServer,), {"routes": routes})
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{srv.server_address[1]}"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+            "users": [{"name": "u", "user": {"token": "t"}}],
+        }
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_refused_read_is_a_finding_and_nothing_is_concluded_from_it(
+    fake_api: Callable[[dict[str, tuple[int, dict[str, Any]]]], dict[str, Any]],
+) -> None:
+    """403 on cacerts and 500 on the gateway Service: reported as 'api' findings naming the object and the
+    server's message; no 'ca' or 'gateway' finding is made up from the reads that failed."""
+    forbidden = 'secrets "cacerts" is forbidden: User "u" cannot get resource "secrets"'
+    kubeconfig = fake_api(
+        {
+            "/api/v1/namespaces/istio-system": (
+                200,
+                {"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": "network1"}}},
+            ),
+            "/api/v1/namespaces/istio-system/secrets/cacerts": (403, {"kind": "Status", "message": forbidden}),
+            "/api/v1/namespaces/istio-system/secrets": (200, {"items": []}),
+            "/api/v1/namespaces/istio-system/services/istio-eastwestgateway": (
+                500,
+                {"kind": "Status", "message": "etcdserver: request timed out"},
+            ),
+        }
+    )
+    facts = collect_cluster("cluster1", kubeconfig, None, "network1", ("helloworld", "sample"))
+    assert facts.api_error is None
+    assert facts.read_errors == {
+        "cacerts": f"Secret istio-system/cacerts: HTTP 403: {forbidden}",
+        "gateway": "Service istio-system/istio-eastwestgateway: HTTP 500: etcdserver: request timed out",
+    }
+    assert facts.network_label == "network1" and not facts.service_exists  # 404: absent, not an error
+    other = ClusterFacts(name="cluster2", expected_network="network2", read_errors={"remote-secrets": "x"})
+    findings = diagnose([facts, other], [], None, HOST)
+    assert {f for f in checks(findings) if f[0] == "cluster1"} == {("cluster1", "api"), ("cluster1", "remote-secret")}
+    # A remote-secret listing that failed: the read error, not "no remote secret for cluster1".
+    assert ("cluster2", "api") in checks(findings) and ("cluster2", "remote-secret") not in checks(findings)
+    api = [f.cause for f in findings if f.cluster == "cluster1" and f.check == "api"]
+    assert any("Secret istio-system/cacerts: HTTP 403" in c and "checks of cacerts skipped" in c for c in api)
+    assert any("istio-eastwestgateway: HTTP 500" in c for c in api)
+
+
+def test_an_unreachable_api_server_is_one_finding(
+    fake_api: Callable[[dict[str, tuple[int, dict[str, Any]]]], dict[str, Any]],
+) -> None:
+    kubeconfig = fake_api({})
+    port = kubeconfig["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1]
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    kubeconfig["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{closed}"
+    assert port != str(closed)
+    facts = collect_cluster("cluster1", kubeconfig, None, "network1", ("helloworld", "sample"))
+    assert facts.api_error and "refused" in facts.api_error.lower()
+    findings = diagnose([facts], [], None, HOST)
+    assert [(f.cluster, f.check) for f in findings] == [("cluster1", "api")]
+
+
+def test_istiod_addresses_file_maps_clusters_to_their_istiod(tmp_path: Any, capsys: Any) -> None:
+    good = tmp_path / "clusters.json"
+    good.write_text(
+        json.dumps(
+            [
+                {"name": "cluster1", "istiod": {"http": "127.0.1.1:20108", "tls": "127.0.1.1:20112", "xds": "x"}},
+                {"name": "cluster2", "istiod": {"http": "127.0.2.1:20208", "tls": "127.0.2.1:20212"}},
+            ]
+        )
+    )
+    assert istiod_addresses(str(good)) == {
+        "cluster1": ("127.0.1.1:20108", "127.0.1.1:20112"),
+        "cluster2": ("127.0.2.1:20208", "127.0.2.1:20212"),
+    }
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"name": "cluster1", "istiod": {"http": "127.0.1.1"}}]))
+    with pytest.raises(VerifyUsageError, match=r"cluster1.*'http' and 'tls' as HOST:PORT"):
+        istiod_addresses(str(bad))
+    # On the command line: every mesh cluster must be listed, else exit 2 before anything is read.
+    cfg = tmp_path / "mesh.yaml"
+    cfg.write_text(
+        "meshId: mesh1\nclusters:\n"
+        + "".join(
+            f"  - {{name: {c}, network: n{i}, context: {c}, "
+            f"kubeconfig: {write_kubeconfig(str(tmp_path), c, f'https://10.0.0.{i}:6443')}}}\n"
+            for i, c in ((1, "cluster1"), (3, "cluster3"))
+        )
+    )
+    assert main(["--config", str(cfg), "--istiod-addresses", str(good)]) == 2
+    assert "has no address for cluster3" in capsys.readouterr().err
+
+
+def test_bounded_gives_up_on_a_call_that_does_not_return() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"port-forward to x: no answer within 0s"):
+        bounded(lambda: time.sleep(30), 0.2, "port-forward to x")
+    assert time.monotonic() - started < 5
+    assert bounded(lambda: 42, 5, "answer") == 42
+    empty: dict[str, int] = {}
+    with pytest.raises(KeyError):
+        bounded(lambda: empty["missing"], 5, "lookup")

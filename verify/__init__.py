@@ -1,29 +1,50 @@
-"""Prove that a multi-primary, multi-network Istio mesh forms: see ``verify.mesh`` (``python -m verify``)."""
+"""``scripts/verify`` (``python -m verify``): prove that the clusters form one mesh.
 
-from .mesh import (
-    ClusterFacts,
-    DirectAccess,
-    Finding,
-    IstiodFacts,
-    PortForwardAccess,
-    RemoteSecretFacts,
-    Target,
-    diagnose,
-    main,
-    render_text,
-    report_json,
-    run_verify,
-)
+The proof comes from what every istiod and every API server says. For every istiod of the mesh it reports
+
+* the clusters it has synced (what ``istioctl remote-clusters`` shows: istiod's ``/debug/clusterz``),
+* the CA it signs with: the certificate istiod serves on its xDS TLS port (15012) must chain to the
+  mesh root and be issued by that cluster's intermediate in ``cacerts``,
+* the gateway it knows for each network (``/debug/networkz``: east-west gateway address, port 15443),
+* for a named service (``helloworld.sample`` by default) its endpoints per cluster and network
+  (``/debug/endpointShardz``); endpoints on another network are reached through that network's gateway.
+
+When something is wrong it names the cause, from the failure modes of multi-primary meshes
+(reference/ISTIO_FACTS.md). The causes come from the clusters' own objects (read with the admin
+kubeconfigs) and from the remote secrets' credentials, tried from here.
+
+One concept per module:
+
+* ``facts``   — what is read, as plain data (``ClusterFacts``, ``IstiodFacts``, ...) and ``Finding``;
+* ``access``  — how an istiod is reached (directly, or port-forward through the API server);
+* ``kube``    — Kubernetes reads with a timeout, API errors as one line;
+* ``collect`` — filling the facts from API servers and istiods (problems recorded, never raised);
+* ``checks``  — one pure function per check, ``diagnose`` runs them all (unit-tested with plain data);
+* ``certs``   — certificate fingerprints and chains;
+* ``report``  — the JSON report and its text rendering;
+* ``cli``     — the command line.
+"""
+
+from .access import DirectAccess, IstiodAccess, PortForwardAccess
+from .checks import diagnose
+from .cli import main, run_verify
+from .collect import collect_cluster, collect_istiod, endpoints_of
+from .facts import ClusterFacts, Finding, IstiodFacts, RemoteSecretFacts, Target
+from .report import render_text, report_json
 
 __all__ = [
     "ClusterFacts",
     "DirectAccess",
     "Finding",
+    "IstiodAccess",
     "IstiodFacts",
     "PortForwardAccess",
     "RemoteSecretFacts",
     "Target",
+    "collect_cluster",
+    "collect_istiod",
     "diagnose",
+    "endpoints_of",
     "main",
     "render_text",
     "report_json",

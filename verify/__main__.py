@@ -1,7 +1,7 @@
-"""``python -m verify``: see verify/mesh.py."""
+"""``python -m verify``: see verify/cli.py."""
 
 import sys
 
-from .mesh import main
+from .cli import main
 
 sys.exit(main())

@@ -81,6 +81,15 @@ CROSS_NETWORK_GATEWAY = "cross-network-gateway"
 #: mTLS passthrough port of the east-west gateway (AUTO_PASSTHROUGH, SNI routed).
 CROSS_NETWORK_PORT = 15443
 
+#: istiod: its Service (``istiod.istio-system.svc`` is the name on its serving certificate) and ports.
+ISTIOD_SERVICE = "istiod"
+ISTIOD_SERVER_NAME = f"{ISTIOD_SERVICE}.{ISTIO_NAMESPACE}.svc"
+ISTIOD_HTTP_PORT = 8080  # /ready and /debug/* (clusterz, networkz, endpointShardz)
+ISTIOD_XDS_PORT = 15010  # xDS over plaintext gRPC
+ISTIOD_XDS_TLS_PORT = 15012  # xDS over TLS (certificate from the plugged-in CA), also CA requests
+ISTIOD_MONITORING_PORT = 15014
+ISTIOD_WEBHOOK_PORT = 15017  # sidecar-injector and validation webhooks (the Service's 443)
+
 #: Official chart repository (charts ``base``, ``istiod``, ``gateway``).
 DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
 DEFAULT_HUB = "docker.io/istio"

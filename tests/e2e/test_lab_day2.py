@@ -175,7 +175,13 @@ def _uids() -> dict[tuple[str, str], str]:
 def _verify(stack: Stack) -> dict[str, Any]:
     python = str(ROOT / ".venv/bin/python")
     proc = run(
-        [python, "-m", "verify", "--stack", STACK, "--lab", "--json", "--project-dir", str(stack.project)],
+        [
+            python,
+            "-m",
+            "verify",
+            *("--stack", STACK, "--istiod-addresses", str(LAB_DIR / "clusters.json"), "--json"),
+            *("--project-dir", str(stack.project)),
+        ],
         stack.env,
         check=False,
         timeout=300,

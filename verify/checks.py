@@ -1,0 +1,439 @@
+"""The checks: pure functions from facts to findings, one per failure mode of a multi-primary,
+multi-network mesh (reference/ISTIO_FACTS.md). ``diagnose`` runs them all.
+
+Each finding names where (cluster), which check, the cause in one sentence, and the fix. A check whose
+facts could not be read (``ClusterFacts.read_errors``) concludes nothing; the read error is the finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from istio_mesh.constants import (
+    CA_CERT_KEY,
+    CACERTS_SECRET,
+    CROSS_NETWORK_PORT,
+    EASTWEST_RELEASE,
+    ISTIO_NAMESPACE,
+    MULTICLUSTER_LABEL,
+    NETWORK_LABEL,
+    REMOTE_SECRET_PREFIX,
+    ROOT_CERT_KEY,
+)
+
+from .certs import chains, is_self_signed_istiod_ca, issuer_name, pem_fingerprint
+from .facts import ClusterFacts, Finding, IstiodFacts
+
+#: What verify reads in each cluster, for the finding that says a read was refused.
+_READS = (
+    f"Namespace {ISTIO_NAMESPACE}, Secrets and Services in {ISTIO_NAMESPACE}, the service's Service and EndpointSlices"
+)
+
+
+def network_of(c: ClusterFacts) -> str | None:
+    """The cluster's network: as configured, else as labelled."""
+    return c.expected_network or c.network_label
+
+
+def is_multi_network(clusters: Sequence[ClusterFacts]) -> bool:
+    return len({network_of(c) or c.name for c in clusters}) > 1
+
+
+# ---- one cluster's own objects ------------------------------------------------------------------------
+
+
+def check_api(c: ClusterFacts) -> list[Finding]:
+    """The cluster can be read at all, and every read succeeded."""
+    if c.api_error:
+        return [
+            Finding(
+                c.name,
+                "api",
+                f"cannot read cluster {c.name} with its kubeconfig: {c.api_error}",
+                "check the kubeconfig and context in the stack config",
+            )
+        ]
+    return [
+        Finding(
+            c.name,
+            "api",
+            f"cannot read {problem} in {c.name} (checks of {topic} skipped)",
+            f"give the kubeconfig's user read access to {_READS}",
+        )
+        for topic, problem in sorted(c.read_errors.items())
+    ]
+
+
+def check_installed(c: ClusterFacts) -> list[Finding]:
+    if c.istio_namespace_exists:
+        return []
+    return [Finding(c.name, "install", f"namespace {ISTIO_NAMESPACE} does not exist in {c.name}", "run pulumi up")]
+
+
+def check_network_label(c: ClusterFacts) -> list[Finding]:
+    """istiod reads its cluster's network from the label on its namespace."""
+    if not c.expected_network or c.network_label == c.expected_network:
+        return []
+    found = f"is {c.network_label!r}" if c.network_label else "is missing"
+    return [
+        Finding(
+            c.name,
+            "network-label",
+            f"label {NETWORK_LABEL} on namespace {ISTIO_NAMESPACE} in {c.name} {found} (expected "
+            f"{c.expected_network!r}): istiod puts {c.name}'s endpoints on no or the wrong network, so other "
+            "networks are sent pod IPs instead of the east-west gateway",
+            "pulumi up --refresh restores the label",
+        )
+    ]
+
+
+def check_cacerts(c: ClusterFacts) -> list[Finding]:
+    """``cacerts`` holds the cluster's intermediate, signed by the root it carries."""
+    if "cacerts" in c.read_errors:
+        return []
+    if not c.root_pem or not c.intermediate_pem:
+        return [
+            Finding(
+                c.name,
+                "ca",
+                f"Secret {ISTIO_NAMESPACE}/{CACERTS_SECRET} in {c.name} is missing or incomplete "
+                f"(keys: {c.cacerts_keys or 'none'})",
+                "pulumi up --refresh recreates it and rolls istiod (which reads a plugged-in CA only at start-up); "
+                "without Pulumi: recreate it, then kubectl -n istio-system rollout restart deploy/istiod",
+            )
+        ]
+    if not chains(c.intermediate_pem, c.root_pem):
+        return [
+            Finding(
+                c.name,
+                "ca",
+                f"{CA_CERT_KEY} in {c.name}'s cacerts is not signed by its {ROOT_CERT_KEY}",
+                "pulumi up --refresh",
+            )
+        ]
+    return []
+
+
+def check_gateway_service(c: ClusterFacts) -> list[Finding]:
+    """The east-west gateway Service exists and has an address other networks can reach."""
+    if "gateway" in c.read_errors:
+        return []
+    if not c.gateway_exists:
+        return [
+            Finding(
+                c.name,
+                "gateway",
+                f"{c.name} has no east-west gateway Service {ISTIO_NAMESPACE}/{EASTWEST_RELEASE}",
+                "pulumi up --refresh",
+            )
+        ]
+    if not c.gateway_addresses:
+        return [
+            Finding(
+                c.name,
+                "gateway",
+                f"the east-west gateway of {c.name} has no address (LoadBalancer pending, no externalIPs): other "
+                "networks cannot reach its workloads",
+                "give it externalIPs or a load balancer (stack config clusters[].eastWestGateway)",
+            )
+        ]
+    return []
+
+
+def check_remote_secrets(c: ClusterFacts, names: Sequence[str]) -> list[Finding]:
+    """One remote secret per other cluster, keyed by that cluster's name, whose credentials work there."""
+    if "remote-secrets" in c.read_errors:
+        return []
+    out: list[Finding] = []
+    for other in names:
+        if other == c.name:
+            continue
+        meant = [
+            rs
+            for rs in c.remote_secrets
+            if rs.annotation_cluster == other or rs.name == f"{REMOTE_SECRET_PREFIX}{other}" or other in rs.keys
+        ]
+        if not meant:
+            out.append(
+                Finding(
+                    c.name,
+                    "remote-secret",
+                    f"{c.name} has no remote secret for {other} (a Secret in {ISTIO_NAMESPACE} labelled "
+                    f"{MULTICLUSTER_LABEL}=true with a data key '{other}'): its istiod cannot see {other}",
+                    "pulumi up --refresh recreates it",
+                )
+            )
+        for rs in meant:
+            if other not in rs.keys:
+                out.append(
+                    Finding(
+                        c.name,
+                        "remote-secret",
+                        f"remote secret {rs.name} in {c.name} has data key(s) {rs.keys}, not '{other}': istiod takes "
+                        f"the key as the cluster ID, so {other} is never synced under its own name",
+                        "pulumi up --refresh rewrites the secret",
+                    )
+                )
+            for key in rs.keys:
+                target = key if key in names else other
+                problem = rs.access.get(key)
+                if problem:
+                    out.append(
+                        Finding(
+                            c.name,
+                            "remote-access",
+                            f"remote secret {rs.name} in {c.name} (key '{key}') cannot be used on {target}'s API "
+                            f"server {rs.servers.get(key, '?')}: {problem}",
+                            "pulumi up --refresh rewrites it from the stack's apiServer and the reader token; check "
+                            "that the server is reachable from the reading cluster",
+                        )
+                    )
+                missing = rs.missing_permissions.get(key) or []
+                if missing:
+                    out.append(
+                        Finding(
+                            c.name,
+                            "remote-access",
+                            f"the reader behind remote secret {rs.name} in {c.name} is not authorised in {target}: it "
+                            f"cannot {', '.join(missing)}",
+                            f"pulumi up --refresh restores the reader's ClusterRole and bindings in {target} (if "
+                            "only Secrets are missing: remoteAccess.readSecrets is false, and istiod reports the "
+                            "peer 'timeout' while discovery still works)",
+                        )
+                    )
+    return out
+
+
+def check_roots(clusters: Sequence[ClusterFacts], root_pem: str | None) -> list[Finding]:
+    """Every cluster's ``cacerts`` carries the mesh root (or, without a known root, the same root)."""
+    roots = {
+        c.name: pem_fingerprint(c.root_pem)
+        for c in clusters
+        if c.root_pem and c.intermediate_pem and not c.api_error and c.istio_namespace_exists
+    }
+    if root_pem:
+        mesh_root = pem_fingerprint(root_pem)
+        return [
+            Finding(
+                name,
+                "root",
+                f"the root in {name}'s cacerts (sha256 {fp[:16]}...) is not the mesh root (sha256 {mesh_root[:16]}...)",
+                "pulumi up --refresh",
+            )
+            for name, fp in roots.items()
+            if fp != mesh_root
+        ]
+    if len(set(roots.values())) > 1:
+        listing = ", ".join(f"{n}: sha256 {fp[:16]}..." for n, fp in roots.items())
+        return [
+            Finding(
+                "mesh",
+                "root",
+                f"the clusters' cacerts hold different roots ({listing}): cross-cluster mTLS fails",
+                "use one root for all",
+            )
+        ]
+    return []
+
+
+# ---- each istiod's view -------------------------------------------------------------------------------
+
+
+def check_sync(i: IstiodFacts, names: Sequence[str]) -> list[Finding]:
+    """istiod has synced its own cluster and every other one, and knows no cluster outside the mesh."""
+    out: list[Finding] = []
+    seen = {e["id"]: e for e in i.clusters}
+    for other in names:
+        entry = seen.get(other)
+        if other == i.cluster:
+            if entry is None or entry["syncStatus"] != "synced":
+                out.append(
+                    Finding(
+                        i.cluster,
+                        "sync",
+                        f"istiod of {i.cluster} has not synced its own cluster "
+                        f"(status {entry and entry['syncStatus']})",
+                        "check istiod's RBAC and logs",
+                    )
+                )
+            continue
+        if entry is None or entry["syncStatus"] != "synced":
+            state = f"status '{entry['syncStatus']}'" if entry else "not listed"
+            out.append(
+                Finding(
+                    i.cluster,
+                    "sync",
+                    f"istiod of {i.cluster} has not synced {other} ({state}); see the remote-secret / remote-access "
+                    "findings for the cause",
+                    "fix the cause; istiod retries on its own",
+                )
+            )
+    for cid, e in seen.items():
+        if cid not in names:
+            out.append(
+                Finding(
+                    i.cluster,
+                    "sync",
+                    f"istiod of {i.cluster} knows a cluster '{cid}' that is not in the mesh "
+                    f"(from {e['secretName'] or '?'})",
+                    "remove that secret or its key; pulumi up --refresh restores the program's secrets",
+                )
+            )
+    return out
+
+
+def check_istiod_ca(i: IstiodFacts, cluster: ClusterFacts | None) -> list[Finding]:
+    """istiod serves a certificate that chains to the mesh root, issued by its cluster's intermediate."""
+    if i.serving_cert_pem is None:
+        return [
+            Finding(
+                i.cluster,
+                "ca",
+                f"istiod of {i.cluster} serves no certificate on its xDS TLS port: {i.tls_error}",
+                "check istiod's logs",
+            )
+        ]
+    if i.tls_error:
+        if is_self_signed_istiod_ca(i.serving_cert_pem):
+            cause = (
+                f"istiod of {i.cluster} signs with its own self-signed CA "
+                f"(issuer {issuer_name(i.serving_cert_pem)}): "
+                f"Secret cacerts was missing when it started, so its workloads do not trust other clusters"
+            )
+        else:
+            cause = (
+                f"istiod of {i.cluster}'s certificate (issuer {issuer_name(i.serving_cert_pem)}) "
+                f"does not chain to the mesh root: {i.tls_error}"
+            )
+        return [
+            Finding(
+                i.cluster,
+                "ca",
+                cause,
+                "make sure cacerts holds the cluster's intermediate (pulumi up --refresh also rolls istiod); "
+                "without Pulumi: kubectl -n istio-system rollout restart deploy/istiod",
+            )
+        ]
+    if cluster and cluster.intermediate_pem and not chains(i.serving_cert_pem, cluster.intermediate_pem):
+        return [
+            Finding(
+                i.cluster,
+                "ca",
+                f"istiod of {i.cluster} signs with a CA other than the intermediate in its cacerts "
+                f"(issuer {issuer_name(i.serving_cert_pem)})",
+                "restart istiod so it loads the current cacerts",
+            )
+        ]
+    return []
+
+
+def check_istiod_gateways(i: IstiodFacts, clusters: Sequence[ClusterFacts]) -> list[Finding]:
+    """istiod knows a gateway on 15443 for every network. A network may have several gateways (clusters
+    sharing it, or a Service with both a load-balancer address and externalIPs): one usable is enough."""
+    out: list[Finding] = []
+    gateway_addr = {network_of(c): (c.gateway_addresses[0] if c.gateway_addresses else None) for c in clusters}
+    known: dict[str, list[dict[str, Any]]] = {}
+    for g in i.gateways:
+        if g.get("address"):
+            known.setdefault(g["network"], []).append(g)
+    for c in clusters:
+        net = network_of(c)
+        if not net:
+            continue
+        gws = known.get(net, [])
+        if not gws:
+            out.append(
+                Finding(
+                    i.cluster,
+                    "gateway",
+                    f"istiod of {i.cluster} knows no gateway for network {net}"
+                    + ("" if gateway_addr.get(net) else f" ({c.name}'s east-west gateway has no address)"),
+                    "see the gateway / sync findings for the cause",
+                )
+            )
+        elif not any(g.get("port") == CROSS_NETWORK_PORT for g in gws):
+            out.append(
+                Finding(
+                    i.cluster,
+                    "gateway",
+                    f"istiod of {i.cluster} has the gateway(s) of {net} on port(s) "
+                    f"{sorted({g.get('port') for g in gws}, key=str)}, not {CROSS_NETWORK_PORT}",
+                    "pulumi up --refresh",
+                )
+            )
+    return out
+
+
+def check_istiod_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], service_host: str) -> list[Finding]:
+    """istiod has the service's endpoints from every cluster that has ready ones, on that cluster's network."""
+    out: list[Finding] = []
+    have: dict[str, list[dict[str, Any]]] = {}
+    for e in i.endpoints:
+        have.setdefault(e["cluster"], []).append(e)
+    for c in clusters:
+        if not c.service_endpoints:
+            continue
+        got = have.get(c.name, [])
+        if not got:
+            out.append(
+                Finding(
+                    i.cluster,
+                    "endpoints",
+                    f"istiod of {i.cluster} has no endpoint of {service_host} from {c.name} "
+                    f"({len(c.service_endpoints)} ready there)",
+                    "see the sync findings for the cause",
+                )
+            )
+            continue
+        net = network_of(c)
+        wrong = sorted({e["network"] or "<none>" for e in got if e["network"] != net})
+        if net and wrong:
+            out.append(
+                Finding(
+                    i.cluster,
+                    "endpoints",
+                    f"istiod of {i.cluster} puts {service_host}'s endpoints from {c.name} on network "
+                    f"{', '.join(wrong)}, not {net}",
+                    f"label namespace {ISTIO_NAMESPACE} in {c.name} with {NETWORK_LABEL}={net} (pulumi up --refresh)",
+                )
+            )
+    return out
+
+
+def diagnose(
+    clusters: Sequence[ClusterFacts],
+    istiods: Sequence[IstiodFacts],
+    root_pem: str | None,
+    service_host: str,
+) -> list[Finding]:
+    """Every failure the facts show, each with its cause and fix."""
+    out: list[Finding] = []
+    names = [c.name for c in clusters]
+    multi_network = is_multi_network(clusters)
+    for c in clusters:
+        out += check_api(c)
+        if c.api_error:
+            continue
+        out += check_installed(c)
+        if not c.istio_namespace_exists:
+            continue
+        out += check_network_label(c)
+        out += check_cacerts(c)
+        if multi_network:
+            out += check_gateway_service(c)
+        out += check_remote_secrets(c, names)
+    out += check_roots(clusters, root_pem)
+    by_name: Mapping[str, ClusterFacts] = {c.name: c for c in clusters}
+    for i in istiods:
+        if i.error:
+            out.append(
+                Finding(i.cluster, "istiod", i.error, "check that istiod runs (kubectl -n istio-system get pods)")
+            )
+            continue
+        out += check_sync(i, names)
+        out += check_istiod_ca(i, by_name.get(i.cluster))
+        if multi_network:
+            out += check_istiod_gateways(i, clusters)
+        out += check_istiod_endpoints(i, clusters, service_host)
+    return out

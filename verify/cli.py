@@ -1,0 +1,224 @@
+"""``scripts/verify`` (``python -m verify``): which clusters to check, where their istiods are, and the
+exit code (0 all good, 1 findings, 2 bad input: nothing was checked).
+
+Where each cluster's istiod is reached: by port-forward through its API server (the default, what
+``kubectl port-forward`` does), or directly at addresses given with ``--istiod`` or ``--istiod-addresses``
+(a JSON file; the local lab writes one, and ``scripts/verify --lab`` passes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .access import DirectAccess, IstiodAccess, PortForwardAccess, hostport
+from .certs import pem_fingerprint
+from .checks import diagnose
+from .collect import collect_cluster, collect_istiod
+from .facts import DEFAULT_SERVICE, IstiodFacts, Target
+from .kube import error_text
+from .report import render_text, report_json
+
+#: Seconds allowed for each `pulumi` command verify runs (stack config and outputs).
+PULUMI_TIMEOUT = 180.0
+
+
+class VerifyUsageError(Exception):
+    """Bad command-line input or mesh description (exit 2, nothing was checked)."""
+
+
+def targets_from_config(raw: Mapping[str, Any], base_dir: str) -> tuple[str | None, list[Target]]:
+    """The mesh's clusters from the stack's ``istio-mesh`` settings (only meshId, clusters and lab are read;
+    entries marked ``unreachable`` have left the mesh and are not checked)."""
+    import yaml
+
+    from stack_config.settings import ConfigError, parse_settings
+
+    subset = {k: raw[k] for k in ("meshId", "clusters", "lab") if k in raw}
+    try:
+        s = parse_settings(subset, base_dir)
+    except ConfigError as e:
+        raise VerifyUsageError(str(e)) from None
+    return s.mesh_id, [Target(c.name, c.network, yaml.safe_load(c.kubeconfig), c.context) for c in s.members]
+
+
+def _pulumi_json(args: list[str], cwd: str) -> Any:
+    command = f"pulumi {' '.join(args)}"
+    try:
+        proc = subprocess.run(
+            ["pulumi", *args, "--json"], cwd=cwd, capture_output=True, text=True, timeout=PULUMI_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise VerifyUsageError(f"`{command}` did not finish within {PULUMI_TIMEOUT:.0f}s") from None
+    except OSError as e:
+        raise VerifyUsageError(f"`{command}` cannot run: {e}") from None
+    if proc.returncode != 0:
+        raise VerifyUsageError(f"`{command}` failed: {proc.stderr.strip()[-800:]}")
+    return json.loads(proc.stdout or "null")
+
+
+def stack_inputs(stack: str | None, cwd: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the stack's istio-mesh settings, its outputs) through the Pulumi CLI."""
+    sel = ["--stack", stack] if stack else []
+    config = _pulumi_json(["config", *sel], cwd)  # secrets stay hidden: none is needed here
+    outputs = _pulumi_json(["stack", "output", *sel], cwd)
+    raw: dict[str, Any] = {}
+    for key, entry in (config or {}).items():
+        if key.startswith("istio-mesh:"):
+            value = entry.get("objectValue", entry.get("value")) if isinstance(entry, dict) else entry
+            raw[key.split(":", 1)[1]] = value
+    return raw, outputs or {}
+
+
+def istiod_addresses(path: str) -> dict[str, tuple[str, str]]:
+    """``--istiod-addresses FILE``: a JSON list of ``{"name": CLUSTER, "istiod": {"http": HOST:PORT,
+    "tls": HOST:PORT}}`` (istiod's 8080 and 15012; other keys are ignored) -> {cluster: (http, tls)}."""
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise VerifyUsageError(f"--istiod-addresses {path}: {e}") from None
+    out: dict[str, tuple[str, str]] = {}
+    for n, entry in enumerate(doc if isinstance(doc, list) else []):
+        where = f"--istiod-addresses {path}: entry {n}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise VerifyUsageError(f"{where} has no cluster name (expected {{'name': CLUSTER, 'istiod': {{...}}}})")
+        ist = entry.get("istiod")
+        if not isinstance(ist, dict) or not all(isinstance(ist.get(k), str) for k in ("http", "tls")):
+            raise VerifyUsageError(
+                f"{where} ({entry['name']}): 'istiod' must hold 'http' and 'tls' as HOST:PORT, got {ist!r}"
+            )
+        try:
+            hostport(ist["http"]), hostport(ist["tls"])
+        except ValueError as e:
+            raise VerifyUsageError(f"{where} ({entry['name']}): {e}") from None
+        out[entry["name"]] = (ist["http"], ist["tls"])
+    if not isinstance(doc, list) or not out:
+        raise VerifyUsageError(f"--istiod-addresses {path}: expected a non-empty JSON list of clusters")
+    return out
+
+
+def run_verify(
+    targets: Sequence[Target],
+    access: Mapping[str, Callable[[], IstiodAccess]],
+    root_pem: str | None,
+    service: str,
+    mesh_id: str | None,
+) -> dict[str, Any]:
+    """Collects everything and returns the JSON report (``ok`` false when any finding)."""
+    svc_name, _, svc_ns = service.partition(".")
+    svc_ns = svc_ns or "default"
+    host = f"{svc_name}.{svc_ns}.svc.cluster.local"
+    clusters = [collect_cluster(t.name, t.kubeconfig, t.context, t.network, (svc_name, svc_ns)) for t in targets]
+    # Without a given root (a mesh Pulumi did not build, no --root-cert), istiod's certificates are
+    # checked against the root every cluster's cacerts agrees on; the root check reports roots that differ.
+    tls_root = root_pem
+    if tls_root is None:
+        roots = {pem_fingerprint(c.root_pem): c.root_pem for c in clusters if c.root_pem}
+        if len(roots) == 1:
+            tls_root = next(iter(roots.values()))
+    istiods = []
+    for t in targets:
+        try:
+            a = access[t.name]()
+        except Exception as e:  # no istiod to reach is itself the finding
+            istiods.append(IstiodFacts(cluster=t.name, address="-", error=f"cannot reach istiod: {error_text(e)}"))
+            continue
+        istiods.append(collect_istiod(t.name, a, host, tls_root))
+    findings = diagnose(clusters, istiods, root_pem, host)
+    return report_json(mesh_id, clusters, istiods, findings, host, tls_root)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import yaml
+
+    ap = argparse.ArgumentParser(
+        prog="scripts/verify",
+        description="Prove the clusters form one mesh: every istiod's synced clusters, CA, gateways and the "
+        "endpoints of a service; exits 1 naming each cause when something is wrong.",
+    )
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--stack", help="Pulumi stack whose config names the clusters (default: the selected stack)")
+    src.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML with the stack's istio-mesh settings (meshId, clusters: name, network, kubeconfig, context) "
+        "for a mesh that Pulumi did not build",
+    )
+    ap.add_argument("--root-cert", metavar="PEM", help="the mesh root certificate (default: the stack's output)")
+    ap.add_argument(
+        "--service", default=DEFAULT_SERVICE, help="NAME.NAMESPACE whose endpoints to report (default %(default)s)"
+    )
+    ap.add_argument(
+        "--istiod",
+        action="append",
+        default=[],
+        metavar="CLUSTER=HTTP_HOST:PORT,TLS_HOST:PORT",
+        help="reach this cluster's istiod directly (its 8080 and 15012); default: port-forward through the API server",
+    )
+    ap.add_argument(
+        "--istiod-addresses",
+        metavar="FILE",
+        help="JSON list of {name, istiod: {http, tls}}: reach these clusters' istiods directly (the local lab "
+        "writes .lab/clusters.json in this form; scripts/verify --lab passes it)",
+    )
+    ap.add_argument("--json", action="store_true", help="print the JSON report instead of text")
+    ap.add_argument("--project-dir", default=os.getcwd(), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    try:
+        root_pem = None
+        if args.config:
+            try:
+                with open(args.config) as fh:
+                    raw = yaml.safe_load(fh) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise VerifyUsageError(f"--config {args.config}: {e}") from None
+            mesh_id, targets = targets_from_config(raw, os.path.dirname(os.path.abspath(args.config)))
+        else:
+            raw, outputs = stack_inputs(args.stack, args.project_dir)
+            mesh_id, targets = targets_from_config(raw, args.project_dir)
+            root_pem = outputs.get("rootCertificatePem")
+        if args.root_cert:
+            try:
+                with open(args.root_cert) as fh:
+                    root_pem = fh.read()
+            except OSError as e:
+                raise VerifyUsageError(f"--root-cert: {e}") from None
+        names = {t.name for t in targets}
+        access: dict[str, Callable[[], IstiodAccess]] = {
+            t.name: functools.partial(PortForwardAccess, t.kubeconfig, t.context) for t in targets
+        }
+        direct: dict[str, tuple[str, str]] = {}
+        if args.istiod_addresses:
+            listed = istiod_addresses(args.istiod_addresses)
+            missing = sorted(names - set(listed))
+            if missing:
+                raise VerifyUsageError(
+                    f"--istiod-addresses {args.istiod_addresses} has no address for {', '.join(missing)} "
+                    f"(it lists {', '.join(sorted(listed))})"
+                )
+            direct.update({n: listed[n] for n in names})
+        for spec in args.istiod:
+            name, _, rest = spec.partition("=")
+            http_hp, _, tls_hp = rest.partition(",")
+            if name not in names or not http_hp or not tls_hp:
+                raise VerifyUsageError(
+                    f"--istiod {spec!r}: expected CLUSTER=HTTP_HOST:PORT,TLS_HOST:PORT with CLUSTER one of "
+                    f"{sorted(names)}"
+                )
+            hostport(http_hp), hostport(tls_hp)
+            direct[name] = (http_hp, tls_hp)
+        for name, (http_hp, tls_hp) in direct.items():
+            access[name] = functools.partial(DirectAccess, http_hp, tls_hp)
+        doc = run_verify(targets, access, root_pem, args.service, mesh_id)
+    except (VerifyUsageError, ValueError) as e:
+        print(f"verify: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2) if args.json else render_text(doc))
+    return 0 if doc["ok"] else 1

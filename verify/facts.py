@@ -1,0 +1,92 @@
+"""What verify reads from the mesh, as plain data, and what it concludes (``Finding``).
+
+The checks (``verify.checks``) are pure functions of these objects, so they are unit-tested with
+hand-written facts; ``verify.collect`` fills them from API servers and istiods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The service whose endpoints are followed when no ``--service`` is given (the samples the program deploys).
+DEFAULT_SERVICE = "helloworld.sample"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A mesh cluster to verify: how to read its API server, and its expected network."""
+
+    name: str
+    network: str | None
+    kubeconfig: dict[str, Any]
+    context: str | None
+
+
+@dataclass
+class RemoteSecretFacts:
+    """One remote secret (label ``istio/multiCluster=true``) in a reader's istio-system."""
+
+    name: str
+    annotation_cluster: str | None
+    keys: list[str]
+    #: Per data key: the API server its kubeconfig names, and what happened when we used it from here.
+    servers: dict[str, str] = field(default_factory=dict)
+    #: Per data key: None when reachable and authorised, else the problem ("unreachable: ...", ...).
+    access: dict[str, str | None] = field(default_factory=dict)
+    #: Per data key: permissions the credentials lack, as "list endpointslices.discovery.k8s.io".
+    missing_permissions: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterFacts:
+    """What a cluster's own API server says (read with the admin kubeconfig)."""
+
+    name: str
+    expected_network: str | None
+    #: The cluster could not be read at all (unreachable, bad kubeconfig, forbidden namespace read).
+    api_error: str | None = None
+    #: Reads that failed while the rest could be read, per topic ("cacerts", "remote-secrets", "gateway",
+    #: "service"): "Secret istio-system/cacerts: HTTP 403: ...". The checks of a topic listed here are skipped.
+    read_errors: dict[str, str] = field(default_factory=dict)
+    network_label: str | None = None
+    istio_namespace_exists: bool = True
+    cacerts_keys: list[str] = field(default_factory=list)
+    root_pem: str | None = None
+    intermediate_pem: str | None = None
+    remote_secrets: list[RemoteSecretFacts] = field(default_factory=list)
+    gateway_exists: bool = False
+    gateway_addresses: list[str] = field(default_factory=list)
+    gateway_network_label: str | None = None
+    #: Ready endpoint addresses of the named service in this cluster (its EndpointSlices).
+    service_endpoints: list[str] = field(default_factory=list)
+    service_exists: bool = False
+
+
+@dataclass
+class IstiodFacts:
+    """What one istiod says about the mesh."""
+
+    cluster: str
+    address: str
+    error: str | None = None
+    ready: bool = False
+    #: /debug/clusterz: [{"id", "secretName", "syncStatus"}]
+    clusters: list[dict[str, str]] = field(default_factory=list)
+    #: /debug/networkz: [{"network", "cluster", "address", "port"}]
+    gateways: list[dict[str, Any]] = field(default_factory=list)
+    #: /debug/endpointShardz for the service: [{"cluster", "network", "address", "port", "labels"}]
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
+    #: The certificate istiod serves on 15012 (PEM), and the TLS error verifying it against the mesh root.
+    serving_cert_pem: str | None = None
+    tls_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A failure: where, which check, the cause in one sentence, and what fixes it."""
+
+    cluster: str
+    check: str
+    cause: str
+    fix: str

@@ -1,0 +1,113 @@
+"""The report: JSON (``--json``, the contract scripts and tests read) and the text rendering of it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .certs import issuer_name, pem_fingerprint
+from .checks import network_of
+from .facts import ClusterFacts, Finding, IstiodFacts
+
+
+def report_json(
+    mesh_id: str | None,
+    clusters: Sequence[ClusterFacts],
+    istiods: Sequence[IstiodFacts],
+    findings: Sequence[Finding],
+    service_host: str,
+    root_pem: str | None,
+) -> dict[str, Any]:
+    """The machine-readable report (``--json``)."""
+    gw_of = {}
+    for i in istiods:
+        per_network: dict[str, list[str]] = {}
+        for g in i.gateways:
+            per_network.setdefault(g["network"], []).append(f"{g['address']}:{g['port']}")
+        gw_of[i.cluster] = {net: ", ".join(sorted(addrs)) for net, addrs in per_network.items()}
+    net_of = {c.name: network_of(c) for c in clusters}
+    doc: dict[str, Any] = {
+        "ok": not findings,
+        "meshId": mesh_id,
+        "service": service_host,
+        "rootFingerprintSha256": pem_fingerprint(root_pem) if root_pem else None,
+        "istiods": [],
+        "findings": [asdict(f) for f in findings],
+    }
+    for i in istiods:
+        local_net = net_of.get(i.cluster)
+        eps = []
+        for e in i.endpoints:
+            # Istio treats an endpoint without a network as on the proxy's own network: pod IP, no gateway.
+            remote = bool(local_net) and bool(e["network"]) and e["network"] != local_net
+            eps.append(
+                {
+                    "cluster": e["cluster"],
+                    "network": e["network"],
+                    "address": e["address"],
+                    "port": e["port"],
+                    "via": gw_of[i.cluster].get(e["network"]) if remote else "direct",
+                }
+            )
+        doc["istiods"].append(
+            {
+                "cluster": i.cluster,
+                "network": local_net,
+                "address": i.address,
+                "error": i.error,
+                "syncedClusters": i.clusters,
+                "ca": {
+                    "issuer": issuer_name(i.serving_cert_pem) if i.serving_cert_pem else None,
+                    "chainsToMeshRoot": i.serving_cert_pem is not None and i.tls_error is None,
+                    "error": i.tls_error,
+                },
+                "gateways": i.gateways,
+                "endpoints": eps,
+            }
+        )
+    return doc
+
+
+def render_text(doc: Mapping[str, Any]) -> str:
+    """The report for people: per istiod what it sees, then the findings (or OK)."""
+    lines = [f"mesh {doc['meshId'] or '?'}: {len(doc['istiods'])} istiod(s); service {doc['service']}"]
+    if doc["rootFingerprintSha256"]:
+        lines.append(f"mesh root sha256 {doc['rootFingerprintSha256']}")
+    for i in doc["istiods"]:
+        lines.append("")
+        lines.append(f"istiod of {i['cluster']} (network {i['network'] or '?'}) at {i['address']}")
+        if i["error"]:
+            lines.append(f"  unreachable: {i['error']}")
+            continue
+        synced = ", ".join(
+            f"{e['id']} {e['syncStatus']}" + (f" via {e['secretName']}" if e["secretName"] else " (local)")
+            for e in i["syncedClusters"]
+        )
+        lines.append(f"  clusters : {synced or 'none'}")
+        ca = i["ca"]
+        mark = (
+            "chains to the mesh root" if ca["chainsToMeshRoot"] else f"DOES NOT chain to the mesh root ({ca['error']})"
+        )
+        lines.append(f"  CA       : issuer {ca['issuer'] or '-'}; {mark}")
+        gws = "; ".join(f"{g['network']} -> {g['address']}:{g['port']} ({g['cluster']})" for g in i["gateways"])
+        lines.append(f"  gateways : {gws or 'none'}")
+        if not i["endpoints"]:
+            lines.append("  endpoints: none")
+        for e in i["endpoints"]:
+            via = "direct" if e["via"] == "direct" else f"through gateway {e['via'] or 'NONE'}"
+            lines.append(
+                f"  endpoint : {e['cluster']}/{e['network'] or '<no network>'} {e['address']}:{e['port']} ({via})"
+            )
+    lines.append("")
+    if doc["findings"]:
+        lines.append(f"FAILED: {len(doc['findings'])} problem(s)")
+        for f in doc["findings"]:
+            lines.append(f"  - [{f['cluster']}] {f['check']}: {f['cause']}")
+            lines.append(f"      fix: {f['fix']}")
+    else:
+        lines.append(
+            "OK: every istiod syncs every cluster, signs under the mesh root, knows every network's gateway "
+            "and sees the service in every cluster"
+        )
+    return "\n".join(lines)
