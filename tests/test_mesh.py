@@ -199,6 +199,8 @@ def test_istio_system_is_labelled_with_the_clusters_network(mesh_settings: Any) 
     for cluster, network in (("cluster1", "network1"), ("cluster2", "network2")):
         ns = rec.one(NAMESPACE, "istio-system", name_contains=f"-{cluster}-")
         assert ns.inputs["metadata"]["labels"] == {"topology.istio.io/network": network}
+        # `up --refresh` takes the label back even from another field manager (kubectl label ...).
+        assert ns.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
         assert rec.provider_of(ns) == f"k8s-{cluster}"
 
 
@@ -675,6 +677,7 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
         assert svc.inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
     for ns in [r for r in rec.of_type(NAMESPACE) if r.k8s_name == "sample"]:
         assert ns.inputs["metadata"]["labels"] == {"istio-injection": "enabled"}
+        assert ns.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
         cluster = rec.provider_of(ns).removeprefix("k8s-")
         assert rec.depends_on(ns, rec.one(CHART, name_contains=f"mesh-{cluster}-istiod"))
 

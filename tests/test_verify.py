@@ -498,14 +498,18 @@ def test_istiod_addresses_file_maps_clusters_to_their_istiod(tmp_path: Any, caps
     good.write_text(
         json.dumps(
             [
-                {"name": "cluster1", "istiod": {"http": "127.0.1.1:20108", "tls": "127.0.1.1:20112", "xds": "x"}},
+                {
+                    "name": "cluster1",
+                    "istiod": {"http": "127.0.1.1:20108", "tls": "127.0.1.1:20112", "xds": "127.0.1.1:20110"},
+                    "server": "ignored",
+                },
                 {"name": "cluster2", "istiod": {"http": "127.0.2.1:20208", "tls": "127.0.2.1:20212"}},
             ]
         )
     )
     assert istiod_addresses(str(good)) == {
-        "cluster1": ("127.0.1.1:20108", "127.0.1.1:20112"),
-        "cluster2": ("127.0.2.1:20208", "127.0.2.1:20212"),
+        "cluster1": ("127.0.1.1:20108", "127.0.1.1:20112", "127.0.1.1:20110"),
+        "cluster2": ("127.0.2.1:20208", "127.0.2.1:20212", None),
     }
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"name": "cluster1", "istiod": {"http": "127.0.1.1"}}]))

@@ -7,7 +7,9 @@ The proof comes from what every istiod and every API server says. For every isti
   mesh root and be issued by that cluster's intermediate in ``cacerts``,
 * the gateway it knows for each network (``/debug/networkz``: east-west gateway address, port 15443),
 * for a named service (``helloworld.sample`` by default) its endpoints per cluster and network
-  (``/debug/endpointShardz``); endpoints on another network are reached through that network's gateway.
+  (``/debug/endpointShardz``); endpoints on another network are reached through that network's gateway;
+* with ``--proxy-view``, what istiod sends over xDS to a sidecar (the service's endpoints per network)
+  and to the east-west gateway (its AUTO_PASSTHROUGH listener on 15443).
 
 When something is wrong it names the cause, from the failure modes of multi-primary meshes
 (reference/ISTIO_FACTS.md). The causes come from the clusters' own objects (read with the admin
@@ -22,7 +24,9 @@ One concept per module:
 * ``checks``  — one pure function per check, ``diagnose`` runs them all (unit-tested with plain data);
 * ``certs``   — certificate fingerprints and chains;
 * ``report``  — the JSON report and its text rendering;
-* ``cli``     — the command line.
+* ``cli``     — the command line;
+* ``proxy``, ``proxy_checks``, ``xds`` — the proxy view (``--proxy-view``): what istiod sends a sidecar of
+  the client and the east-west gateway over xDS, and the checks on it.
 """
 
 from .access import DirectAccess, IstiodAccess, PortForwardAccess

@@ -1,4 +1,5 @@
-"""How verify reaches one istiod: its HTTP debug port (8080) and its xDS TLS port (15012).
+"""How verify reaches one istiod: its HTTP debug port (8080), its xDS TLS port (15012) and its plaintext
+xDS port (15010, for the proxy view).
 
 ``DirectAccess``: istiod is reachable from here (the lab runs istiods as local processes; or a VPN).
 ``PortForwardAccess``: through the cluster's API server (what ``kubectl port-forward`` does) to a ready
@@ -7,13 +8,14 @@ istiod pod. Every call has a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from istio_mesh.constants import ISTIO_NAMESPACE, ISTIOD_HTTP_PORT, ISTIOD_XDS_TLS_PORT
+from istio_mesh.constants import ISTIO_NAMESPACE, ISTIOD_HTTP_PORT, ISTIOD_XDS_PORT, ISTIOD_XDS_TLS_PORT
 
 from .kube import client_for, read
 
@@ -29,6 +31,10 @@ class IstiodAccess(Protocol):
     def http_get(self, path: str) -> bytes: ...
 
     def tls_socket(self) -> socket.socket: ...
+
+    def xds_address(self) -> str:
+        """``HOST:PORT`` on this machine where istiod's plaintext xDS (15010) answers."""
+        ...
 
 
 def hostport(value: str) -> tuple[str, int]:
@@ -77,13 +83,23 @@ def http_get(conn: http.client.HTTPConnection, path: str) -> bytes:
 
 
 class DirectAccess:
-    """istiod reachable from here at the given addresses of its 8080 and 15012."""
+    """istiod reachable from here at the given addresses of its 8080 and 15012 (and 15010, if given)."""
 
-    def __init__(self, http_hostport: str, tls_hostport: str, timeout: float = ISTIOD_TIMEOUT) -> None:
+    def __init__(
+        self, http_hostport: str, tls_hostport: str, xds_hostport: str | None = None, timeout: float = ISTIOD_TIMEOUT
+    ) -> None:
         self.http = hostport(http_hostport)
         self.tls = hostport(tls_hostport)
+        self.xds = xds_hostport
+        if xds_hostport:
+            hostport(xds_hostport)
         self.timeout = timeout
         self.address = f"http://{http_hostport}"
+
+    def xds_address(self) -> str:
+        if not self.xds:
+            raise OSError(f"no address of istiod's plaintext xDS ({ISTIOD_XDS_PORT}) was given for {self.address}")
+        return self.xds
 
     def http_get(self, path: str) -> bytes:
         return http_get(http.client.HTTPConnection(*self.http, timeout=self.timeout), path)
@@ -112,6 +128,7 @@ class PortForwardAccess:
             raise OSError(f"no ready istiod pod (label app=istiod) in {ISTIO_NAMESPACE}")
         self.pod = sorted(ready)[0]
         self._sessions: list[Any] = []
+        self._relay: Relay | None = None
         self.address = f"pod {ISTIO_NAMESPACE}/{self.pod} (port-forward)"
 
     def _socket(self, port: int) -> socket.socket:
@@ -141,3 +158,47 @@ class PortForwardAccess:
 
     def tls_socket(self) -> socket.socket:
         return self._socket(ISTIOD_XDS_TLS_PORT)
+
+    def xds_address(self) -> str:
+        """A local relay: each connection to it is one port-forward to istiod's 15010 (gRPC needs an address)."""
+        if self._relay is None:
+            self._relay = Relay(lambda: self._socket(ISTIOD_XDS_PORT))
+        return self._relay.address
+
+
+class Relay:
+    """A TCP listener on 127.0.0.1 (ephemeral port) whose every connection is pumped to a socket from
+    ``connect`` (a port-forward). Daemon threads: nothing outlives the command."""
+
+    def __init__(self, connect: Callable[[], socket.socket]) -> None:
+        self._connect = connect
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, name="verify-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._connect()
+            except Exception:  # the client sees the connection close; its own timeout names the address
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), name="verify-relay-pump", daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)

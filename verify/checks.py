@@ -23,21 +23,13 @@ from istio_mesh.constants import (
 )
 
 from .certs import chains, is_self_signed_istiod_ca, issuer_name, pem_fingerprint
-from .facts import ClusterFacts, Finding, IstiodFacts
+from .facts import ClusterFacts, Finding, IstiodFacts, is_multi_network, network_of
+from .proxy_checks import check_gateway_listener, check_proxy_endpoints
 
 #: What verify reads in each cluster, for the finding that says a read was refused.
 _READS = (
     f"Namespace {ISTIO_NAMESPACE}, Secrets and Services in {ISTIO_NAMESPACE}, the service's Service and EndpointSlices"
 )
-
-
-def network_of(c: ClusterFacts) -> str | None:
-    """The cluster's network: as configured, else as labelled."""
-    return c.expected_network or c.network_label
-
-
-def is_multi_network(clusters: Sequence[ClusterFacts]) -> bool:
-    return len({network_of(c) or c.name for c in clusters}) > 1
 
 
 # ---- one cluster's own objects ------------------------------------------------------------------------
@@ -436,4 +428,7 @@ def diagnose(
         if multi_network:
             out += check_istiod_gateways(i, clusters)
         out += check_istiod_endpoints(i, clusters, service_host)
+        out += check_proxy_endpoints(i, clusters, service_host)
+        if multi_network:
+            out += check_gateway_listener(i, service_host)
     return out

@@ -21,8 +21,9 @@ from .access import DirectAccess, IstiodAccess, PortForwardAccess, hostport
 from .certs import pem_fingerprint
 from .checks import diagnose
 from .collect import collect_cluster, collect_istiod
-from .facts import DEFAULT_SERVICE, IstiodFacts, Target
+from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, Target
 from .kube import error_text
+from .proxy import collect_proxy
 from .report import render_text, report_json
 
 #: Seconds allowed for each `pulumi` command verify runs (stack config and outputs).
@@ -76,15 +77,16 @@ def stack_inputs(stack: str | None, cwd: str) -> tuple[dict[str, Any], dict[str,
     return raw, outputs or {}
 
 
-def istiod_addresses(path: str) -> dict[str, tuple[str, str]]:
+def istiod_addresses(path: str) -> dict[str, tuple[str, str, str | None]]:
     """``--istiod-addresses FILE``: a JSON list of ``{"name": CLUSTER, "istiod": {"http": HOST:PORT,
-    "tls": HOST:PORT}}`` (istiod's 8080 and 15012; other keys are ignored) -> {cluster: (http, tls)}."""
+    "tls": HOST:PORT, "xds": HOST:PORT}}`` (istiod's 8080, 15012 and, optional, 15010; other keys are
+    ignored) -> {cluster: (http, tls, xds or None)}."""
     try:
         with open(path) as fh:
             doc = json.load(fh)
     except (OSError, ValueError) as e:
         raise VerifyUsageError(f"--istiod-addresses {path}: {e}") from None
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[str, str, str | None]] = {}
     for n, entry in enumerate(doc if isinstance(doc, list) else []):
         where = f"--istiod-addresses {path}: entry {n}"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -94,11 +96,14 @@ def istiod_addresses(path: str) -> dict[str, tuple[str, str]]:
             raise VerifyUsageError(
                 f"{where} ({entry['name']}): 'istiod' must hold 'http' and 'tls' as HOST:PORT, got {ist!r}"
             )
+        xds = ist.get("xds")
         try:
             hostport(ist["http"]), hostport(ist["tls"])
+            if xds is not None:
+                hostport(str(xds))
         except ValueError as e:
             raise VerifyUsageError(f"{where} ({entry['name']}): {e}") from None
-        out[entry["name"]] = (ist["http"], ist["tls"])
+        out[entry["name"]] = (ist["http"], ist["tls"], None if xds is None else str(xds))
     if not isinstance(doc, list) or not out:
         raise VerifyUsageError(f"--istiod-addresses {path}: expected a non-empty JSON list of clusters")
     return out
@@ -110,12 +115,27 @@ def run_verify(
     root_pem: str | None,
     service: str,
     mesh_id: str | None,
+    proxy_view: bool = False,
+    client_app: str = DEFAULT_CLIENT,
 ) -> dict[str, Any]:
-    """Collects everything and returns the JSON report (``ok`` false when any finding)."""
+    """Collects everything and returns the JSON report (``ok`` false when any finding). With ``proxy_view``
+    each istiod is also asked over xDS what it sends a sidecar of ``client_app`` and the east-west gateway."""
     svc_name, _, svc_ns = service.partition(".")
     svc_ns = svc_ns or "default"
     host = f"{svc_name}.{svc_ns}.svc.cluster.local"
-    clusters = [collect_cluster(t.name, t.kubeconfig, t.context, t.network, (svc_name, svc_ns)) for t in targets]
+    clusters = [
+        collect_cluster(
+            t.name,
+            t.kubeconfig,
+            t.context,
+            t.network,
+            (svc_name, svc_ns),
+            client_app=client_app if proxy_view else None,
+        )
+        for t in targets
+    ]
+    ports = sorted({port for c in clusters for port in c.service_ports})
+    by_name = {c.name: c for c in clusters}
     # Without a given root (a mesh Pulumi did not build, no --root-cert), istiod's certificates are
     # checked against the root every cluster's cacerts agrees on; the root check reports roots that differ.
     tls_root = root_pem
@@ -130,7 +150,10 @@ def run_verify(
         except Exception as e:  # no istiod to reach is itself the finding
             istiods.append(IstiodFacts(cluster=t.name, address="-", error=f"cannot reach istiod: {error_text(e)}"))
             continue
-        istiods.append(collect_istiod(t.name, a, host, tls_root))
+        facts = collect_istiod(t.name, a, host, tls_root)
+        if proxy_view and not facts.error:
+            facts.proxy = collect_proxy(by_name[t.name], a, host, svc_ns, ports, client_app, mesh_id)
+        istiods.append(facts)
     findings = diagnose(clusters, istiods, root_pem, host)
     return report_json(mesh_id, clusters, istiods, findings, host, tls_root)
 
@@ -159,14 +182,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--istiod",
         action="append",
         default=[],
-        metavar="CLUSTER=HTTP_HOST:PORT,TLS_HOST:PORT",
-        help="reach this cluster's istiod directly (its 8080 and 15012); default: port-forward through the API server",
+        metavar="CLUSTER=HTTP_HOST:PORT,TLS_HOST:PORT[,XDS_HOST:PORT]",
+        help="reach this cluster's istiod directly (its 8080 and 15012, and 15010 for --proxy-view); default: "
+        "port-forward through the API server",
     )
     ap.add_argument(
         "--istiod-addresses",
         metavar="FILE",
-        help="JSON list of {name, istiod: {http, tls}}: reach these clusters' istiods directly (the local lab "
-        "writes .lab/clusters.json in this form; scripts/verify --lab passes it)",
+        help="JSON list of {name, istiod: {http, tls, xds}}: reach these clusters' istiods directly (the local "
+        "lab writes .lab/clusters.json in this form; scripts/verify --lab passes it)",
+    )
+    ap.add_argument(
+        "--proxy-view",
+        action="store_true",
+        help="also ask each istiod over xDS (its 15010) what it sends a sidecar of the client and the east-west "
+        "gateway: the service's endpoints per network, the gateway's AUTO_PASSTHROUGH listener on 15443",
+    )
+    ap.add_argument(
+        "--client",
+        default=DEFAULT_CLIENT,
+        metavar="APP",
+        help="the proxy view poses as the sidecar of a running pod labelled app=APP in the service's namespace "
+        "(default %(default)s; a stand-in node when none runs)",
     )
     ap.add_argument("--json", action="store_true", help="print the JSON report instead of text")
     ap.add_argument("--project-dir", default=os.getcwd(), help=argparse.SUPPRESS)
@@ -194,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access: dict[str, Callable[[], IstiodAccess]] = {
             t.name: functools.partial(PortForwardAccess, t.kubeconfig, t.context) for t in targets
         }
-        direct: dict[str, tuple[str, str]] = {}
+        direct: dict[str, tuple[str, str, str | None]] = {}
         if args.istiod_addresses:
             listed = istiod_addresses(args.istiod_addresses)
             missing = sorted(names - set(listed))
@@ -206,17 +243,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             direct.update({n: listed[n] for n in names})
         for spec in args.istiod:
             name, _, rest = spec.partition("=")
-            http_hp, _, tls_hp = rest.partition(",")
+            http_hp, _, tail = rest.partition(",")
+            tls_hp, _, xds_hp = tail.partition(",")
             if name not in names or not http_hp or not tls_hp:
                 raise VerifyUsageError(
-                    f"--istiod {spec!r}: expected CLUSTER=HTTP_HOST:PORT,TLS_HOST:PORT with CLUSTER one of "
-                    f"{sorted(names)}"
+                    f"--istiod {spec!r}: expected CLUSTER=HTTP_HOST:PORT,TLS_HOST:PORT[,XDS_HOST:PORT] with CLUSTER "
+                    f"one of {sorted(names)}"
                 )
             hostport(http_hp), hostport(tls_hp)
-            direct[name] = (http_hp, tls_hp)
-        for name, (http_hp, tls_hp) in direct.items():
-            access[name] = functools.partial(DirectAccess, http_hp, tls_hp)
-        doc = run_verify(targets, access, root_pem, args.service, mesh_id)
+            if xds_hp:
+                hostport(xds_hp)
+            direct[name] = (http_hp, tls_hp, xds_hp or None)
+        for name, (http_hp, tls_hp, xds_hp) in direct.items():
+            access[name] = functools.partial(DirectAccess, http_hp, tls_hp, xds_hp)
+        doc = run_verify(targets, access, root_pem, args.service, mesh_id, args.proxy_view, args.client)
     except (VerifyUsageError, ValueError) as e:
         print(f"verify: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,9 @@ from istio_mesh.constants import (
     CACERTS_SECRET,
     CLUSTER_ANNOTATION,
     EASTWEST_RELEASE,
+    EASTWEST_SELECTOR,
     ISTIO_NAMESPACE,
+    ISTIOD_DEPLOYMENT,
     ISTIOD_SERVER_NAME,
     MULTICLUSTER_LABEL,
     NETWORK_LABEL,
@@ -200,8 +202,11 @@ def collect_cluster(
     expected_network: str | None,
     service: tuple[str, str],
     probe: Callable[[Mapping[str, Any]], tuple[str | None, list[str]]] = probe_remote_credentials,
+    client_app: str | None = None,
 ) -> ClusterFacts:
-    """Reads one cluster through its admin kubeconfig."""
+    """Reads one cluster through its admin kubeconfig; with ``client_app`` also what the proxy view needs
+    (the service's ports, a running pod labelled ``app=<client_app>`` in its namespace, a running east-west
+    gateway pod, istiod's version)."""
     import yaml
     from kubernetes import client
 
@@ -267,8 +272,14 @@ def collect_cluster(
         f.gateway_addresses += list((svc.get("spec") or {}).get("externalIPs") or [])
 
     svc_name, svc_ns = service
-    if get("service", f"Service {svc_ns}/{svc_name}", core.read_namespaced_service, svc_name, svc_ns) is not None:
+    service_obj = get("service", f"Service {svc_ns}/{svc_name}", core.read_namespaced_service, svc_name, svc_ns)
+    if service_obj is not None:
         f.service_exists = True
+        f.service_ports = sorted(
+            int(p["port"])
+            for p in (service_obj.get("spec") or {}).get("ports") or []
+            if p.get("port") and p.get("protocol", "TCP") == "TCP"
+        )
         slices = get(
             "service",
             f"EndpointSlices of Service {svc_ns}/{svc_name}",
@@ -281,4 +292,46 @@ def collect_cluster(
                 if (ep.get("conditions") or {}).get("ready") is not False:
                     f.service_endpoints.extend(ep.get("addresses") or [])
         f.service_endpoints.sort()
+    if client_app:
+        f.client_pod = _running_pod(get, core, svc_ns, f"app={client_app}")
+        f.gateway_pod = _running_pod(
+            get, core, ISTIO_NAMESPACE, ",".join(f"{k}={v}" for k, v in EASTWEST_SELECTOR.items())
+        )
+        istiod = get(
+            "istiod",
+            f"Deployment {ISTIO_NAMESPACE}/{ISTIOD_DEPLOYMENT}",
+            client.AppsV1Api(api).read_namespaced_deployment,
+            ISTIOD_DEPLOYMENT,
+            ISTIO_NAMESPACE,
+        )
+        f.istio_version = _image_tag(istiod)
     return f
+
+
+def _running_pod(get: _Reader, core: Any, namespace: str, selector: str) -> dict[str, Any] | None:
+    """The first running pod (by name) matching ``selector``, as {"name", "ip", "labels", "serviceAccount"}."""
+    pods = get("pods", f"Pods {selector} in {namespace}", core.list_namespaced_pod, namespace, label_selector=selector)
+    running = sorted(
+        (p for p in (pods or {}).get("items") or [] if (p.get("status") or {}).get("phase") == "Running"),
+        key=lambda p: str(p["metadata"]["name"]),
+    )
+    for p in running:
+        if p["status"].get("podIP"):
+            return {
+                "name": p["metadata"]["name"],
+                "ip": p["status"]["podIP"],
+                "labels": p["metadata"].get("labels") or {},
+                "serviceAccount": (p.get("spec") or {}).get("serviceAccountName") or "default",
+            }
+    return None
+
+
+def _image_tag(deployment: Mapping[str, Any] | None) -> str | None:
+    """The tag of the ``discovery`` container's image (``.../pilot:1.30.4`` -> ``1.30.4``), if it has one."""
+    containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    for c in containers:
+        image = str(c.get("image") or "")
+        name_part = image.rsplit("/", 1)[-1]
+        if ":" in name_part:
+            return name_part.split(":", 1)[1].split("@", 1)[0] or None
+    return None

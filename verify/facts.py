@@ -6,11 +6,14 @@ hand-written facts; ``verify.collect`` fills them from API servers and istiods.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 #: The service whose endpoints are followed when no ``--service`` is given (the samples the program deploys).
 DEFAULT_SERVICE = "helloworld.sample"
+#: The workload whose sidecar the proxy view poses as (``app`` label, in the service's namespace).
+DEFAULT_CLIENT = "sleep"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,34 @@ class ClusterFacts:
     #: Ready endpoint addresses of the named service in this cluster (its EndpointSlices).
     service_endpoints: list[str] = field(default_factory=list)
     service_exists: bool = False
+    #: The service's TCP ports (Service spec), for the proxy view's ``outbound|<port>||<host>`` clusters.
+    service_ports: list[int] = field(default_factory=list)
+    #: Pods the proxy view stands in for: a running client pod (``--client``, default app=sleep) in the
+    #: service's namespace and a running east-west gateway pod: {"name", "ip", "labels", "serviceAccount"}.
+    client_pod: dict[str, Any] | None = None
+    gateway_pod: dict[str, Any] | None = None
+    #: istiod's version (its Deployment's image tag), sent as the probe's ISTIO_VERSION.
+    istio_version: str | None = None
+
+
+@dataclass
+class ProxyFacts:
+    """What one istiod sends over xDS to a sidecar of the client pod (EDS of the service's outbound
+    clusters) and to the east-west gateway (its listener on 15443)."""
+
+    cluster: str
+    #: The node ids the probe presented, and whether they stand in for no real pod ("stand-in").
+    client_node: str = ""
+    gateway_node: str = ""
+    #: Per outbound cluster name: [{"address", "port", "weight", "tlsMode", "clusterId"}]
+    endpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Problems istiod's answer showed that are not an endpoint list (a cluster missing from CDS, ...).
+    notes: list[str] = field(default_factory=list)
+    #: The gateway's 15443 listener: {"exists", "autoPassthrough", "routes": {cluster: bool}, "problems"}.
+    listener: dict[str, Any] | None = None
+    #: The exchange failed (istiod unreachable over xDS, timed out): nothing else here is meaningful.
+    error: str | None = None
+    gateway_error: str | None = None
 
 
 @dataclass
@@ -80,6 +111,8 @@ class IstiodFacts:
     #: The certificate istiod serves on 15012 (PEM), and the TLS error verifying it against the mesh root.
     serving_cert_pem: str | None = None
     tls_error: str | None = None
+    #: What a proxy is sent (``--proxy-view``), None when not asked.
+    proxy: ProxyFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -90,3 +123,12 @@ class Finding:
     check: str
     cause: str
     fix: str
+
+
+def network_of(c: ClusterFacts) -> str | None:
+    """The cluster's network: as configured, else as labelled."""
+    return c.expected_network or c.network_label
+
+
+def is_multi_network(clusters: Sequence[ClusterFacts]) -> bool:
+    return len({network_of(c) or c.name for c in clusters}) > 1

@@ -7,8 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .certs import issuer_name, pem_fingerprint
-from .checks import network_of
-from .facts import ClusterFacts, Finding, IstiodFacts
+from .facts import ClusterFacts, Finding, IstiodFacts, ProxyFacts, network_of
 
 
 def report_json(
@@ -64,6 +63,8 @@ def report_json(
                 },
                 "gateways": i.gateways,
                 "endpoints": eps,
+                # --proxy-view: what istiod sends a sidecar of the client and the east-west gateway (xDS).
+                "proxyView": _proxy_json(i.proxy) if i.proxy else None,
             }
         )
     return doc
@@ -99,6 +100,7 @@ def render_text(doc: Mapping[str, Any]) -> str:
             lines.append(
                 f"  endpoint : {e['cluster']}/{e['network'] or '<no network>'} {e['address']}:{e['port']} ({via})"
             )
+        lines += _proxy_lines(i.get("proxyView"))
     lines.append("")
     if doc["findings"]:
         lines.append(f"FAILED: {len(doc['findings'])} problem(s)")
@@ -111,3 +113,46 @@ def render_text(doc: Mapping[str, Any]) -> str:
             "and sees the service in every cluster"
         )
     return "\n".join(lines)
+
+
+def _proxy_json(p: ProxyFacts) -> dict[str, Any]:
+    return {
+        "clientNode": p.client_node,
+        "endpoints": p.endpoints,
+        "notes": p.notes,
+        "error": p.error,
+        "gatewayNode": p.gateway_node,
+        "listener": p.listener,
+        "gatewayError": p.gateway_error,
+    }
+
+
+def _proxy_lines(p: Mapping[str, Any] | None) -> list[str]:
+    """The proxy view of one istiod: the EDS a sidecar gets, the gateway's 15443 listener."""
+    if not p:
+        return []
+    if p["error"]:
+        return [f"  proxy    : unavailable: {p['error']}"]
+    lines = [f"  proxy    : as {p['clientNode']}"]
+    for name, eps in sorted(p["endpoints"].items()):
+        sent = ", ".join(
+            f"{e['address']}:{e['port']}"
+            + (f" w{e['weight']}" if e["weight"] is not None else "")
+            + f" ({e['tlsMode'] or 'no tlsMode'}{', ' + e['clusterId'] if e['clusterId'] else ''})"
+            for e in eps
+        )
+        lines.append(f"    EDS {name}: {sent or 'no endpoints'}")
+    for note in p["notes"]:
+        lines.append(f"    note: {note}")
+    if p["gatewayError"]:
+        lines.append(f"  gateway listener: unavailable: {p['gatewayError']}")
+    elif p["listener"]:
+        lst = p["listener"]
+        shape = (
+            "AUTO_PASSTHROUGH"
+            if lst["autoPassthrough"]
+            else ("present, not AUTO_PASSTHROUGH" if lst["exists"] else "none")
+        )
+        routed = ", ".join(f"{name} {'routed' if ok else 'NOT routed'}" for name, ok in sorted(lst["routes"].items()))
+        lines.append(f"  gateway listener {lst['port']}: {shape}; {routed or 'no service port'}")
+    return lines

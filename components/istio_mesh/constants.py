@@ -106,6 +106,12 @@ DEFAULT_HUB = "docker.io/istio"
 #: the two apart), and the next preview shows the change again. A skipped await returns the object the
 #: update produced.
 SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+#: Objects whose every field the program decides (the namespaces whose labels the mesh depends on) take
+#: their fields back on the next ``up`` even when someone else changed them: a ``kubectl label`` of
+#: ``topology.istio.io/network`` makes kubectl that field's manager, and without force the provider's
+#: server-side apply fails with a field conflict instead of repairing the drift (pulumi-kubernetes
+#: pkg/await/await.go ``patchForce``).
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
 SERVICE_TYPE = "kubernetes:core/v1:Service"
 

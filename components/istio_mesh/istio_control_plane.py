@@ -15,6 +15,7 @@ from .constants import (
     ISTIOD_DEPLOYMENT,
     NETWORK_LABEL,
     PACKAGE,
+    PATCH_FORCE_ANNOTATION,
     SERVICE_TYPE,
     SKIP_AWAIT_ANNOTATION,
     TIMEOUT_ANNOTATION,
@@ -133,7 +134,12 @@ class IstioControlPlane(pulumi.ComponentResource):
 
         ns = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=ISTIO_NAMESPACE, labels={NETWORK_LABEL: args.network}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=ISTIO_NAMESPACE,
+                labels={NETWORK_LABEL: args.network},
+                # istiod reads its network from this label: `up --refresh` must restore it whoever changed it.
+                annotations={PATCH_FORCE_ANNOTATION: "true"},
+            ),
             opts=child,
         )
         ca_deps: list[pulumi.Resource] = []

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .constants import PACKAGE, SKIP_AWAIT_ANNOTATION
+from .constants import PACKAGE, PATCH_FORCE_ANNOTATION, SKIP_AWAIT_ANNOTATION
 
 HELLOWORLD_PORT = 5000
 
@@ -46,7 +46,11 @@ class SampleApps(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ns = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace, labels={"istio-injection": "enabled"}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=args.namespace,
+                labels={"istio-injection": "enabled"},
+                annotations={PATCH_FORCE_ANNOTATION: "true"},  # the injection label is restored by `up --refresh`
+            ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         ns_name = ns.metadata.name

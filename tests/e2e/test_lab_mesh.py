@@ -570,6 +570,100 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         lab.istiod("stop")
 
 
+def proxy_view(stack: Stack) -> dict[str, Any]:
+    """``scripts/verify --lab --proxy-view --json``: the report with each istiod's xDS view."""
+    proc = run(
+        [str(ROOT / "scripts" / "verify"), "--stack", stack.name, "--lab", "--proxy-view", "--json"],
+        stack.env,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    assert (proc.returncode == 0) == doc["ok"]
+    return doc
+
+
+def ready_pod_ips(cluster: str, service: str = "helloworld", namespace: str = "sample") -> set[str]:
+    from kubernetes import client
+
+    slices = client.DiscoveryV1Api(api_client(cluster)).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return {a for sl in slices.items for ep in sl.endpoints or [] if ep.conditions.ready for a in ep.addresses}
+
+
+def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: Lab, stack: Stack) -> None:
+    """`scripts/verify --proxy-view` asks each real istiod over xDS (15010) as a sidecar of `sleep` and as the
+    east-west gateway. Each sidecar is sent its own cluster's helloworld pods; each gateway an AUTO_PASSTHROUGH
+    listener on 15443 routing helloworld's SNI. The lab injects no sidecars, so the pods are not
+    mTLS-capable and istiod sends none of them across networks: verify names exactly that, per cluster.
+    Then cluster2's network label set to network1 (out of band): cluster1's sidecars are sent cluster2's pod
+    addresses directly (unreachable across networks) and verify names it; `pulumi up --refresh` repairs it."""
+    outbound = "outbound|5000||helloworld.sample.svc.cluster.local"
+    lab.istiod("start")
+    try:
+        pods = {c: ready_pod_ips(c) for c in CLUSTERS}
+        assert all(pods.values()), pods
+
+        def settled() -> bool:  # istiod may still be syncing its peer right after start
+            return {(i["cluster"], len(i["syncedClusters"])) for i in proxy_view(stack)["istiods"]} == {
+                (c, 2) for c in CLUSTERS
+            }
+
+        wait_for("both istiods to sync both clusters", settled, timeout=120, interval=3)
+        started = time.monotonic()
+        doc = proxy_view(stack)
+        seconds = time.monotonic() - started
+        for i in doc["istiods"]:
+            c, p = i["cluster"], i["proxyView"]
+            assert p["error"] is None and p["gatewayError"] is None, p
+            assert "sidecar~" in p["clientNode"] and ".sample~sample.svc.cluster.local" in p["clientNode"]
+            assert "stand-in" not in p["clientNode"], "the sample's sleep pod runs: the probe poses as it"
+            assert {e["address"] for e in p["endpoints"][outbound]} == pods[c]
+            assert {e["port"] for e in p["endpoints"][outbound]} == {5000}
+            assert p["listener"]["autoPassthrough"] and p["listener"]["routes"] == {
+                "outbound_.5000_._.helloworld.sample.svc.cluster.local": True
+            }
+            assert "router~" in p["gatewayNode"] and "stand-in" not in p["gatewayNode"]
+        assert found(doc) == {(c, "proxy-endpoints") for c in CLUSTERS}, causes(doc)
+        for f in doc["findings"]:
+            other = OTHER[f["cluster"]]
+            assert f["cause"].startswith(
+                f"{other} (network {NETWORK[other]})'s helloworld.sample.svc.cluster.local endpoints are missing "
+                f"from {f['cluster']}'s EDS (port 5000): they are not mTLS-capable (TLS mode disabled: no sidecar)"
+            ), f["cause"]
+        print(f"verify --proxy-view on 2 clusters: {seconds:.1f} s")
+
+        # cluster2 claims network1: cluster1's sidecars get cluster2's pods directly.
+        core("cluster2").patch_namespace(
+            "istio-system", {"metadata": {"labels": {"topology.istio.io/network": "network1"}}}
+        )
+
+        def leaked() -> bool:
+            d = proxy_view(stack)
+            p1 = next(i for i in d["istiods"] if i["cluster"] == "cluster1")["proxyView"]
+            return pods["cluster2"] <= {e["address"] for e in p1["endpoints"][outbound]}
+
+        wait_for("cluster1's sidecar to be sent cluster2's pods directly", leaked, timeout=120, interval=3)
+        doc = proxy_view(stack)
+        assert ("cluster2", "network-label") in found(doc)
+        text = causes(doc)
+        assert (
+            f"a sidecar in cluster1 (network network1) is sent pod address(es) {', '.join(sorted(pods['cluster2']))} "
+            "of cluster2 on network network2 directly, not through its gateway" in text
+        ), text
+        stack.up("--refresh")
+
+        def repaired() -> bool:
+            d = proxy_view(stack)
+            return found(d) == {(c, "proxy-endpoints") for c in CLUSTERS} and "directly" not in causes(d)
+
+        wait_for("the proxy view to be repaired", repaired, timeout=120, interval=3)
+    finally:
+        lab.istiod("stop")
+
+
 def test_istiod_runtime_webhook_edits_are_not_drift(stack: Stack) -> None:
     """After istiod-style edits of its webhooks, `preview --refresh` (every object compared with the live
     cluster) reports no changes: a healthy mesh refreshes clean (a plain no-op preview is the day-2
