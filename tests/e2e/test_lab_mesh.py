@@ -570,10 +570,18 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         lab.istiod("stop")
 
 
-def proxy_view(stack: Stack) -> dict[str, Any]:
-    """``scripts/verify --lab --proxy-view --json``: the report with each istiod's xDS view."""
+def proxy_view(stack: Stack, direct: bool = True) -> dict[str, Any]:
+    """``scripts/verify --lab --proxy-view --json``: the report with each istiod's xDS view (``direct``:
+    the lab's istiods where they listen; otherwise through API-server port-forwards, as on real clusters)."""
     proc = run(
-        [str(ROOT / "scripts" / "verify"), "--stack", stack.name, "--lab", "--proxy-view", "--json"],
+        [
+            str(ROOT / "scripts" / "verify"),
+            "--stack",
+            stack.name,
+            *(["--lab"] if direct else []),
+            "--proxy-view",
+            "--json",
+        ],
         stack.env,
         check=False,
         timeout=300,
@@ -634,6 +642,10 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
                 f"from {f['cluster']}'s EDS (port 5000): they are not mTLS-capable (TLS mode disabled: no sidecar)"
             ), f["cause"]
         print(f"verify --proxy-view on 2 clusters: {seconds:.1f} s")
+        # The same through the Kubernetes API: xDS over a local relay whose connections are port-forwards.
+        via_api = proxy_view(stack, direct=False)
+        assert [i["proxyView"] for i in via_api["istiods"]] == [i["proxyView"] for i in doc["istiods"]]
+        assert found(via_api) == found(doc)
 
         # cluster2 claims network1: cluster1's sidecars get cluster2's pods directly.
         core("cluster2").patch_namespace(
