@@ -137,3 +137,17 @@ def test_an_istiod_that_does_not_answer_xds_is_one_finding(pki: Pki) -> None:
     findings = diagnose(clusters, istiods, pki.root, HOST)
     assert checks(findings) == {("cluster1", "proxy")}
     assert "127.0.1.1:20110 is unreachable" in findings[0].cause
+
+
+def test_a_peer_istiod_has_not_synced_is_named_in_the_proxy_view_too(pki: Pki) -> None:
+    """cluster1's istiod lost cluster2 (its remote secret deleted): no shard of cluster2, so no gateway
+    endpoint either; the proxy view says a request to cluster2's pods has nowhere to go."""
+    clusters, istiods = proxied(pki)
+    i1 = istiods[0]
+    i1.endpoints = [e for e in i1.endpoints if e["cluster"] == "cluster1"]
+    i1.proxy.endpoints[HELLO] = i1.proxy.endpoints[HELLO][:1]  # type: ignore[union-attr]
+    (f,) = check_proxy_endpoints(i1, clusters, HOST)
+    assert f.cause == (
+        f"cluster2 (network network2)'s {HOST} endpoints are missing from cluster1's EDS (port 5000): istiod of "
+        "cluster1 has none of them although they are ready there (it has not synced cluster2)"
+    )

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .access import DirectAccess, IstiodAccess, PortForwardAccess, hostport
@@ -25,9 +26,12 @@ from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, Target
 from .kube import error_text
 from .proxy import collect_proxy
 from .report import render_text, report_json
+from .xds import envoy_protos
 
 #: Seconds allowed for each `pulumi` command verify runs (stack config and outputs).
 PULUMI_TIMEOUT = 180.0
+#: Clusters read at the same time (each read has its own timeouts; the order of the report is the targets').
+MAX_PARALLEL_CLUSTERS = 8
 
 
 class VerifyUsageError(Exception):
@@ -123,37 +127,49 @@ def run_verify(
     svc_name, _, svc_ns = service.partition(".")
     svc_ns = svc_ns or "default"
     host = f"{svc_name}.{svc_ns}.svc.cluster.local"
-    clusters = [
-        collect_cluster(
-            t.name,
-            t.kubeconfig,
-            t.context,
-            t.network,
-            (svc_name, svc_ns),
-            client_app=client_app if proxy_view else None,
+    workers = ThreadPoolExecutor(
+        max_workers=max(1, min(len(targets), MAX_PARALLEL_CLUSTERS)), thread_name_prefix="verify"
+    )
+    with workers:
+        if proxy_view:  # Envoy's message classes take about a second to import: meanwhile the clusters are read
+            protos = workers.submit(envoy_protos)
+        # Every cluster is read at once (each through its own API client), then every istiod at once.
+        clusters = list(
+            workers.map(
+                lambda t: collect_cluster(
+                    t.name,
+                    t.kubeconfig,
+                    t.context,
+                    t.network,
+                    (svc_name, svc_ns),
+                    client_app=client_app if proxy_view else None,
+                ),
+                targets,
+            )
         )
-        for t in targets
-    ]
-    ports = sorted({port for c in clusters for port in c.service_ports})
-    by_name = {c.name: c for c in clusters}
-    # Without a given root (a mesh Pulumi did not build, no --root-cert), istiod's certificates are
-    # checked against the root every cluster's cacerts agrees on; the root check reports roots that differ.
-    tls_root = root_pem
-    if tls_root is None:
-        roots = {pem_fingerprint(c.root_pem): c.root_pem for c in clusters if c.root_pem}
-        if len(roots) == 1:
-            tls_root = next(iter(roots.values()))
-    istiods = []
-    for t in targets:
-        try:
-            a = access[t.name]()
-        except Exception as e:  # no istiod to reach is itself the finding
-            istiods.append(IstiodFacts(cluster=t.name, address="-", error=f"cannot reach istiod: {error_text(e)}"))
-            continue
-        facts = collect_istiod(t.name, a, host, tls_root)
-        if proxy_view and not facts.error:
-            facts.proxy = collect_proxy(by_name[t.name], a, host, svc_ns, ports, client_app, mesh_id)
-        istiods.append(facts)
+        ports = sorted({port for c in clusters for port in c.service_ports})
+        by_name = {c.name: c for c in clusters}
+        # Without a given root (a mesh Pulumi did not build, no --root-cert), istiod's certificates are
+        # checked against the root every cluster's cacerts agrees on; the root check reports roots that differ.
+        tls_root = root_pem
+        if tls_root is None:
+            roots = {pem_fingerprint(c.root_pem): c.root_pem for c in clusters if c.root_pem}
+            if len(roots) == 1:
+                tls_root = next(iter(roots.values()))
+        if proxy_view:
+            protos.result()
+
+        def istiod_of(t: Target) -> IstiodFacts:
+            try:
+                a = access[t.name]()
+            except Exception as e:  # no istiod to reach is itself the finding
+                return IstiodFacts(cluster=t.name, address="-", error=f"cannot reach istiod: {error_text(e)}")
+            facts = collect_istiod(t.name, a, host, tls_root)
+            if proxy_view and not facts.error:
+                facts.proxy = collect_proxy(by_name[t.name], a, host, svc_ns, ports, client_app, mesh_id)
+            return facts
+
+        istiods = list(workers.map(istiod_of, targets))
     findings = diagnose(clusters, istiods, root_pem, host)
     return report_json(mesh_id, clusters, istiods, findings, host, tls_root)
 

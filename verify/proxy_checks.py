@@ -104,7 +104,18 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
             via = [e for e in eps if e["address"] in gw_addrs and e["port"] == CROSS_NETWORK_PORT]
             expected |= {e["address"] for e in via}
             where = f"{', '.join(names)} (network {other_net})"
-            if rows and not mtls:
+            if not rows:
+                out.append(
+                    Finding(
+                        i.cluster,
+                        "proxy-endpoints",
+                        f"{where}'s {service_host} endpoints are missing from {i.cluster}'s EDS (port {port}): istiod "
+                        f"of {i.cluster} has none of them although they are ready there (it has not synced "
+                        f"{', '.join(names)})",
+                        "see the sync / remote-secret findings for the cause",
+                    )
+                )
+            elif not mtls:
                 modes = sorted({r.get("tlsMode") or "none" for r in rows})
                 out.append(
                     Finding(
