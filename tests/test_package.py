@@ -138,3 +138,20 @@ print(json.dumps({"file": istio_mesh.__file__, "all": sorted(istio_mesh.__all__)
     assert "RemoteSecretPair" in seen["all"]
     repository = {"components", "stack_config", "lab", "verify", "tests", "bench", "scripts", "toolchain", "conftest"}
     assert not repository & set(seen["modules"]), sorted(repository & set(seen["modules"]))
+
+
+def test_the_package_imports_a_module_only_when_one_of_its_names_is_used() -> None:
+    """``import istio_mesh.constants`` (verify, the lab) does not import Pulumi; ``istio_mesh.X`` still
+    resolves every public name, and a name the package does not have is an AttributeError."""
+    probe = (
+        "import sys, istio_mesh.constants\n"
+        "assert 'pulumi' not in sys.modules, sorted(m for m in sys.modules if m.startswith('pulumi'))\n"
+        "import istio_mesh\n"
+        "assert istio_mesh.MultiPrimaryMesh.__module__ == 'istio_mesh.multi_primary_mesh'\n"
+        "assert 'pulumi' in sys.modules\n"
+        "assert set(istio_mesh.__all__) <= set(dir(istio_mesh))\n"
+        "for name in istio_mesh.__all__: getattr(istio_mesh, name)\n"
+        "try:\n    istio_mesh.NoSuchThing\nexcept AttributeError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "module 'istio_mesh' has no attribute 'NoSuchThing'"

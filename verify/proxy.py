@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from istio_mesh.constants import CROSS_NETWORK_PORT, EASTWEST_RELEASE, EASTWEST_SELECTOR, ISTIO_NAMESPACE
-from istio_mesh.options import DEFAULT_ISTIO_VERSION
+from istio_mesh.constants import (
+    CROSS_NETWORK_PORT,
+    DEFAULT_ISTIO_VERSION,
+    EASTWEST_RELEASE,
+    EASTWEST_SELECTOR,
+    ISTIO_NAMESPACE,
+)
 
 from .access import IstiodAccess
 from .facts import ClusterFacts, ProxyFacts, network_of

@@ -90,6 +90,8 @@ ISTIOD_XDS_TLS_PORT = 15012  # xDS over TLS (certificate from the plugged-in CA)
 ISTIOD_MONITORING_PORT = 15014
 ISTIOD_WEBHOOK_PORT = 15017  # sidecar-injector and validation webhooks (the Service's 443)
 
+#: Istio release installed when none is named (the version this project's toolchain pins and tests).
+DEFAULT_ISTIO_VERSION = "1.30.4"
 #: Official chart repository (charts ``base``, ``istiod``, ``gateway``).
 DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
 DEFAULT_HUB = "docker.io/istio"

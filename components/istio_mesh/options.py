@@ -16,12 +16,10 @@ from urllib.parse import urlparse
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .constants import DEFAULT_CHART_REPOSITORY, DEFAULT_HUB
+from .constants import DEFAULT_CHART_REPOSITORY, DEFAULT_HUB, DEFAULT_ISTIO_VERSION
 
 #: ``CASettings.source`` values.
 CA_SOURCES = ("generate", "import", "external")
-#: Istio release installed when none is named (the version this project's toolchain pins and tests).
-DEFAULT_ISTIO_VERSION = "1.30.4"
 
 
 @dataclass(frozen=True)
