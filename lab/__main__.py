@@ -1,4 +1,4 @@
-"""``python -m lab up [--clusters N] | down [--purge] | status | verify | istiod start|stop``."""
+"""``python -m lab up [--clusters N] [--no-webhooks] | down [--purge] | status | verify | istiod ACTION``."""
 
 from __future__ import annotations
 

@@ -142,6 +142,65 @@ def test_every_object_is_in_the_right_cluster(stack: Stack) -> None:
         assert core(c).read_namespace("sample").metadata.labels["istio-injection"] == "enabled"
 
 
+def _istiod_pid(cluster: str) -> int | None:
+    """The pid of the lab's istiod of ``cluster`` (started by its follower or by hand), if it runs."""
+    from lab import procs
+    from lab.layout import Cluster
+
+    return procs.running_pid(Cluster(int(cluster[-1])).pidfile("istiod"), "pilot-discovery")
+
+
+def _proxy_of(pod: Any) -> Any:
+    """The pod's istio-proxy container: a sidecar, or a native sidecar (an init container that restarts)."""
+    for container in pod.spec.containers or []:
+        if container.name == "istio-proxy":
+            return container
+    for container in pod.spec.init_containers or []:
+        if container.name == "istio-proxy" and container.restart_policy == "Always":
+            return container
+    return None
+
+
+def test_sidecars_are_injected_by_the_lab_istiod(stack: Stack) -> None:
+    """Injection is real: the API server called the sidecar-injector webhook (istiod.istio-system:443,
+    routed by the lab's egress proxy to the istiod its follower started during `up`, nobody ran
+    `lab istiod start`), so the sample pods and the east-west gateway carry istio-proxy and Istio's labels,
+    and each istiod sees helloworld's endpoints of both clusters in mTLS mode (TLSMode istio)."""
+    from lab import istiod
+    from lab.layout import Cluster
+
+    for c in CLUSTERS:
+        assert _istiod_pid(c) is not None and istiod.ready(Cluster(int(c[-1]))), f"the follower runs no istiod in {c}"
+        pods = core(c).list_namespaced_pod("sample").items
+        assert {p.metadata.labels["app"] for p in pods} == {"helloworld", "sleep"}
+        for pod in pods:
+            what = f"{c}: pod sample/{pod.metadata.name}"
+            proxy = _proxy_of(pod)
+            assert proxy is not None, f"{what} has no istio-proxy: {[x.name for x in pod.spec.containers]}"
+            assert proxy.image != "auto" and "proxyv2" in proxy.image, (what, proxy.image)
+            assert pod.metadata.labels.get("security.istio.io/tlsMode") == "istio", (what, pod.metadata.labels)
+            assert pod.metadata.labels.get("service.istio.io/canonical-name") == pod.metadata.labels["app"], what
+            assert "sidecar.istio.io/status" in (pod.metadata.annotations or {}), what
+        # The gateway chart's pods ask for the `gateway` template: their `image: auto` is replaced.
+        [gw] = core(c).list_namespaced_pod("istio-system", label_selector="app=istio-eastwestgateway").items
+        gw_proxy = next(x for x in gw.spec.containers if x.name == "istio-proxy")
+        assert gw_proxy.image != "auto" and "proxyv2" in gw_proxy.image, (c, gw_proxy.image)
+
+    def tls_modes(c: str) -> dict[str, set[str]]:
+        svc = _istiod_debug(c, "endpointShardz").get("helloworld.sample.svc.cluster.local", {})
+        return {
+            cid: {e.get("TLSMode", "") for e in eps} for cid, eps in (svc.get("sample", {}).get("Shards") or {}).items()
+        }
+
+    for c in CLUSTERS:
+        want = {f"Kubernetes/{k}": {"istio"} for k in CLUSTERS}
+        wait_for(
+            f"helloworld endpoints of both clusters with TLSMode istio in istiod {c}",
+            lambda c=c, w=want: tls_modes(c) == w,
+            timeout=90,
+        )
+
+
 def _load_chain(c: str) -> dict[str, Any]:
     data = secret_data(c, "istio-system", "cacerts")
     assert sorted(data) == ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
@@ -453,9 +512,9 @@ def _age_intermediate(stack: Stack, cluster: str, days_left: float) -> None:
 
 def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Stack) -> None:
     """`scripts/verify` on the lab: passes on the built mesh; names each failure mode broken out of band;
-    passes again after `pulumi up --refresh` (which, for cacerts, rolls istiod's Deployment; the lab
-    restarts its istiod process as the kubelet would on that rollout). The same `up` renews cluster2's
-    intermediate, which the state says ends tomorrow (ca.renewBeforeDays)."""
+    passes again after `pulumi up --refresh` (which, for cacerts, rolls istiod's Deployment; the lab's
+    follower restarts its istiod process as the kubelet would on that rollout). The same `up` renews
+    cluster2's intermediate, which the state says ends tomorrow (ca.renewBeforeDays)."""
     from kubernetes import client
 
     lab.istiod("start")
@@ -545,9 +604,10 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         from lab.layout import Cluster
 
         assert istiod.ready(Cluster(2))
+        pids_before_up = {c: _istiod_pid(c) for c in CLUSTERS}
+        assert None not in pids_before_up.values()
         stack.up("--refresh")
-        # The recreated cacerts rolls istiod: its pod template now names the new secret. The lab has no
-        # kubelet to restart istiod on a rollout, so the test does what the kubelet would.
+        # The recreated cacerts rolls istiod: its pod template now names the new secret.
         new_uid = core("cluster1").read_namespaced_secret("cacerts", "istio-system").metadata.uid
         from kubernetes import client as k8s_client
 
@@ -564,7 +624,13 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         uid2 = core("cluster2").read_namespaced_secret("cacerts", "istio-system").metadata.uid
         template2 = k8s_client.AppsV1Api(api_client("cluster2")).read_namespaced_deployment("istiod", "istio-system")
         assert uid2 != old2_uid and template2.spec.template.metadata.annotations["istio-mesh.dev/cacerts-uid"] == uid2
-        lab.istiod("restart")
+        # Both rollouts restart istiod without anyone asking: each cluster's follower saw the new pod template.
+        for c in CLUSTERS:
+            wait_for(
+                f"the follower to restart istiod in {c} after the rollout (pid {pids_before_up[c]} before)",
+                lambda c=c: _istiod_pid(c) not in (None, pids_before_up[c]) and istiod.ready(Cluster(int(c[-1]))),
+                timeout=120,
+            )
         wait_for_verify_ok(stack)
     finally:
         lab.istiod("stop")
