@@ -6,9 +6,10 @@ it when a rollout changes its pod template. One follower per cluster (``python -
 second and:
 
 * starts the local istiod (``lab/istiod.py``, exactly what ``lab istiod start`` does) once the
-  Deployment exists, and restarts it when the Deployment's identity changes (``istiod.identity``: a new
-  pod template is a rollout; a recreated Deployment; the injector's ConfigMap appearing after istiod
-  started without it), or when istiod exited (like a kubelet's restart policy, with a back-off);
+  Deployment exists, and restarts it when the Deployment changes (``istiod.identity``: a new pod
+  template is a rollout; a recreated Deployment has a new uid) or the injector's ConfigMap appears
+  after istiod started without it; starts it again when it exited (a kubelet's restart policy, with
+  a back-off);
 * writes the egress route ``<istiod Service ClusterIP>:443 -> <cluster address>:<webhook port>`` so
   the API server reaches the sidecar injector and config validator (``lab/egress.py``);
 * when the Deployment is deleted: stops istiod and removes the route.
@@ -72,6 +73,11 @@ class Plan:
     reason: str
 
 
+def same_deployment(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two identities are the same Deployment with the same pod template (no rollout between)."""
+    return a is not None and b is not None and (a.get("uid"), a.get("template")) == (b.get("uid"), b.get("template"))
+
+
 def decide(c: Cluster, o: Observed) -> Plan:
     """What to do about istiod and the egress route, given one poll's observations."""
     if o.deployment is None:
@@ -85,7 +91,7 @@ def decide(c: Cluster, o: Observed) -> Plan:
     if o.service_ip:
         routes[(o.service_ip, WEBHOOK_SERVICE_PORT)] = (c.ip, c.istiod_ports[15017])
     if o.stopped_by_hand:
-        if o.stopped_for is None or o.stopped_for == o.deployment:
+        if o.stopped_for is None or same_deployment(o.stopped_for, o.deployment):
             # (A marker that could not name the Deployment applies to the one there now: the follower
             # pins it, see Follower.once, so a later rollout still ends the stop.)
             return Plan("none", routes, False, "stopped by `lab istiod stop` (until the Deployment changes)")
@@ -98,13 +104,17 @@ def decide(c: Cluster, o: Observed) -> Plan:
         )
     if not o.istiod_running:
         return Plan("start", routes, False, "the Deployment exists and istiod is not running")
-    if o.running_source != o.deployment:
+    if not same_deployment(o.running_source, o.deployment):
         return Plan(
             "restart",
             routes,
             False,
             f"the Deployment changed (running from {o.running_source}, now {o.deployment})",
         )
+    # istiod reads the injector's ConfigMap at start only when it exists then (it watches it from then
+    # on, so a ConfigMap replaced later needs nothing): started without it, istiod never injects.
+    if o.running_source is not None and not o.running_source.get("injector") and o.deployment.get("injector"):
+        return Plan("restart", routes, False, "the injector's ConfigMap appeared after istiod started without it")
     return Plan("none", routes, False, "istiod runs from the current Deployment")
 
 
@@ -186,7 +196,7 @@ class Follower:
                 istiod.write_json(istiod.stop_marker(self.c), {"deployment": obs.deployment, "pinned": True})
             self.note(plan.reason)
             return
-        if obs.deployment != self.failed_for:
+        if not same_deployment(obs.deployment, self.failed_for):
             self.failures, self.failed_for = 0, None
         if plan.istiod in ("start", "restart") and time.monotonic() < self.retry_at:
             return

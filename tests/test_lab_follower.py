@@ -59,6 +59,14 @@ def test_the_injector_configmap_appearing_after_istiod_started_restarts_it() -> 
     assert plan.istiod == "restart"
 
 
+def test_the_injector_configmap_going_or_being_replaced_restarts_nothing() -> None:
+    """A ConfigMap replace (delete, then create: what a meshId or network change does to it) may be seen
+    half-way; istiod watches the ConfigMap once it had it, so only its first appearance matters."""
+    assert decide(C, obs(deployment={**DEP, "injector": False})).istiod == "none"
+    held = obs(istiod_running=False, stopped_by_hand=True, stopped_for=DEP, deployment={**DEP, "injector": False})
+    assert decide(C, held).istiod == "none"
+
+
 def test_istiod_that_exited_is_started_again() -> None:
     assert decide(C, obs(istiod_running=False)).istiod == "start"
 
