@@ -182,9 +182,12 @@ def test_sidecars_are_injected_by_the_lab_istiod(stack: Stack) -> None:
             assert pod.metadata.labels.get("service.istio.io/canonical-name") == pod.metadata.labels["app"], what
             assert "sidecar.istio.io/status" in (pod.metadata.annotations or {}), what
         # The gateway chart's pods ask for the `gateway` template: their `image: auto` is replaced.
-        [gw] = core(c).list_namespaced_pod("istio-system", label_selector="app=istio-eastwestgateway").items
-        gw_proxy = next(x for x in gw.spec.containers if x.name == "istio-proxy")
-        assert gw_proxy.image != "auto" and "proxyv2" in gw_proxy.image, (c, gw_proxy.image)
+        gws = core(c).list_namespaced_pod("istio-system", label_selector="app=istio-eastwestgateway").items
+        assert gws, f"{c}: no east-west gateway pod"
+        for gw in gws:
+            gw_proxy = next(x for x in gw.spec.containers if x.name == "istio-proxy")
+            assert gw_proxy.image != "auto" and "proxyv2" in gw_proxy.image, (c, gw.metadata.name, gw_proxy.image)
+            assert "sidecar.istio.io/status" in (gw.metadata.annotations or {}), (c, gw.metadata.name)
 
     def tls_modes(c: str) -> dict[str, set[str]]:
         svc = _istiod_debug(c, "endpointShardz").get("helloworld.sample.svc.cluster.local", {})
