@@ -28,6 +28,8 @@ from .follower import routes_file
 from .layout import REPO, Cluster
 
 AGENTS = ("egress", "follower")
+#: Seconds the egress proxy retries a routed destination that refuses (see ``argv``).
+EGRESS_REFUSED_WAIT = 6.0
 
 
 def egress_socket(c: Cluster) -> Path:
@@ -63,6 +65,11 @@ def argv(c: Cluster, agent: str, pilot_discovery: Path | None = None) -> list[st
             f"--routes-file={routes_file(c)}",
             f"--virtual-network={c.service_cidr}",
             f"--virtual-network={c.pod_cidr}",
+            # When the follower restarts istiod on a rollout, its webhooks are down for a second or two,
+            # where a cluster's rolling update keeps the old pod serving: a webhook call then waits for
+            # the new istiod instead of failing (failurePolicy Fail would reject the request). Within
+            # the API server's 10 s webhook timeout; a stopped istiod costs a call this long.
+            f"--refused-wait={EGRESS_REFUSED_WAIT:g}",
         ]
     if agent == "follower":
         assert pilot_discovery is not None

@@ -155,7 +155,9 @@ class EgressProxy:
     dialled as asked, such an address would leave through the host's default route), where a target
     without a route is answered 502. ``routes_file`` (optional, JSON from ``write_routes``) is re-read
     whenever it changes and overrides ``routes``. ``log`` (default stderr) gets a line per CONNECT and
-    one more when a tunnel ends.
+    one more when a tunnel ends. ``refused_wait``: seconds to keep retrying a routed destination that
+    refuses the connection (the local process behind the route restarting, where a rolling update in a
+    cluster keeps the old pod serving until the new one is ready); 0 answers 503 at once.
 
     Lifecycle: ``start()`` binds (the socket exists when it returns), ``serve_forever()`` accepts until
     ``stop()``/``close()``; ``close()`` also ends every open tunnel, joins every thread and removes the
@@ -172,6 +174,7 @@ class EgressProxy:
         virtual_networks: Iterable[str] = (),
         dial_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
+        refused_wait: float = 0.0,
     ) -> None:
         self.socket_path = Path(socket_path).absolute()
         if len(os.fsencode(self.socket_path)) > _SUN_PATH_MAX:
@@ -180,6 +183,7 @@ class EgressProxy:
         self.virtual_networks = tuple(ipaddress.ip_network(n) for n in virtual_networks)
         self.dial_timeout = dial_timeout
         self.handshake_timeout = handshake_timeout
+        self.refused_wait = refused_wait
         self._log_file = log if log is not None else sys.stderr
         self._lock = threading.Lock()
         self._routes: dict[Address, Address] = {}
@@ -413,7 +417,7 @@ class EgressProxy:
             if network is not None:
                 raise _ConnectError(f"502 Bad Gateway: no route for {target_text} (virtual network {network})")
             what += f" -> {format_address(dest)} ({'route' if routed else 'direct'})"
-            upstream = self._dial(dest)
+            upstream = self._dial(dest, self.refused_wait if routed else 0.0)
             with self._lock:
                 self._sockets.add(upstream)
             client.settimeout(None)  # a tunnel (port-forward, logs -f) may idle for as long as it likes
@@ -483,16 +487,23 @@ class EgressProxy:
             raise _ConnectError(f"405 Method Not Allowed: only CONNECT is served, not {method[:20]}")
         return target, rest
 
-    def _dial(self, dest: Address) -> socket.socket:
+    def _dial(self, dest: Address, refused_wait: float = 0.0) -> socket.socket:
         where = format_address(dest)
-        try:
-            return socket.create_connection(dest, timeout=self.dial_timeout)
-        except TimeoutError:
-            raise _ConnectError(f"504 Gateway Timeout: dial {where}: no answer within {self.dial_timeout:g}s") from None
-        except ConnectionRefusedError:
-            raise _ConnectError(f"503 Service Unavailable: dial {where}: connection refused") from None
-        except OSError as e:
-            raise _ConnectError(f"502 Bad Gateway: dial {where}: {e.strerror or e}") from None
+        deadline = time.monotonic() + refused_wait
+        while True:
+            try:
+                return socket.create_connection(dest, timeout=self.dial_timeout)
+            except TimeoutError:
+                raise _ConnectError(
+                    f"504 Gateway Timeout: dial {where}: no answer within {self.dial_timeout:g}s"
+                ) from None
+            except ConnectionRefusedError:
+                if time.monotonic() >= deadline or self._stopping.is_set():
+                    waited = f" (retried for {refused_wait:g}s)" if refused_wait else ""
+                    raise _ConnectError(f"503 Service Unavailable: dial {where}: connection refused{waited}") from None
+                time.sleep(0.1)
+            except OSError as e:
+                raise _ConnectError(f"502 Bad Gateway: dial {where}: {e.strerror or e}") from None
 
     def _tunnel(self, client: socket.socket, upstream: socket.socket, counts: list[int]) -> None:
         """Pump both ways until both have ended; an EOF is passed on as a half-close."""
@@ -561,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--log", type=Path, help="append the connection log here (default: stderr)")
     ap.add_argument("--dial-timeout", type=float, default=5.0, help="seconds allowed to connect to a destination")
+    ap.add_argument(
+        "--refused-wait",
+        type=float,
+        default=0.0,
+        help="seconds to keep retrying a routed destination that refuses (its process restarting); default 0",
+    )
     args = ap.parse_args(argv)
     try:
         routes = dict(parse_route(r) for r in args.route)
@@ -577,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             log=log,
             virtual_networks=args.virtual_network,
             dial_timeout=args.dial_timeout,
+            refused_wait=args.refused_wait,
         )
         proxy.start()
     except EgressError as e:

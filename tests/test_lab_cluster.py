@@ -53,6 +53,7 @@ def test_the_egress_proxy_refuses_the_clusters_virtual_ranges_and_follows_the_ro
         "--virtual-network=10.103.0.0/16",  # Service CIDR
         "--virtual-network=10.3.0.0/16",  # pod CIDR
     }
+    assert "--refused-wait=6" in args  # istiod restarting: a webhook call waits, within the API server's 10 s
     follower = agents.argv(c, "follower", Path("/tc/bin/pilot-discovery"))
     assert follower == ["-m", "lab.follower", "--cluster=3", "--pilot-discovery=/tc/bin/pilot-discovery"]
 

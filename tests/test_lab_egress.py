@@ -167,6 +167,55 @@ def test_a_failed_dial_answers_a_5xx_status_line_and_closes(proxy: egress.Egress
             assert s.recv(1) == b""  # closed after the answer
 
 
+def test_a_routed_destination_that_refuses_is_retried_for_refused_wait(tmp_path: Path) -> None:
+    """istiod restarting behind the route: the CONNECT waits for it (up to refused_wait), where a rolling
+    update in a cluster would keep the old pod serving; an unrouted target is still refused at once."""
+    port = free_port()
+    late: list[EchoServer] = []
+
+    def listen_later() -> None:
+        time.sleep(0.8)
+        server = EchoServer("L")
+        server.sock.close()  # rebind the chosen port instead
+        server.sock = socket.create_server(("127.0.0.1", port))
+        server.address = ("127.0.0.1", port)
+        server._thread = threading.Thread(target=server._serve, daemon=True)
+        server._thread.start()
+        late.append(server)
+
+    with egress.EgressProxy(
+        tmp_path / "r.sock", {("10.101.0.10", 443): ("127.0.0.1", port)}, log=io.StringIO(), refused_wait=5.0
+    ) as p:
+        t = threading.Thread(target=listen_later)
+        t.start()
+        t0 = time.monotonic()
+        s, status, _ = open_tunnel(p.socket_path, "10.101.0.10:443")
+        assert status == "HTTP/1.1 200 Connection established" and 0.5 < time.monotonic() - t0 < 5
+        assert exchange(s, b"x") == b"L:x"
+        t.join()
+        dead = free_port()
+        t0 = time.monotonic()
+        s, status, _ = open_tunnel(p.socket_path, f"127.0.0.1:{dead}")
+        s.close()
+        assert status.startswith("HTTP/1.1 503") and time.monotonic() - t0 < 0.5  # not routed: no wait
+    for server in late:
+        server.close()
+
+
+def test_a_routed_destination_refusing_past_refused_wait_is_503(tmp_path: Path) -> None:
+    dead = free_port()
+    with egress.EgressProxy(
+        tmp_path / "r.sock", {("10.101.0.10", 443): ("127.0.0.1", dead)}, log=io.StringIO(), refused_wait=0.5
+    ) as p:
+        t0 = time.monotonic()
+        s, status, _ = open_tunnel(p.socket_path, "10.101.0.10:443")
+        s.close()
+        assert 0.4 < time.monotonic() - t0 < 3
+        assert status == (
+            f"HTTP/1.1 503 Service Unavailable: dial 127.0.0.1:{dead}: connection refused (retried for 0.5s)"
+        )
+
+
 def test_requests_other_than_connect_are_refused(proxy: egress.EgressProxy) -> None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
