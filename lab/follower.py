@@ -196,8 +196,9 @@ class Follower:
                 istiod.write_json(istiod.stop_marker(self.c), {"deployment": obs.deployment, "pinned": True})
             self.note(plan.reason)
             return
-        if not same_deployment(obs.deployment, self.failed_for):
-            self.failures, self.failed_for = 0, None
+        if self.failed_for is not None and not same_deployment(obs.deployment, self.failed_for):
+            # A new Deployment (or rollout) gets its chance at once: the back-off was for the old one.
+            self.failures, self.failed_for, self.retry_at = 0, None, 0.0
         if plan.istiod in ("start", "restart") and time.monotonic() < self.retry_at:
             return
         self.log(f"{plan.istiod} istiod: {plan.reason}")
