@@ -1,4 +1,4 @@
-"""``python -m lab up [--clusters N] | down [--purge] | status | verify | istiod start|stop``."""
+"""``python -m lab up [--clusters N] [--no-webhooks] | down [--purge] | status | verify | istiod ACTION``."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_up.add_argument(
         "--webhooks",
-        action="store_true",
-        help="keep the MutatingAdmissionWebhook/ValidatingAdmissionWebhook admission plugins "
-        "(off by default: no pod network reaches an in-cluster webhook in this lab)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the MutatingAdmissionWebhook/ValidatingAdmissionWebhook admission plugins (on by default: the "
+        "egress proxy routes istiod's webhook Service to the local istiod); --no-webhooks disables them",
     )
     p_up.add_argument("--timeout", type=float, default=120, help="seconds allowed for each start-up phase")
     p_down = sub.add_parser("down", help="stop every lab cluster")
@@ -71,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
                 selected = [c for c in selected if c.name in wanted]
             if args.action == "stop":
                 tc = cluster._locate_toolchain(required=False)
-                stopped = istiod.stop(cluster._binary_name(tc, "pilot-discovery"), selected)
+                stopped = istiod.stop(cluster._binary_name(tc, "pilot-discovery"), selected, hold=True)
                 print(f"[lab] stopped istiod in: {', '.join(stopped) or 'none (none was running)'}")
+                print(
+                    "[lab] the follower leaves it stopped until the Deployment istio-system/istiod changes or "
+                    "is deleted, or `python -m lab istiod start`"
+                )
                 return 0
             tc = cluster.find_toolchain()
             binary = tc.bin("pilot-discovery")

@@ -1,7 +1,9 @@
 """Bring the lab's clusters up, down, and report on them.
 
-Per cluster, five processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK
-(which plays the kubelet of the fake nodes). Binaries and KWOK's default stages come from the
+Per cluster, five control-plane processes: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and KWOK (which plays the kubelet of the fake nodes); and two of the lab's own
+(``lab/agents.py``): the egress proxy the API server dials the cluster's network through, and the
+follower that runs istiod as its Deployment says. Binaries and KWOK's default stages come from the
 toolchain cache (``toolchain/build``); nothing is downloaded at run time.
 """
 
@@ -21,17 +23,17 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from . import procs
+from . import agents, procs
 from .kubeapi import ApiError, Client, write_kubeconfigs, write_merged_kubeconfig
 from .layout import LAB_DIR, NODES_PER_CLUSTER, REPO, Cluster
 from .pki import CA_CERT, CA_DIR, ensure_cluster_pki
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-# Admission webhooks are off by default: an in-cluster webhook (istiod's sidecar injector and config
-# validator) is a Service backed by pods, and in this lab no pod network exists (KWOK's pods are
-# fake, nothing runs behind their IPs), so the API server could never reach it and every matching
-# request would fail or time out. `up --webhooks` turns them back on.
+# Admission webhooks are on by default: an in-cluster webhook (istiod's sidecar injector and config
+# validator) names a Service, and the API server's egress selector sends the dial to the lab's egress
+# proxy, which routes the Service's ClusterIP:443 to the local istiod (the follower writes the route).
+# `up --no-webhooks` disables the two admission plugins (then no webhook is ever called).
 WEBHOOK_PLUGINS = "MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
 # Controllers that need a cloud provider; everything else of `*` runs.
 CLOUD_CONTROLLERS = ("service-lb-controller", "node-route-controller", "cloud-node-lifecycle-controller")
@@ -229,6 +231,10 @@ def command_line(tc: Toolchain, c: Cluster, comp: str, webhooks: bool) -> list[s
             f"--kubelet-certificate-authority={CA_CERT}",
             f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            # Every dial of the "cluster" network context (Service-backed webhooks, kubelet traffic) goes
+            # through the lab's egress proxy (lab/egress.py): that is how a webhook Service's virtual
+            # ClusterIP reaches the local istiod.
+            f"--egress-selector-config-file={agents.egress_selector_file(c)}",
         ]
         if not webhooks:
             args.append(f"--disable-admission-plugins={WEBHOOK_PLUGINS}")
@@ -506,9 +512,11 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
         write_kubeconfigs(c)
         write_lb_stage(c)
         write_port_forward(c)
+        agents.write_egress_selector(c)
     merged = write_merged_kubeconfig(cl)
 
     _bring_up(tc, cl, ("etcd",), webhooks, timeout)
+    _start_egress(cl, timeout)
     _bring_up(tc, cl, ("kube-apiserver",), webhooks, timeout)
     _log(f"API servers ready ({time.monotonic() - t0:.1f}s)")
     for c in cl:
@@ -537,6 +545,7 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
         ),
     )
     _write_summary(cl)
+    _start_followers(tc, cl)
     _log(f"{len(cl)} cluster(s) up in {time.monotonic() - t0:.1f}s; merged kubeconfig: {merged}")
     from .layout import existing_clusters
 
@@ -544,6 +553,61 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
     if others:
         _log(f"note: {', '.join(others)} also exist(s) under {LAB_DIR} (left as they are; `down` stops every cluster)")
     status(cl, tc)
+
+
+def _start_egress(cl: list[Cluster], timeout: float) -> None:
+    """The egress proxy of every cluster, listening before its API server starts (see lab/agents.py)."""
+    started = {}
+    for c in cl:
+        try:
+            pid, fresh = agents.start(c, "egress")
+        except ValueError as e:
+            raise LabError(f"{c.name}: {e}") from None
+        started[c] = pid
+        if fresh:
+            sock = agents.egress_socket(c)
+            _log(f"{c.name}: started the egress proxy (pid {pid}, socket {sock}, log {c.log('egress')})")
+
+    def check(c: Cluster) -> bool:
+        if procs.exited(started[c]):
+            raise LabError(
+                f"{c.name}: the egress proxy (pid {started[c]}) exited during start-up. Last lines of "
+                f"{c.log('egress')}:\n" + procs.tail(c.log("egress"), 25)
+            )
+        return agents.egress_listening(c)
+
+    _wait(
+        "the egress proxies to listen",
+        cl,
+        check,
+        timeout,
+        lambda c: (
+            f"  {c.name}: nothing accepts on {agents.egress_socket(c)}; see {c.log('egress')}:\n"
+            + procs.tail(c.log("egress"), 10)
+        ),
+    )
+
+
+def _start_followers(tc: Toolchain, cl: list[Cluster]) -> None:
+    """The istiod follower of every cluster (it starts istiod once the mesh program installs it)."""
+    binary = tc.bin("pilot-discovery")
+    if not os.access(binary, os.X_OK):
+        _log(
+            f"note: {binary} is missing, so no follower runs and istiod will not start; build it with: "
+            "toolchain/build pilot-discovery, then run `python -m lab up` again"
+        )
+        return
+    for c in cl:
+        pid, fresh = agents.start(c, "follower", binary)
+        if fresh:
+            _log(f"{c.name}: started the istiod follower (pid {pid}, log {c.log('follower')})")
+    time.sleep(0.5)
+    for c in cl:
+        if agents.running(c, "follower") is None:
+            raise LabError(
+                f"{c.name}: the istiod follower exited at start-up. Last lines of {c.log('follower')}:\n"
+                + procs.tail(c.log("follower"), 25)
+            )
 
 
 def _write_summary(cl: list[Cluster]) -> None:
@@ -580,10 +644,16 @@ def down(cl: list[Cluster], purge: bool) -> None:
     tc = _locate_toolchain(required=False)
     from . import istiod
 
+    # The followers first, so none starts istiod again; the egress proxies last (after their API servers).
+    for c in cl:
+        if agents.stop(c, "follower"):
+            _log(f"{c.name}: stopped the istiod follower")
     for name in istiod.stop(_binary_name(tc, "pilot-discovery"), cl):
         _log(f"{name}: stopped istiod")
     for c in cl:
         stopped = [comp for comp in reversed(COMPONENTS) if procs.stop(c.pidfile(comp), _binary_name(tc, comp))]
+        if agents.stop(c, "egress"):
+            stopped.append("egress")
         _log(f"{c.name}: stopped {', '.join(stopped) if stopped else 'nothing (was not running)'}")
         if purge and c.dir.exists():
             shutil.rmtree(c.dir)
@@ -623,6 +693,15 @@ def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
                 kib = procs.rss_kib(pid)
                 total_kib += kib
                 cols.append(f"{comp}=up(pid {pid}, {kib // 1024} MiB)")
+        for agent in agents.AGENTS:
+            pid = agents.running(c, agent)
+            if pid is None:
+                down_count += 1
+                cols.append(f"{agent}=down")
+            else:
+                kib = procs.rss_kib(pid)
+                total_kib += kib
+                cols.append(f"{agent}=up(pid {pid}, {kib // 1024} MiB)")
         print("  processes: " + "  ".join(cols))
         ist = procs.running_pid(c.pidfile("istiod"), _binary_name(tc, "pilot-discovery"))
         if ist is not None:

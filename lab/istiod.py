@@ -20,17 +20,28 @@ what the program put into that cluster, the way the kubelet would hand it to the
 
 Each istiod's files live in ``.lab/<cluster>/istiod/`` (its working directory: the chart's absolute
 paths become relative to it) and its log in ``.lab/<cluster>/logs/istiod.log``.
+
+Who starts it: the lab's follower (``lab/follower.py``) whenever the Deployment appears or rolls, and
+``python -m lab istiod start|restart|stop`` by hand. Both take ``.lab/<cluster>/run/istiod.lock`` so
+they never act at once. ``istiod/source.json`` records which Deployment (uid, pod template, whether the
+injector's ConfigMap existed) the running istiod was configured from; a manual ``stop`` leaves
+``run/istiod.stopped`` naming the Deployment it applied to, and the follower leaves istiod stopped until
+that Deployment changes or goes (or ``start``/``restart`` removes the marker).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +56,14 @@ NAMESPACE = "istio-system"
 DEPLOYMENT = "istiod"
 CONTAINER = "discovery"
 SERVICE_ACCOUNT = "istiod"
+#: The Service the chart's webhooks name (``clientConfig.service``: istiod.istio-system:443 -> 15017).
+SERVICE = "istiod"
+#: istiod reads its injection templates from this ConfigMap (``-<revision>`` appended for a revision)
+#: once, when it starts, if ``./var/lib/istio/inject`` is absent: when the ConfigMap is missing then, it
+#: logs "Skipping sidecar injector, template not found" and never injects (pilot/pkg/bootstrap/sidecarinjector.go).
+INJECTOR_CONFIGMAP = "istio-sidecar-injector"
 TOKEN_SECONDS = 24 * 3600
+LOCK_TIMEOUT = 60.0
 #: Chart flags that name a listen address: replaced by the cluster's own address and port.
 ADDRESS_FLAGS = {
     "--httpAddr": 8080,
@@ -64,6 +82,96 @@ def workdir(c: Cluster) -> Path:
     return c.dir / "istiod"
 
 
+def source_file(c: Cluster) -> Path:
+    """What the running istiod was configured from (``identity``), written when it starts."""
+    return workdir(c) / "source.json"
+
+
+def stop_marker(c: Cluster) -> Path:
+    """Written by a manual ``lab istiod stop``: the Deployment identity the stop applies to."""
+    return c.dir / "run" / "istiod.stopped"
+
+
+def deployment_path() -> str:
+    return f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}"
+
+
+def injector_configmap(revision: str) -> str:
+    return f"{INJECTOR_CONFIGMAP}-{revision}" if revision and revision != "default" else INJECTOR_CONFIGMAP
+
+
+def identity(deployment: dict[str, Any], injector_present: bool) -> dict[str, Any]:
+    """What makes one istiod configuration differ from another: the Deployment (its uid: a recreated
+    one is new), its pod template (a change is a rollout: the kubelet would start new pods), and
+    whether the injector's ConfigMap existed (read once at start, see ``INJECTOR_CONFIGMAP``)."""
+    template = json.dumps(deployment.get("spec", {}).get("template", {}), sort_keys=True, separators=(",", ":"))
+    return {
+        "uid": deployment.get("metadata", {}).get("uid", ""),
+        "template": hashlib.sha256(template.encode()).hexdigest()[:16],
+        "injector": injector_present,
+    }
+
+
+def _revision(deployment: dict[str, Any]) -> str:
+    for container in deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        if container.get("name") == CONTAINER:
+            for e in container.get("env") or []:
+                if e.get("name") == "REVISION":
+                    return str(e.get("value") or "")
+    return ""
+
+
+def injector_present(api: Client, deployment: dict[str, Any]) -> bool:
+    """Whether the injector's ConfigMap for this Deployment's revision exists (ApiError but 404 raises)."""
+    try:
+        api.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/{injector_configmap(_revision(deployment))}")
+    except ApiError as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A small JSON object the lab wrote, or None (missing or unreadable: treated as absent)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def write_json(path: Path, doc: dict[str, Any] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc) + "\n")
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def lock(c: Cluster, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Exclusive hold on this cluster's istiod (the follower and the manual commands take it)."""
+    path = c.dir / "run" / "istiod.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise IstiodError(
+                        f"{c.name}: {path} is held by another lab process (the follower starting istiod?) "
+                        f"for more than {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def http_url(c: Cluster) -> str:
     """Where this cluster's istiod serves /ready and /debug/* (its port 8080)."""
     return f"http://{c.ip}:{c.istiod_ports[8080]}"
@@ -76,7 +184,7 @@ def xds_address(c: Cluster) -> str:
 
 def _deployment_container(api: Client, c: Cluster) -> dict[str, Any]:
     try:
-        dep = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}")
+        dep = api.get(deployment_path())
     except ApiError as e:
         if e.status == 404:
             raise IstiodError(
@@ -86,7 +194,11 @@ def _deployment_container(api: Client, c: Cluster) -> dict[str, Any]:
         raise
     for container in dep["spec"]["template"]["spec"]["containers"]:
         if container["name"] == CONTAINER:
-            return {"container": container, "sa": dep["spec"]["template"]["spec"].get("serviceAccountName")}
+            return {
+                "container": container,
+                "sa": dep["spec"]["template"]["spec"].get("serviceAccountName"),
+                "deployment": dep,
+            }
     raise IstiodError(f"{c.name}: Deployment {NAMESPACE}/{DEPLOYMENT} has no '{CONTAINER}' container")
 
 
@@ -167,6 +279,7 @@ def materialize(api: Client, c: Cluster) -> tuple[list[str], dict[str, str], dic
     wd = workdir(c)
     spec = _deployment_container(api, c)
     container, sa = spec["container"], spec["sa"] or SERVICE_ACCOUNT
+    source = identity(spec["deployment"], injector_present(api, spec["deployment"]))
 
     # Mesh config, where the chart mounts ConfigMap istio (./etc/istio/config).
     try:
@@ -231,7 +344,12 @@ def materialize(api: Client, c: Cluster) -> tuple[list[str], dict[str, str], dic
     env.pop("KUBECONFIG", None)  # the chart points it at an optional remote-istiod mount; --kubeconfig rules
     env["ROOT_CA_DIR"] = str(ca_dir)  # the chart's /etc/cacerts, made explicit
     args = _args(c, list(container.get("args") or []), files)
-    facts = {"CLUSTER_ID": env.get("CLUSTER_ID"), "cacerts": cacerts, "serviceAccount": f"{NAMESPACE}/{sa}"}
+    facts = {
+        "CLUSTER_ID": env.get("CLUSTER_ID"),
+        "cacerts": cacerts,
+        "serviceAccount": f"{NAMESPACE}/{sa}",
+        "source": source,
+    }
     return args, env, facts
 
 
@@ -248,31 +366,34 @@ def ready(c: Cluster, timeout: float = 2.0) -> bool:
         return False
 
 
-def start(binary: Path, cl: list[Cluster], timeout: float = 120.0, restart: bool = False) -> dict[str, Any]:
-    """Starts (or, with ``restart``, restarts) istiod for each cluster and waits until each is ready."""
-    facts: dict[str, Any] = {}
-    for c in cl:
-        pidfile, log = c.pidfile("istiod"), c.log("istiod")
-        if restart:
-            procs.stop(pidfile, binary)
-        elif procs.running_pid(pidfile, binary) is not None:
-            facts[c.name] = {"state": "already running"}
-            continue
-        api = Client(c)
-        args, env, f = materialize(api, c)
-        pid = procs.start(binary, args, pidfile, log, workdir(c), {**_base_env(), **env})
-        facts[c.name] = {**f, "pid": pid, "http": http_url(c)}
-        print(
-            f"[lab] {c.name}: istiod pid {pid} (CLUSTER_ID={f['CLUSTER_ID']}, cacerts keys {f['cacerts'] or 'none'}, "
-            f"identity {f['serviceAccount']}) on {http_url(c)}",
-            flush=True,
-        )
+def launch(binary: Path, c: Cluster, restart: bool = False) -> dict[str, Any]:
+    """Starts this cluster's istiod (stopping it first with ``restart``) without waiting for it to be
+    ready; returns facts for the log, with ``pid`` when one was started. The caller holds ``lock(c)``."""
+    pidfile, log = c.pidfile("istiod"), c.log("istiod")
+    if restart:
+        procs.stop(pidfile, binary)
+    elif procs.running_pid(pidfile, binary) is not None:
+        return {"state": "already running"}
+    api = Client(c)
+    args, env, f = materialize(api, c)
+    pid = procs.start(binary, args, pidfile, log, workdir(c), {**_base_env(), **env})
+    write_json(source_file(c), f["source"])
+    print(
+        f"[lab] {c.name}: istiod pid {pid} (CLUSTER_ID={f['CLUSTER_ID']}, cacerts keys {f['cacerts'] or 'none'}, "
+        f"identity {f['serviceAccount']}, injector ConfigMap {'present' if f['source']['injector'] else 'absent'}) "
+        f"on {http_url(c)}",
+        flush=True,
+    )
+    return {**f, "pid": pid, "http": http_url(c)}
+
+
+def wait_ready(binary: Path, cl: list[Cluster], timeout: float) -> None:
+    """Waits until every cluster's istiod answers /ready; fails with its log if one exits or times out."""
     deadline = time.monotonic() + timeout
-    pending = [c for c in cl if "pid" in facts.get(c.name, {})]
+    pending = list(cl)
     while pending:
         for c in list(pending):
-            pid = facts[c.name]["pid"]
-            if procs.exited(pid):
+            if procs.running_pid(c.pidfile("istiod"), binary) is None:
                 raise IstiodError(
                     f"{c.name}: istiod exited during start-up. Last lines of {c.log('istiod')}:\n"
                     + procs.tail(c.log("istiod"), 30)
@@ -284,12 +405,45 @@ def start(binary: Path, cl: list[Cluster], timeout: float = 120.0, restart: bool
                 f"istiod not ready after {timeout:.0f}s in {', '.join(c.name for c in pending)}; see "
                 + ", ".join(str(c.log("istiod")) for c in pending)
             )
-        time.sleep(0.5)
+        if pending:
+            time.sleep(0.5)
+
+
+def start(binary: Path, cl: list[Cluster], timeout: float = 120.0, restart: bool = False) -> dict[str, Any]:
+    """Starts (or, with ``restart``, restarts) istiod for each cluster and waits until each is ready
+    (one already running too). A manual start lifts a manual ``stop`` (its marker is removed)."""
+    facts: dict[str, Any] = {}
+    for c in cl:
+        with lock(c):
+            stop_marker(c).unlink(missing_ok=True)
+            facts[c.name] = launch(binary, c, restart)
+        if "pid" not in facts[c.name]:
+            print(f"[lab] {c.name}: istiod already running", flush=True)
+    wait_ready(binary, cl, timeout)
     return facts
 
 
-def stop(binary: Path | str, cl: list[Cluster]) -> list[str]:
-    return [c.name for c in cl if procs.stop(c.pidfile("istiod"), binary)]
+def stop(binary: Path | str, cl: list[Cluster], hold: bool = False) -> list[str]:
+    """Stops istiod in each cluster; returns the clusters where one ran.
+
+    ``hold`` (a manual ``lab istiod stop``): first records the Deployment the stop applies to in
+    ``stop_marker``, so the follower leaves istiod stopped until that Deployment changes or is deleted.
+    """
+    stopped = []
+    for c in cl:
+        with lock(c):
+            if hold:
+                current: dict[str, Any] | None = None
+                try:
+                    api = Client(c, timeout=5)
+                    dep = api.get(deployment_path())
+                    current = identity(dep, injector_present(api, dep))
+                except (OSError, ApiError, ValueError):
+                    current = read_json(source_file(c))  # no answer: the Deployment istiod last ran from
+                write_json(stop_marker(c), {"deployment": current, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            if procs.stop(c.pidfile("istiod"), binary):
+                stopped.append(c.name)
+    return stopped
 
 
 def debug(c: Cluster, path: str, timeout: float = 10.0) -> Any:

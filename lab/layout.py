@@ -20,7 +20,7 @@ istiod webhooks (15017)  block + 17      20117      20217      20317
 istiod ControlZ (9876)   block + 76      20176      20276      20376
 =======================  ==============  =========  =========  =========
 
-(istiod runs only after ``python -m lab istiod start``, see ``lab/istiod.py``.)
+(istiod runs once a mesh program installs its Deployment: the follower, ``lab/follower.py``, starts it.)
 
 Every process binds only its cluster's loopback address. In-cluster address ranges are virtual
 (nothing routes them; no kube-proxy or CNI runs): services ``10.<100+i>.0.0/16`` (the ``kubernetes``

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -26,8 +27,15 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def running_pid(pidfile: Path, binary: Path | str) -> int | None:
-    """The pid recorded in ``pidfile`` if that process is alive and still runs ``binary``."""
+def running_pid(pidfile: Path, binary: Path | str | None, argv: Sequence[str] = ()) -> int | None:
+    """The pid recorded in ``pidfile`` if that process is alive and still runs ``binary``.
+
+    ``argv``: arguments its command line must also contain (each one as a whole argument). Needed for
+    the lab's Python processes: their binary is ``python``, which says nothing about what they run
+    (``binary=None``: any interpreter, identified by ``argv`` alone).
+    """
+    if binary is None and not argv:
+        raise ValueError("running_pid: name the binary or the arguments that identify the process")
     try:
         pid = int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -36,7 +44,9 @@ def running_pid(pidfile: Path, binary: Path | str) -> int | None:
     if not args or _is_zombie(pid):
         return None
     # A recycled pid running something else is not ours.
-    if os.path.basename(args[0]) != os.path.basename(str(binary)):
+    if binary is not None and os.path.basename(args[0]) != os.path.basename(str(binary)):
+        return None
+    if any(a not in args[1:] for a in argv):
         return None
     return pid
 
@@ -83,9 +93,12 @@ def exited(pid: int) -> bool:
     return _is_zombie(pid)
 
 
-def stop(pidfile: Path, binary: Path | str, grace: float = 15.0) -> bool:
-    """SIGTERM the recorded process, SIGKILL it after ``grace`` seconds. True if one was running."""
-    pid = running_pid(pidfile, binary)
+def stop(pidfile: Path, binary: Path | str | None, grace: float = 15.0, argv: Sequence[str] = ()) -> bool:
+    """SIGTERM the recorded process, SIGKILL it after ``grace`` seconds. True if one was running.
+
+    ``argv``: as for ``running_pid`` (a recorded pid that runs something else is not stopped).
+    """
+    pid = running_pid(pidfile, binary, argv)
     if pid is None:
         pidfile.unlink(missing_ok=True)
         return False

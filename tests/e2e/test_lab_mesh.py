@@ -142,6 +142,68 @@ def test_every_object_is_in_the_right_cluster(stack: Stack) -> None:
         assert core(c).read_namespace("sample").metadata.labels["istio-injection"] == "enabled"
 
 
+def _istiod_pid(cluster: str) -> int | None:
+    """The pid of the lab's istiod of ``cluster`` (started by its follower or by hand), if it runs."""
+    from lab import procs
+    from lab.layout import Cluster
+
+    return procs.running_pid(Cluster(int(cluster[-1])).pidfile("istiod"), "pilot-discovery")
+
+
+def _proxy_of(pod: Any) -> Any:
+    """The pod's istio-proxy container: a sidecar, or a native sidecar (an init container that restarts)."""
+    for container in pod.spec.containers or []:
+        if container.name == "istio-proxy":
+            return container
+    for container in pod.spec.init_containers or []:
+        if container.name == "istio-proxy" and container.restart_policy == "Always":
+            return container
+    return None
+
+
+def test_sidecars_are_injected_by_the_lab_istiod(stack: Stack) -> None:
+    """Injection is real: the API server called the sidecar-injector webhook (istiod.istio-system:443,
+    routed by the lab's egress proxy to the istiod its follower started during `up`, nobody ran
+    `lab istiod start`), so the sample pods and the east-west gateway carry istio-proxy and Istio's labels,
+    and each istiod sees helloworld's endpoints of both clusters in mTLS mode (TLSMode istio)."""
+    from lab import istiod
+    from lab.layout import Cluster
+
+    for c in CLUSTERS:
+        assert _istiod_pid(c) is not None and istiod.ready(Cluster(int(c[-1]))), f"the follower runs no istiod in {c}"
+        pods = core(c).list_namespaced_pod("sample").items
+        assert {p.metadata.labels["app"] for p in pods} == {"helloworld", "sleep"}
+        for pod in pods:
+            what = f"{c}: pod sample/{pod.metadata.name}"
+            proxy = _proxy_of(pod)
+            assert proxy is not None, f"{what} has no istio-proxy: {[x.name for x in pod.spec.containers]}"
+            assert proxy.image != "auto" and "proxyv2" in proxy.image, (what, proxy.image)
+            assert pod.metadata.labels.get("security.istio.io/tlsMode") == "istio", (what, pod.metadata.labels)
+            assert pod.metadata.labels.get("service.istio.io/canonical-name") == pod.metadata.labels["app"], what
+            assert "sidecar.istio.io/status" in (pod.metadata.annotations or {}), what
+        # The gateway chart's pods ask for the `gateway` template: their `image: auto` is replaced.
+        gws = core(c).list_namespaced_pod("istio-system", label_selector="app=istio-eastwestgateway").items
+        assert gws, f"{c}: no east-west gateway pod"
+        for gw in gws:
+            gw_proxy = next(x for x in gw.spec.containers if x.name == "istio-proxy")
+            assert gw_proxy.image != "auto" and "proxyv2" in gw_proxy.image, (c, gw.metadata.name, gw_proxy.image)
+            assert "sidecar.istio.io/status" in (gw.metadata.annotations or {}), (c, gw.metadata.name)
+
+    def tls_modes(c: str) -> dict[str, set[str]]:
+        svc = _istiod_debug(c, "endpointShardz").get("helloworld.sample.svc.cluster.local", {})
+        return {
+            cid: {e.get("TLSMode", "") for e in eps} for cid, eps in (svc.get("sample", {}).get("Shards") or {}).items()
+        }
+
+    for c in CLUSTERS:
+        want = {f"Kubernetes/{k}": {"istio"} for k in CLUSTERS}
+        wait_for(
+            f"helloworld endpoints of both clusters with TLSMode istio in istiod {c}",
+            lambda c=c, w=want: tls_modes(c) == w,
+            timeout=90,
+        )
+
+
 def _load_chain(c: str) -> dict[str, Any]:
     data = secret_data(c, "istio-system", "cacerts")
     assert sorted(data) == ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
@@ -453,9 +515,9 @@ def _age_intermediate(stack: Stack, cluster: str, days_left: float) -> None:
 
 def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Stack) -> None:
     """`scripts/verify` on the lab: passes on the built mesh; names each failure mode broken out of band;
-    passes again after `pulumi up --refresh` (which, for cacerts, rolls istiod's Deployment; the lab
-    restarts its istiod process as the kubelet would on that rollout). The same `up` renews cluster2's
-    intermediate, which the state says ends tomorrow (ca.renewBeforeDays)."""
+    passes again after `pulumi up --refresh` (which, for cacerts, rolls istiod's Deployment; the lab's
+    follower restarts its istiod process as the kubelet would on that rollout). The same `up` renews
+    cluster2's intermediate, which the state says ends tomorrow (ca.renewBeforeDays)."""
     from kubernetes import client
 
     lab.istiod("start")
@@ -545,9 +607,10 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         from lab.layout import Cluster
 
         assert istiod.ready(Cluster(2))
+        pids_before_up = {c: _istiod_pid(c) for c in CLUSTERS}
+        assert None not in pids_before_up.values()
         stack.up("--refresh")
-        # The recreated cacerts rolls istiod: its pod template now names the new secret. The lab has no
-        # kubelet to restart istiod on a rollout, so the test does what the kubelet would.
+        # The recreated cacerts rolls istiod: its pod template now names the new secret.
         new_uid = core("cluster1").read_namespaced_secret("cacerts", "istio-system").metadata.uid
         from kubernetes import client as k8s_client
 
@@ -564,7 +627,13 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         uid2 = core("cluster2").read_namespaced_secret("cacerts", "istio-system").metadata.uid
         template2 = k8s_client.AppsV1Api(api_client("cluster2")).read_namespaced_deployment("istiod", "istio-system")
         assert uid2 != old2_uid and template2.spec.template.metadata.annotations["istio-mesh.dev/cacerts-uid"] == uid2
-        lab.istiod("restart")
+        # Both rollouts restart istiod without anyone asking: each cluster's follower saw the new pod template.
+        for c in CLUSTERS:
+            wait_for(
+                f"the follower to restart istiod in {c} after the rollout (pid {pids_before_up[c]} before)",
+                lambda c=c: _istiod_pid(c) not in (None, pids_before_up[c]) and istiod.ready(Cluster(int(c[-1]))),
+                timeout=120,
+            )
         wait_for_verify_ok(stack)
     finally:
         lab.istiod("stop")
@@ -603,49 +672,53 @@ def ready_pod_ips(cluster: str, service: str = "helloworld", namespace: str = "s
 
 def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: Lab, stack: Stack) -> None:
     """`scripts/verify --proxy-view` asks each real istiod over xDS (15010) as a sidecar of `sleep` and as the
-    east-west gateway. Each sidecar is sent its own cluster's helloworld pods; each gateway an AUTO_PASSTHROUGH
-    listener on 15443 routing helloworld's SNI. The lab injects no sidecars, so the pods are not
-    mTLS-capable and istiod sends none of them across networks: verify names exactly that, per cluster.
-    Then cluster2's network label set to network1 (out of band): cluster1's sidecars are sent cluster2's pod
-    addresses directly (unreachable across networks) and verify names it; `pulumi up --refresh` repairs it."""
+    east-west gateway. The lab injects sidecars, so each sidecar is sent its own cluster's helloworld pods
+    and the other network's east-west gateway on 15443, weighted by that network's pods; each gateway an
+    AUTO_PASSTHROUGH listener on 15443 routing helloworld's SNI; verify passes, directly and through
+    port-forwards. Broken out of band, each named from what a request would hit, each repaired by
+    `pulumi up --refresh`: cluster2's network label set to network1 by another field manager (cluster1's
+    sidecar is sent cluster2's pod addresses directly); cluster1's remote secret for cluster2 deleted
+    (cluster1's sidecar is sent nothing for cluster2)."""
     outbound = "outbound|5000||helloworld.sample.svc.cluster.local"
-    lab.istiod("start")
+    lab.istiod("start")  # already running (the follower started it): a no-op
     try:
         pods = {c: ready_pod_ips(c) for c in CLUSTERS}
         assert all(pods.values()), pods
+        last: dict[str, Any] = {}
 
-        def settled() -> bool:  # istiod may still be syncing its peer right after start
-            return {(i["cluster"], len(i["syncedClusters"])) for i in proxy_view(stack)["istiods"]} == {
-                (c, 2) for c in CLUSTERS
-            }
+        def passes() -> bool:  # istiod pushes once it has synced its peer
+            nonlocal last
+            last = proxy_view(stack)
+            return bool(last["ok"])
 
-        wait_for("both istiods to sync both clusters", settled, timeout=120, interval=3)
+        try:
+            wait_for("verify --proxy-view to pass", passes, timeout=150, interval=3)
+        except AssertionError:
+            raise AssertionError(f"verify --proxy-view still fails:\n{causes(last)}") from None
         started = time.monotonic()
         doc = proxy_view(stack)
         seconds = time.monotonic() - started
+        assert doc["ok"], causes(doc)
         for i in doc["istiods"]:
-            c, p = i["cluster"], i["proxyView"]
+            c, o, p = i["cluster"], OTHER[i["cluster"]], i["proxyView"]
             assert p["error"] is None and p["gatewayError"] is None, p
             assert "sidecar~" in p["clientNode"] and ".sample~sample.svc.cluster.local" in p["clientNode"]
             assert "stand-in" not in p["clientNode"], "the sample's sleep pod runs: the probe poses as it"
-            assert {e["address"] for e in p["endpoints"][outbound]} == pods[c]
-            assert {e["port"] for e in p["endpoints"][outbound]} == {5000}
+            eps = p["endpoints"][outbound]
+            assert {e["address"] for e in eps if e["port"] == 5000} == pods[c]
+            assert {e["tlsMode"] for e in eps} == {"istio"}
+            assert [(e["address"], e["weight"], e["clusterId"]) for e in eps if e["port"] == 15443] == [
+                (NODE_IP[o], len(pods[o]), o)
+            ]
             assert p["listener"]["autoPassthrough"] and p["listener"]["routes"] == {
                 "outbound_.5000_._.helloworld.sample.svc.cluster.local": True
             }
             assert "router~" in p["gatewayNode"] and "stand-in" not in p["gatewayNode"]
-        assert found(doc) == {(c, "proxy-endpoints") for c in CLUSTERS}, causes(doc)
-        for f in doc["findings"]:
-            other = OTHER[f["cluster"]]
-            assert f["cause"].startswith(
-                f"{other} (network {NETWORK[other]})'s helloworld.sample.svc.cluster.local endpoints are missing "
-                f"from {f['cluster']}'s EDS (port 5000): they are not mTLS-capable (TLS mode disabled: no sidecar)"
-            ), f["cause"]
         print(f"verify --proxy-view on 2 clusters: {seconds:.1f} s")
         # The same through the Kubernetes API: xDS over a local relay whose connections are port-forwards.
         via_api = proxy_view(stack, direct=False)
+        assert via_api["ok"], causes(via_api)
         assert [i["proxyView"] for i in via_api["istiods"]] == [i["proxyView"] for i in doc["istiods"]]
-        assert found(via_api) == found(doc)
 
         # cluster2 claims network1: cluster1's sidecars get cluster2's pods directly.
         core("cluster2").patch_namespace(
@@ -666,12 +739,26 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
             "of cluster2 on network network2 directly, not through its gateway" in text
         ), text
         stack.up("--refresh")
+        wait_for("verify --proxy-view to pass after up --refresh", passes, timeout=150, interval=3)
 
-        def repaired() -> bool:
+        # cluster1's istiod loses cluster2: its sidecars are sent nothing for cluster2.
+        core("cluster1").delete_namespaced_secret("istio-remote-secret-cluster2", "istio-system")
+
+        def cut_off() -> bool:
             d = proxy_view(stack)
-            return found(d) == {(c, "proxy-endpoints") for c in CLUSTERS} and "directly" not in causes(d)
+            p1 = next(i for i in d["istiods"] if i["cluster"] == "cluster1")["proxyView"]
+            return not [e for e in p1["endpoints"][outbound] if e["port"] == 15443]
 
-        wait_for("the proxy view to be repaired", repaired, timeout=120, interval=3)
+        wait_for("cluster1's sidecar to be sent nothing for cluster2", cut_off, timeout=120, interval=3)
+        doc = proxy_view(stack)
+        assert {("cluster1", "remote-secret"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
+        assert (
+            "cluster2 (network network2)'s helloworld.sample.svc.cluster.local endpoints are missing from "
+            "cluster1's EDS (port 5000): istiod of cluster1 has none of them although they are ready there "
+            "(it has not synced cluster2)" in causes(doc)
+        ), causes(doc)
+        stack.up("--refresh")
+        wait_for("verify --proxy-view to pass after up --refresh", passes, timeout=150, interval=3)
     finally:
         lab.istiod("stop")
 

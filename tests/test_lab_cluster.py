@@ -1,0 +1,91 @@
+"""The lab's control-plane command lines and its own processes (egress proxy, follower), without starting them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab import __main__ as cli
+from lab import agents, cluster, layout, procs
+from lab.layout import Cluster
+
+TC = cluster.Toolchain(Path("/toolchain"))
+
+
+def test_the_api_server_sends_cluster_traffic_through_the_egress_proxy_with_webhooks_on() -> None:
+    c = Cluster(1)
+    args = cluster.command_line(TC, c, "kube-apiserver", webhooks=True)
+    assert f"--egress-selector-config-file={c.dir / 'egress-selector.yaml'}" in args
+    assert not [a for a in args if a.startswith("--disable-admission-plugins")]
+    off = cluster.command_line(TC, c, "kube-apiserver", webhooks=False)
+    assert "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook" in off
+    assert f"--egress-selector-config-file={c.dir / 'egress-selector.yaml'}" in off  # kubelet traffic too
+
+
+def test_the_egress_selector_names_the_clusters_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
+    c = Cluster(2)
+    c.dir.mkdir()
+    agents.write_egress_selector(c)
+    doc = yaml.safe_load(agents.egress_selector_file(c).read_text())
+    assert doc["kind"] == "EgressSelectorConfiguration"
+    [selection] = doc["egressSelections"]
+    assert selection["name"] == "cluster"  # controlplane and etcd keep the direct dialer
+    assert selection["connection"] == {
+        "proxyProtocol": "HTTPConnect",
+        "transport": {"uds": {"udsName": str(tmp_path / "cluster2" / "egress.sock")}},
+    }
+
+
+def test_the_egress_proxy_refuses_the_clusters_virtual_ranges_and_follows_the_routes_file() -> None:
+    c = Cluster(3)
+    args = agents.argv(c, "egress")
+    assert args[:2] == ["-m", "lab.egress"]
+    assert f"--socket={c.dir / 'egress.sock'}" in args
+    assert f"--routes-file={c.dir / 'egress-routes.json'}" in args
+    assert {a for a in args if a.startswith("--virtual-network=")} == {
+        "--virtual-network=10.103.0.0/16",  # Service CIDR
+        "--virtual-network=10.3.0.0/16",  # pod CIDR
+    }
+    assert "--refused-wait=6" in args  # istiod restarting: a webhook call waits, within the API server's 10 s
+    follower = agents.argv(c, "follower", Path("/tc/bin/pilot-discovery"))
+    assert follower == ["-m", "lab.follower", "--cluster=3", "--pilot-discovery=/tc/bin/pilot-discovery"]
+
+
+def test_webhooks_are_on_unless_no_webhooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(cluster, "up", lambda n, webhooks, timeout, nodes: seen.append(webhooks))
+    for argv, want in ((["up"], True), (["up", "--webhooks"], True), (["up", "--no-webhooks"], False)):
+        assert cli.main(argv) == 0
+        assert seen.pop() is want
+
+
+def test_a_python_process_is_recognised_by_its_arguments(tmp_path: Path) -> None:
+    """A recycled pid, or another lab's agent, runs `python` too: the arguments tell them apart."""
+    pidfile = tmp_path / "agent.pid"
+    marker = f"--cluster-marker={tmp_path}"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    try:
+        pidfile.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + 10
+        while procs.running_pid(pidfile, None, [marker]) is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until execve is done
+        assert procs.running_pid(pidfile, None, [marker]) == proc.pid
+        assert procs.running_pid(pidfile, None, [marker + "x"]) is None
+        assert procs.running_pid(pidfile, "kube-apiserver", [marker]) is None
+        assert procs.stop(pidfile, None, argv=[marker + "x"]) is False  # not ours: left running
+        assert proc.poll() is None and not pidfile.exists()  # (the stale pid file is dropped)
+        pidfile.write_text(f"{proc.pid}\n")
+        assert procs.stop(pidfile, None, argv=[marker]) is True
+        assert proc.wait(5) is not None
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(ValueError):
+        procs.running_pid(pidfile, None)
