@@ -259,11 +259,20 @@ CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
 
 def test_runtime_webhook_fields_are_not_drift(mesh_settings: Any) -> None:
+    """istiod's caBundle is ignored; the validating webhooks' failurePolicy is not sent at all (istiod
+    switches it to Fail; sending Ignore made every later update a server-side-apply conflict)."""
     rec = _build(mesh_settings())
     for name in ("mesh-cluster1-base", "mesh-cluster1-istiod"):
         webhook = rec.rendered(rec.one(CHART, name_contains=name), WEBHOOK, _webhook_props())
-        assert webhook.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy"]
-        assert webhook.props["webhooks"] == _webhook_props()["webhooks"]
+        assert webhook.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle"]
+        assert webhook.props["webhooks"] == [{"name": "rev.validation.istio.io"}]
+        mutating = rec.rendered(
+            rec.one(CHART, name_contains=name),
+            "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration",
+            {"webhooks": [{"name": "sidecar-injector.istio.io", "failurePolicy": "Fail"}]},
+        )
+        assert mutating.props["webhooks"] == [{"name": "sidecar-injector.istio.io", "failurePolicy": "Fail"}]
+        assert mutating.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle"]
     # Anything else is left alone, so real out-of-band changes are still reported.
     deployment = rec.rendered(rec.one(CHART, name_contains="mesh-cluster1-istiod"), "kubernetes:apps/v1:Deployment", {})
     assert not deployment.opts.ignore_changes
