@@ -666,7 +666,8 @@ def test_root_key_output_is_secret(mesh_settings: Any) -> None:
 
 
 def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
-    rec = _build(mesh_settings(3))
+    settings = mesh_settings(3)
+    rec = _build(settings)
     deployments = {(rec.provider_of(r), r.k8s_name) for r in rec.of_type("kubernetes:apps/v1:Deployment")}
     assert deployments == {
         ("k8s-cluster1", "sample/helloworld-v1"),
@@ -675,6 +676,15 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
         ("k8s-cluster2", "sample/sleep"),
         ("k8s-cluster3", "sample/sleep"),
     }
+    # Each pod template names its cluster's network: the injector stamps that label at injection and istiod
+    # reads it, so a network change must roll the pods (an update of their Deployment) to take effect.
+    networks = {c.name: c.network for c in settings.clusters}
+    assert len(set(networks.values())) == 3
+    for d in rec.of_type("kubernetes:apps/v1:Deployment"):
+        template_labels = d.inputs["spec"]["template"]["metadata"]["labels"]
+        assert template_labels["topology.istio.io/network"] == networks[rec.provider_of(d).removeprefix("k8s-")]
+        assert d.inputs["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
+        assert "topology.istio.io/network" not in d.inputs["spec"]["selector"]["matchLabels"]
     services = [r for r in rec.of_type("kubernetes:core/v1:Service") if r.k8s_name == "sample/helloworld"]
     assert len(services) == 3  # the name resolves in every cluster
     for svc in services:

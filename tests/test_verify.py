@@ -244,6 +244,37 @@ def test_network_label_missing(pki: Pki) -> None:
     assert "topology.istio.io/network" in label.cause and "is missing" in label.cause and "'network2'" in label.cause
 
 
+def test_pods_injected_before_a_network_change_are_named_not_the_namespace_label(pki: Pki) -> None:
+    """cluster2 moved to network9 (namespace label and config agree), but its helloworld pod was injected on
+    network2 and still carries that label: istiod goes by the pod's label. The finding names the pod and
+    says to recreate it; the endpoint findings point there, not at the (correct) namespace label."""
+    clusters, istiods = healthy(pki)
+    clusters[1].expected_network = clusters[1].network_label = clusters[1].gateway_network_label = "network9"
+    clusters[1].service_pods = [
+        {"name": "helloworld-v2-7d9", "ip": POD["cluster2"], "network": "network2"},
+        {"name": "helloworld-v2-new", "ip": "10.2.1.9", "network": "network9"},  # recreated since: fine
+    ]
+    clusters[0].service_pods = [{"name": "helloworld-v1-abc", "ip": POD["cluster1"], "network": "network1"}]
+    for i in istiods:
+        i.gateways = [g if g["cluster"] == "cluster1" else {**g, "network": "network9"} for g in i.gateways]
+    findings = diagnose(clusters, istiods, pki.root, HOST)
+    assert checks(findings) == {("cluster2", "pod-network"), ("cluster1", "endpoints"), ("cluster2", "endpoints")}
+    pod = next(f for f in findings if f.check == "pod-network")
+    assert "helloworld-v2-7d9" in pod.cause and "helloworld-v2-new" not in pod.cause
+    assert "topology.istio.io/network=network2" in pod.cause and "on network network9" in pod.cause
+    assert "rollout restart" in pod.fix
+    for f in findings:
+        if f.check == "endpoints":
+            assert "on network network2, not network9" in f.cause
+            assert "recreate the pods" in f.fix and "label namespace" not in f.fix
+
+
+def test_pods_without_a_network_label_are_not_a_finding(pki: Pki) -> None:
+    clusters, istiods = healthy(pki)
+    clusters[0].service_pods = [{"name": "helloworld-v1-abc", "ip": POD["cluster1"], "network": None}]
+    assert diagnose(clusters, istiods, pki.root, HOST) == []
+
+
 def test_gateway_without_address(pki: Pki) -> None:
     clusters, istiods = healthy(pki)
     clusters[1].gateway_addresses = []
@@ -475,6 +506,43 @@ def test_a_refused_read_is_a_finding_and_nothing_is_concluded_from_it(
     api = [f.cause for f in findings if f.cluster == "cluster1" and f.check == "api"]
     assert any("Secret istio-system/cacerts: HTTP 403" in c and "checks of cacerts skipped" in c for c in api)
     assert any("istio-eastwestgateway: HTTP 500" in c for c in api)
+
+
+def test_the_services_running_pods_are_read_with_their_network_label(
+    fake_api: Callable[[dict[str, tuple[int, dict[str, Any]]]], dict[str, Any]],
+) -> None:
+    def pod(name: str, phase: str, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "labels": labels},
+            "status": {"phase": phase, "podIP": f"10.0.0.{len(name)}"},
+        }
+
+    kubeconfig = fake_api(
+        {
+            "/api/v1/namespaces/istio-system": (200, {"metadata": {"name": "istio-system"}}),
+            "/api/v1/namespaces/sample/services/helloworld": (
+                200,
+                {
+                    "metadata": {"name": "helloworld"},
+                    "spec": {"selector": {"app": "helloworld"}, "ports": [{"port": 5000}]},
+                },
+            ),
+            "/apis/discovery.k8s.io/v1/namespaces/sample/endpointslices": (200, {"items": []}),
+            "/api/v1/namespaces/sample/pods": (
+                200,
+                {
+                    "items": [
+                        pod("hw-b", "Running", {"app": "helloworld", "topology.istio.io/network": "network2"}),
+                        pod("hw-a", "Running", {"app": "helloworld"}),
+                        pod("hw-gone", "Succeeded", {"app": "helloworld", "topology.istio.io/network": "x"}),
+                    ]
+                },
+            ),
+        }
+    )
+    facts = collect_cluster("cluster2", kubeconfig, None, "network9", ("helloworld", "sample"))
+    assert facts.read_errors == {} and facts.service_exists
+    assert [(p["name"], p["network"]) for p in facts.service_pods] == [("hw-a", None), ("hw-b", "network2")]
 
 
 def test_an_unreachable_api_server_is_one_finding(

@@ -80,6 +80,36 @@ def check_network_label(c: ClusterFacts) -> list[Finding]:
     ]
 
 
+def stale_network_pods(c: ClusterFacts) -> dict[str, list[str]]:
+    """The service's pods whose network label names another network than the cluster's, by that network."""
+    net = network_of(c)
+    out: dict[str, list[str]] = {}
+    for p in c.service_pods:
+        if net and p.get("network") and p["network"] != net:
+            out.setdefault(str(p["network"]), []).append(str(p["name"]))
+    return out
+
+
+def check_pod_networks(c: ClusterFacts, service_host: str) -> list[Finding]:
+    """The service's pods are on the cluster's network. The sidecar injector stamps each pod it injects with
+    ``topology.istio.io/network`` as configured at that moment, and istiod takes a pod's label over its
+    namespace's: pods injected before a network change stay on the old network until they are recreated."""
+    if "service" in c.read_errors:
+        return []
+    return [
+        Finding(
+            c.name,
+            "pod-network",
+            f"pods {', '.join(pods)} of {service_host} in {c.name} carry {NETWORK_LABEL}={label} (stamped when "
+            f"they were injected), but {c.name} is on network {network_of(c)}: every istiod puts their "
+            f"endpoints on {label}",
+            "recreate them so the injector stamps the current network (kubectl rollout restart of their "
+            "Deployment; pulumi up rolls the sample apps, whose pod templates name the network)",
+        )
+        for label, pods in sorted(stale_network_pods(c).items())
+    ]
+
+
 def check_cacerts(c: ClusterFacts) -> list[Finding]:
     """``cacerts`` holds the cluster's intermediate, signed by the root it carries."""
     if "cacerts" in c.read_errors:
@@ -381,13 +411,20 @@ def check_istiod_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], ser
         net = network_of(c)
         wrong = sorted({e["network"] or "<none>" for e in got if e["network"] != net})
         if net and wrong:
+            stale = stale_network_pods(c)
+            fix = (
+                f"recreate the pods that carry {NETWORK_LABEL}={', '.join(w for w in wrong if w in stale)} "
+                f"in {c.name} (see the pod-network finding)"
+                if set(wrong) <= set(stale)
+                else f"label namespace {ISTIO_NAMESPACE} in {c.name} with {NETWORK_LABEL}={net} (pulumi up --refresh)"
+            )
             out.append(
                 Finding(
                     i.cluster,
                     "endpoints",
                     f"istiod of {i.cluster} puts {service_host}'s endpoints from {c.name} on network "
                     f"{', '.join(wrong)}, not {net}",
-                    f"label namespace {ISTIO_NAMESPACE} in {c.name} with {NETWORK_LABEL}={net} (pulumi up --refresh)",
+                    fix,
                 )
             )
     return out
@@ -411,6 +448,7 @@ def diagnose(
         if not c.istio_namespace_exists:
             continue
         out += check_network_label(c)
+        out += check_pod_networks(c, service_host)
         out += check_cacerts(c)
         if multi_network:
             out += check_gateway_service(c)

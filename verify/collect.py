@@ -292,6 +292,24 @@ def collect_cluster(
                 if (ep.get("conditions") or {}).get("ready") is not False:
                     f.service_endpoints.extend(ep.get("addresses") or [])
         f.service_endpoints.sort()
+        selector = (service_obj.get("spec") or {}).get("selector") or {}
+        if selector:
+            pods = get(
+                "service",
+                f"Pods of Service {svc_ns}/{svc_name}",
+                core.list_namespaced_pod,
+                svc_ns,
+                label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            )
+            f.service_pods = [
+                {
+                    "name": p["metadata"]["name"],
+                    "ip": (p.get("status") or {}).get("podIP"),
+                    "network": (p["metadata"].get("labels") or {}).get(NETWORK_LABEL),
+                }
+                for p in sorted((pods or {}).get("items") or [], key=lambda p: str(p["metadata"]["name"]))
+                if (p.get("status") or {}).get("phase") == "Running"
+            ]
     if client_app:
         f.client_pod = _running_pod(get, core, svc_ns, f"app={client_app}")
         f.gateway_pod = _running_pod(

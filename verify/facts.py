@@ -64,6 +64,9 @@ class ClusterFacts:
     #: Ready endpoint addresses of the named service in this cluster (its EndpointSlices).
     service_endpoints: list[str] = field(default_factory=list)
     service_exists: bool = False
+    #: Running pods the service selects: {"name", "ip", "network"} (their topology.istio.io/network label,
+    #: which the sidecar injector stamps at injection and istiod prefers to the namespace's; None if unset).
+    service_pods: list[dict[str, Any]] = field(default_factory=list)
     #: The service's TCP ports (Service spec), for the proxy view's ``outbound|<port>||<host>`` clusters.
     service_ports: list[int] = field(default_factory=list)
     #: Pods the proxy view stands in for: a running client pod (``--client``, default app=sleep) in the

@@ -352,6 +352,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                         helloworld_versions=c.helloworld_versions,
                         helloworld_image_prefix=args.samples.helloworld_image_prefix,
                         sleep_image=args.samples.sleep_image,
+                        network=c.network,
                         after=[planes[c.name].istiod],
                     ),
                     opts=on(c.name),

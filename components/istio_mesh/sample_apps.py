@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .constants import PACKAGE, PATCH_FORCE_ANNOTATION, SKIP_AWAIT_ANNOTATION
+from .constants import NETWORK_LABEL, PACKAGE, PATCH_FORCE_ANNOTATION, SKIP_AWAIT_ANNOTATION
 
 HELLOWORLD_PORT = 5000
 
@@ -22,12 +22,24 @@ class SampleAppsArgs:
     helloworld_versions: Sequence[str]
     helloworld_image_prefix: str = "docker.io/istio/examples-helloworld"
     sleep_image: str = "curlimages/curl:8.16.0"
+    #: The cluster's network, put on the pods' template as ``topology.istio.io/network``. The sidecar
+    #: injector stamps that label on every pod it injects, with the network it was configured with then,
+    #: and istiod places a pod's endpoints on the network its label names: after a network change, pods
+    #: injected before it stay on the old network until they are recreated. Naming the network in the
+    #: template makes a change of it an update of these Deployments (shown in the preview), which rolls
+    #: their pods onto the new network. None: no label (the injector's stamp alone).
+    network: str | None = None
     #: The control plane (sidecar injector) must exist before pods are created.
     after: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
 def _labels(app: str, version: str | None = None) -> dict[str, str]:
     return {"app": app, **({"version": version} if version else {})}
+
+
+def _pod_labels(selector: dict[str, str], network: str | None) -> dict[str, str]:
+    """The pod template's labels: the selector's, and the network the pods belong to (see SampleAppsArgs)."""
+    return {**selector, **({NETWORK_LABEL: network} if network else {})}
 
 
 class SampleApps(pulumi.ComponentResource):
@@ -80,7 +92,7 @@ class SampleApps(pulumi.ComponentResource):
                     replicas=1,
                     selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
                     template=k8s.core.v1.PodTemplateSpecArgs(
-                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                        metadata=k8s.meta.v1.ObjectMetaArgs(labels=_pod_labels(labels, args.network)),
                         spec=k8s.core.v1.PodSpecArgs(
                             containers=[
                                 k8s.core.v1.ContainerArgs(
@@ -117,7 +129,7 @@ class SampleApps(pulumi.ComponentResource):
                 replicas=1,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=_labels("sleep")),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=_labels("sleep")),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=_pod_labels(_labels("sleep"), args.network)),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=sa.metadata.name,
                         containers=[

@@ -377,9 +377,11 @@ def _changed_objects(steps: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
 def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_objects(lab: Lab, stack: Stack) -> None:
     """cluster2 moves to another network; cluster1's east-west gateway gets the walkthrough's externalIPs;
     Istio's image tag (a chart value) changes. Each preview lists exactly the objects that carry that
-    setting, and nothing is created or deleted; `up` applies all three and verify passes with the istiods
-    that were running (they follow the namespace label and the gateway Service without a restart). Then
-    back again."""
+    setting, and nothing is created or deleted. `up` of the network and the address: verify passes with the
+    istiods that were running (they follow the namespace label and the gateway Service without a restart),
+    and the sample pods, which the injector had stamped with network2, were rolled onto network9 by their
+    Deployments' update. Then `up` of the tag (istiod rolls; the lab's follower restarts it) and verify
+    passes again. Then back."""
     network = {"cluster2": {"network": "network9"}}
     gateway = {"cluster1": {"eastWestGateway": {"serviceType": "LoadBalancer", "externalIPs": ["192.0.2.1"]}}}
     tag = {"tag": "1.30.4-day2"}
@@ -400,6 +402,9 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
             ("cluster2", "ConfigMap mesh-cluster2-istiod:istio-system/istio-sidecar-injector"): "replace",
             ("cluster2", f"Service {gw}"): "update",
             ("cluster2", f"Deployment {gw}"): "update",
+            # the sample pods' template names the network (the injector's stamp would keep them on network2)
+            ("cluster2", "Deployment mesh-cluster2-samples-helloworld-v2"): "update",
+            ("cluster2", "Deployment mesh-cluster2-samples-sleep"): "update",
         }, moved
         assert addressed == {
             ("cluster1", "Service mesh-cluster1-eastwest-chart:istio-system/istio-eastwestgateway"): "update"
@@ -418,24 +423,42 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
 
         lab.istiod("start", only="cluster1,cluster2")
         pids = _istiod_pids(("cluster1", "cluster2"))
-        write_config(stack.project, ("cluster1", "cluster2"), changes={**network, **gateway}, istio=tag)
+        stamped = _pod_networks("cluster2")
+        assert stamped and set(stamped.values()) == {"network2"}, stamped  # what the injector stamped
+        write_config(stack.project, ("cluster1", "cluster2"), changes={**network, **gateway})
         stack.up()
         out = stack.outputs()
         assert out["clusters"]["cluster1"]["eastWestGatewayAddress"] == "192.0.2.1"
-        for c in ("cluster1", "cluster2"):
-            istiod: Any = _apps(c).read_namespaced_deployment("istiod", "istio-system")
-            assert istiod.spec.template.spec.containers[0].image.endswith(":1.30.4-day2")
         report = _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
         assert _istiod_pids(("cluster1", "cluster2")) == pids
+        rolled = _pod_networks("cluster2")
+        assert set(rolled.values()) == {"network9"} and not set(rolled) & set(stamped), (stamped, rolled)
         # What the running istiods now know: cluster2's endpoints on network9, cluster1's gateway at its
         # externalIP (verify passing already says each matches the config; this says the config moved).
         for i in report["istiods"]:
             gateways = {(g["network"], g["address"]) for g in i["gateways"]}
             assert ("network1", "192.0.2.1") in gateways and "network9" in {n for n, _ in gateways}, i
             assert {e["network"] for e in i["endpoints"] if e["cluster"] == "cluster2"} == {"network9"}, i
+
+        write_config(stack.project, ("cluster1", "cluster2"), changes={**network, **gateway}, istio=tag)
+        stack.up()
+        for c in ("cluster1", "cluster2"):
+            istiod: Any = _apps(c).read_namespaced_deployment("istiod", "istio-system")
+            assert istiod.spec.template.spec.containers[0].image.endswith(":1.30.4-day2")
+        _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
     finally:
         write_config(stack.project, ("cluster1", "cluster2"))
     stack.up()  # back (that nothing else is pending: the next test's preview holds only creates)
+
+
+def _pod_networks(cluster: str) -> dict[str, str | None]:
+    """Running sample pods in ``cluster`` -> their topology.istio.io/network label."""
+    pods: Any = _core(cluster).list_namespaced_pod("sample")
+    return {
+        p.metadata.name: (p.metadata.labels or {}).get("topology.istio.io/network")
+        for p in pods.items
+        if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+    }
 
 
 # ---- grow and shrink -----------------------------------------------------------------------------------
