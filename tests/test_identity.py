@@ -284,11 +284,13 @@ def test_changing_a_network_updates_exactly_what_carries_it(mesh_settings: Any) 
     before = mesh_settings(3)
     moved = dataclasses.replace(before.clusters[2], network="network9")
     after = dataclasses.replace(before, clusters=(*before.clusters[:2], moved))
-    # The namespace label, istiod's global.network and the gateway's networkGateway, in cluster3 only.
+    # The namespace label, istiod's global.network, the gateway's networkGateway and the sample pods'
+    # template label (the injector stamps the network at injection: the pods must roll), in cluster3 only.
     assert _changed(before, after) == [
         "mesh-cluster3-eastwest-chart",
         "mesh-cluster3-istiod",
         "mesh-cluster3-namespace",
+        "mesh-cluster3-samples-sleep",
     ]
 
 

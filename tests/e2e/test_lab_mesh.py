@@ -678,7 +678,8 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
     port-forwards. Broken out of band, each named from what a request would hit, each repaired by
     `pulumi up --refresh`: cluster2's network label set to network1 by another field manager (cluster1's
     sidecar is sent cluster2's pod addresses directly); cluster1's remote secret for cluster2 deleted
-    (cluster1's sidecar is sent nothing for cluster2)."""
+    (cluster1's sidecar is sent nothing for cluster2); cluster2's east-west gateway Service deleted, so its
+    address is gone (cluster1's sidecar is sent nothing for cluster2, and the gateway is named)."""
     outbound = "outbound|5000||helloworld.sample.svc.cluster.local"
     lab.istiod("start")  # already running (the follower started it): a no-op
     try:
@@ -756,6 +757,20 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
             "cluster2 (network network2)'s helloworld.sample.svc.cluster.local endpoints are missing from "
             "cluster1's EDS (port 5000): istiod of cluster1 has none of them although they are ready there "
             "(it has not synced cluster2)" in causes(doc)
+        ), causes(doc)
+        stack.up("--refresh")
+        wait_for("verify --proxy-view to pass after up --refresh", passes, timeout=150, interval=3)
+
+        # cluster2's east-west gateway loses its address (its Service deleted): istiods know no gateway for
+        # network2, so cluster1's sidecars are sent nothing for cluster2 although cluster2 is synced.
+        core("cluster2").delete_namespaced_service("istio-eastwestgateway", "istio-system")
+        wait_for("cluster1's sidecar to be sent nothing for cluster2", cut_off, timeout=120, interval=3)
+        doc = proxy_view(stack)
+        assert {("cluster2", "gateway"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
+        assert ("cluster1", "remote-secret") not in found(doc), causes(doc)
+        assert (
+            "cluster2 (network network2)'s helloworld.sample.svc.cluster.local endpoints are missing from "
+            "cluster1's EDS (port 5000): istiod of cluster1 knows no gateway on 15443 for network2" in causes(doc)
         ), causes(doc)
         stack.up("--refresh")
         wait_for("verify --proxy-view to pass after up --refresh", passes, timeout=150, interval=3)
