@@ -251,7 +251,10 @@ def test_charts_come_from_a_local_directory_when_configured(mesh_settings: Any, 
 
 
 def _webhook_props() -> dict[str, Any]:
-    return {"webhooks": [{"name": "rev.validation.istio.io", "failurePolicy": "Ignore"}]}
+    return {
+        "metadata": {"name": "istiod-default-validator", "labels": {"app": "istiod"}},
+        "webhooks": [{"name": "rev.validation.istio.io", "failurePolicy": "Ignore"}],
+    }
 
 
 WEBHOOK = "kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration"
@@ -259,20 +262,25 @@ CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
 
 def test_runtime_webhook_fields_are_not_drift(mesh_settings: Any) -> None:
-    """istiod's caBundle is ignored; the validating webhooks' failurePolicy is not sent at all (istiod
-    switches it to Fail; sending Ignore made every later update a server-side-apply conflict)."""
+    """istiod's caBundle is ignored on every webhook configuration. The validators keep the chart's install
+    value failurePolicy Ignore (a validator that fails closed before istiod is reachable would reject the
+    program's own Gateway), ignored once istiod switches it to Fail, and force their fields on update
+    (otherwise the recorded Ignore would be a server-side-apply conflict with pilot-discovery)."""
     rec = _build(mesh_settings())
     for name in ("mesh-cluster1-base", "mesh-cluster1-istiod"):
         webhook = rec.rendered(rec.one(CHART, name_contains=name), WEBHOOK, _webhook_props())
-        assert webhook.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle"]
-        assert webhook.props["webhooks"] == [{"name": "rev.validation.istio.io"}]
+        assert webhook.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy"]
+        assert webhook.props["webhooks"] == [{"name": "rev.validation.istio.io", "failurePolicy": "Ignore"}]
+        assert webhook.props["metadata"]["annotations"]["pulumi.com/patchForce"] == "true"
+        assert webhook.props["metadata"]["name"] == _webhook_props()["metadata"]["name"]
         mutating = rec.rendered(
             rec.one(CHART, name_contains=name),
             "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration",
-            {"webhooks": [{"name": "sidecar-injector.istio.io", "failurePolicy": "Fail"}]},
+            {"metadata": {"name": "istio-sidecar-injector"}, "webhooks": [{"name": "sidecar-injector.istio.io"}]},
         )
-        assert mutating.props["webhooks"] == [{"name": "sidecar-injector.istio.io", "failurePolicy": "Fail"}]
+        assert mutating.props["webhooks"] == [{"name": "sidecar-injector.istio.io"}]
         assert mutating.opts.ignore_changes == ["webhooks[*].clientConfig.caBundle"]
+        assert "pulumi.com/patchForce" not in (mutating.props["metadata"].get("annotations") or {})
     # Anything else is left alone, so real out-of-band changes are still reported.
     deployment = rec.rendered(rec.one(CHART, name_contains="mesh-cluster1-istiod"), "kubernetes:apps/v1:Deployment", {})
     assert not deployment.opts.ignore_changes

@@ -2,10 +2,9 @@
 
 istiod patches its admission webhooks after start-up: it writes its CA bundle into
 ``webhooks[*].clientConfig.caBundle`` and flips the validating webhook's ``failurePolicy`` from
-``Ignore`` to ``Fail`` once it is ready. Those are not drift; a refresh must not report them, and an
-``up`` must not fight istiod over them (the first is ignored, the second not sent). Every other
-field of these objects is still compared, so a real out-of-band change (a webhook deleted, a selector
-edited) is still reported.
+``Ignore`` to ``Fail`` once its webhook answers. Those are not drift; a refresh must not report them, and
+an ``up`` must not fight istiod over them. Every other field of these objects is still compared, so a
+real out-of-band change (a webhook deleted, a selector edited) is still reported.
 """
 
 from __future__ import annotations
@@ -14,44 +13,46 @@ from typing import Any
 
 import pulumi
 
+from .constants import PATCH_FORCE_ANNOTATION
+
 #: Kinds whose runtime-mutated fields are ignored.
 VALIDATING_WEBHOOK_TYPE = "kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration"
 WEBHOOK_TYPES = (
     VALIDATING_WEBHOOK_TYPE,
     "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration",
 )
-#: Property paths istiod rewrites and the program keeps sending (Pulumi property-path syntax; ``[*]``
-#: matches every webhook): the charts render no ``caBundle`` here, istiod patches it in.
+#: Property paths istiod rewrites (Pulumi property-path syntax; ``[*]`` matches every webhook). The charts
+#: render no ``caBundle``; they render the validators' ``failurePolicy: Ignore`` (the install value).
 ISTIOD_MANAGED_FIELDS = ("webhooks[*].clientConfig.caBundle",)
+VALIDATOR_MANAGED_FIELDS = (*ISTIOD_MANAGED_FIELDS, "webhooks[*].failurePolicy")
 
 
 def ignore_istiod_managed_fields(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
-    """Adds ``ignore_changes`` for the istiod-managed webhook fields to webhook configurations, and leaves
-    the validating webhooks' ``failurePolicy`` to istiod.
+    """Adds ``ignore_changes`` for the istiod-managed webhook fields to webhook configurations.
 
-    istiod switches that ``failurePolicy`` from ``Ignore`` to ``Fail`` once its webhook answers (field
-    manager ``pilot-discovery``). A program that keeps sending ``Ignore`` makes every later update of the
-    object a server-side-apply conflict on that field, and ``ignore_changes`` cannot prevent it: the
-    engine copies the old input back into the apply, and the provider's handling of ignored fields under
-    server-side apply does not reach into arrays (pulumi-kubernetes ``handleSSAIgnoreFields``). Istio's
-    chart renders the value only on install (``not .Release.IsUpgrade``); a Pulumi program renders on
-    every run, so it is not sent at all: a new object takes the API's default, ``Fail`` (what istiod
-    sets; the program creates Istio resources only after istiod is ready), and an existing stack's next
-    ``up`` updates the object once, handing the field to istiod.
+    The validators are created with the chart's ``failurePolicy: Ignore``, as Istio installs them: until
+    istiod has patched in its CA bundle and checked that the API server reaches its webhook, a call
+    would fail, and with ``Fail`` that would reject the program's own Istio resources (the cross-network
+    Gateway right after istiod starts) and every Istio resource on clusters whose API server cannot reach
+    istiod at all (a firewalled private control plane). istiod then switches it to ``Fail`` (field
+    manager ``pilot-discovery``), which ``ignore_changes`` keeps from being reported. An update of the
+    validator for another reason still sends the value recorded at creation (the engine copies an ignored
+    field's old input into the apply, and the provider's server-side apply cannot leave out fields inside
+    arrays, pulumi-kubernetes ``handleSSAIgnoreFields``), which would be a field conflict with
+    pilot-discovery; ``pulumi.com/patchForce`` makes it an override instead, and istiod sets ``Fail``
+    again once it sees the change (its webhook controller watches the object).
     """
     if args.type_ not in WEBHOOK_TYPES:
         return None
+    fields = VALIDATOR_MANAGED_FIELDS if args.type_ == VALIDATING_WEBHOOK_TYPE else ISTIOD_MANAGED_FIELDS
     existing = list(args.opts.ignore_changes or [])
-    merged = existing + [f for f in ISTIOD_MANAGED_FIELDS if f not in existing]
+    merged = existing + [f for f in fields if f not in existing]
     props = args.props
-    webhooks = props.get("webhooks")
-    if args.type_ == VALIDATING_WEBHOOK_TYPE and isinstance(webhooks, list):
-        props = {
-            **props,
-            "webhooks": [
-                {k: v for k, v in w.items() if k != "failurePolicy"} if isinstance(w, dict) else w for w in webhooks
-            ],
-        }
+    raw_metadata = props.get("metadata")
+    if args.type_ == VALIDATING_WEBHOOK_TYPE and isinstance(raw_metadata, dict):  # charts render plain values
+        metadata: dict[str, Any] = dict(raw_metadata)
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), PATCH_FORCE_ANNOTATION: "true"}
+        props = {**props, "metadata": metadata}
     return pulumi.ResourceTransformResult(
         props=props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(ignore_changes=merged))
     )
