@@ -25,6 +25,17 @@ from pathlib import Path
 
 from . import agents, procs
 from .kubeapi import ApiError, Client, write_kubeconfigs, write_merged_kubeconfig
+from .kwok import (
+    KWOK_NODE_ANNOTATION,
+    LB_STAGE_FILE,
+    PORT_FORWARD_FILE,
+    ensure_nodes,
+    node_readiness,
+    nodes_ready,
+    release_node_leases,
+    write_lb_stage,
+    write_port_forward,
+)
 from .layout import LAB_DIR, NODES_PER_CLUSTER, REPO, Cluster
 from .pki import CA_CERT, CA_DIR, ensure_cluster_pki
 
@@ -37,86 +48,6 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 WEBHOOK_PLUGINS = "MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
 # Controllers that need a cloud provider; everything else of `*` runs.
 CLOUD_CONTROLLERS = ("service-lb-controller", "node-route-controller", "cloud-node-lifecycle-controller")
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-LB_STAGE_FILE = "kwok-loadbalancer-stage.yaml"
-PORT_FORWARD_FILE = "kwok-port-forward.yaml"
-
-
-def write_lb_stage(c: Cluster) -> None:
-    """A KWOK Stage that plays the cloud's load-balancer controller: every Service of type
-    LoadBalancer gets ``status.loadBalancer.ingress[0].ip`` = the cluster's loopback address.
-
-    This is how the east-west gateway gets its address in the lab: ``spec.externalIPs`` may not hold a
-    loopback address (API validation refuses 127.0.0.0/8), a load balancer's status may. Istio reads a
-    network gateway's address from that status, and Pulumi's await logic for a LoadBalancer Service
-    waits for it.
-    """
-    stage = f"""\
-# Written by `python -m lab up` for {c.name}: KWOK acts as the load-balancer controller.
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: lab-service-loadbalancer
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Service
-  selector:
-    matchExpressions:
-    - key: '.spec.type'
-      operator: 'In'
-      values:
-      - 'LoadBalancer'
-    - key: '.status.loadBalancer.ingress'
-      operator: 'DoesNotExist'
-  next:
-    patches:
-    - subresource: status
-      root: status
-      type: merge
-      template: |
-        loadBalancer:
-          ingress:
-          - ip: "{c.ip}"
-            ipMode: VIP
-"""
-    path = c.dir / LB_STAGE_FILE
-    if not path.exists() or path.read_text() != stage:
-        path.write_text(stage)
-
-
-def write_port_forward(c: Cluster) -> None:
-    """A KWOK ClusterPortForward: ``kubectl port-forward`` to a pod in ``istio-system`` reaches the lab's
-    istiod of that cluster (ports 8080 and 15012, and 15010/15014 for completeness).
-
-    The API server forwards a pod port-forward to the kubelet of the pod's node; here that is KWOK's
-    server (``--node-port``, TLS), which dials the configured target. So the path a real client takes
-    (API server -> kubelet -> pod) is the one exercised: only the last hop ends at a local process
-    instead of a container. The istiod pods the chart creates are fake; their ports are these.
-    """
-    forwards = "".join(
-        f"""\
-  - ports: [{port}]
-    target:
-      address: "{c.ip}"
-      port: {c.istiod_ports[port]}
-"""
-        for port in (8080, 15010, 15012, 15014)
-    )
-    doc = f"""\
-# Written by `python -m lab up` for {c.name}: port-forwards to istio-system pods reach the lab's istiod.
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: ClusterPortForward
-metadata:
-  name: lab-istiod
-spec:
-  selector:
-    matchNamespaces: [istio-system]
-  forwards:
-{forwards}"""
-    path = c.dir / PORT_FORWARD_FILE
-    if not path.exists() or path.read_text() != doc:
-        path.write_text(doc)
 
 
 class LabError(Exception):
@@ -401,72 +332,6 @@ def _bring_up(tc: Toolchain, cl: list[Cluster], comps: tuple[str, ...], webhooks
     _wait(" and ".join(comps) + " health", list(probes), check, timeout, fail)
 
 
-def _ensure_nodes(c: Cluster, count: int) -> None:
-    api = Client(c)
-    for k, name in enumerate(c.node_names(count), start=1):
-        cidr = c.node_pod_cidr(k)
-        api.create(
-            "/api/v1/nodes",
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                    "labels": {
-                        "kubernetes.io/hostname": name,
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                        "type": "kwok",
-                        "topology.istio.io/network": c.network,
-                    },
-                },
-                "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
-                "status": {
-                    "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "250"},
-                    "capacity": {"cpu": "32", "memory": "128Gi", "pods": "250"},
-                },
-            },
-        )
-
-
-def _release_node_leases(c: Cluster) -> None:
-    """Delete the Leases of the fake nodes before a new KWOK starts.
-
-    KWOK names itself ``<hostname>_<random uuid>`` and only simulates nodes whose Lease it holds, so
-    after a restart it would wait for the previous instance's Leases to expire (up to 40 s) while
-    the nodes still look Ready and new pods stay Pending.
-    """
-    api = Client(c)
-    for n in api.get("/api/v1/nodes").get("items", []):
-        if n["metadata"].get("annotations", {}).get(KWOK_NODE_ANNOTATION) == "fake":
-            api.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n['metadata']['name']}")
-
-
-def node_readiness(api: Client) -> dict[str, bool]:
-    out = {}
-    for n in api.get("/api/v1/nodes").get("items", []):
-        conds = {x["type"]: x["status"] for x in n.get("status", {}).get("conditions", [])}
-        out[n["metadata"]["name"]] = conds.get("Ready") == "True"
-    return out
-
-
-def _nodes_ready(c: Cluster, count: int) -> bool:
-    """Every fake node Ready, and its Lease held (by the running KWOK: stale ones were deleted)."""
-    api = Client(c)
-    try:
-        ready = node_readiness(api)
-        if not all(ready.get(n) for n in c.node_names(count)):
-            return False
-        for n in c.node_names(count):
-            lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n}")
-            if not lease.get("spec", {}).get("holderIdentity"):
-                return False
-    except (OSError, ApiError):
-        return False
-    return True
-
-
 PROBE_SECRET = "/api/v1/namespaces/kube-system/secrets/lab-token-probe"
 
 
@@ -521,14 +386,14 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
     _log(f"API servers ready ({time.monotonic() - t0:.1f}s)")
     for c in cl:
         if procs.running_pid(c.pidfile("kwok"), tc.bin("kwok")) is None:
-            _release_node_leases(c)
+            release_node_leases(c)
     _bring_up(tc, cl, ("kube-controller-manager", "kube-scheduler", "kwok"), webhooks, timeout)
     for c in cl:
-        _ensure_nodes(c, nodes)
+        ensure_nodes(c, nodes)
     _wait(
         "fake nodes Ready",
         cl,
-        lambda c: _nodes_ready(c, nodes),
+        lambda c: nodes_ready(c, nodes),
         timeout,
         lambda c: (
             f"  {c.name}: nodes {c.node_names(nodes)} not Ready; KWOK log {c.log('kwok')}:\n"

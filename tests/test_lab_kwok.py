@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab import cluster, layout
+from lab import kwok, layout
 from lab.layout import Cluster
 
 OLD_LB_STAGE: dict[str, Any] = {
@@ -74,8 +74,8 @@ def _with_template_loaded(stage: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_load_balancer_stage_loads_as_before(c: Cluster) -> None:
-    cluster.write_lb_stage(c)
-    text = (c.dir / cluster.LB_STAGE_FILE).read_text()
+    kwok.write_lb_stage(c)
+    text = (c.dir / kwok.LB_STAGE_FILE).read_text()
     assert text.startswith(f"# Written by `python -m lab up` for {c.name}")
     new = yaml.safe_load(text)
     assert _with_template_loaded(new) == _with_template_loaded(OLD_LB_STAGE)
@@ -85,7 +85,7 @@ def test_the_load_balancer_stage_loads_as_before(c: Cluster) -> None:
 
 
 def test_the_port_forward_loads_as_before(c: Cluster) -> None:
-    cluster.write_port_forward(c)
-    text = (c.dir / cluster.PORT_FORWARD_FILE).read_text()
+    kwok.write_port_forward(c)
+    text = (c.dir / kwok.PORT_FORWARD_FILE).read_text()
     assert text.startswith(f"# Written by `python -m lab up` for {c.name}")
     assert yaml.safe_load(text) == OLD_PORT_FORWARD
