@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from .cluster import LabError
+from .errors import LabError
 from .kubeapi import ApiError, Client
 from .layout import Cluster
 

@@ -1,18 +1,23 @@
 """The control-plane command lines, pinned argument by argument.
 
-Generated from lab/cluster.py before it was split into lab/components.py (issue 13): any change to a
-flag of etcd, kube-apiserver, kube-controller-manager, kube-scheduler or KWOK fails here, so a
-refactor provably starts the same processes. ``{lab}`` stands for the lab's directory (``LAB_DIR``).
+Generated from lab/cluster.py's ``command_line`` before it became the table in lab/components.py
+(issue 13): any change to a flag of etcd, kube-apiserver, kube-controller-manager, kube-scheduler or
+KWOK fails here, so a refactor provably starts the same processes. ``{lab}`` stands for the lab's
+directory (``LAB_DIR``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lab import cluster, layout
-from lab.layout import Cluster
+import pytest
 
-TC = cluster.Toolchain(Path("/toolchain"))
+from lab import layout
+from lab.components import COMPONENTS, component
+from lab.layout import Cluster
+from lab.toolchain import Toolchain
+
+TC = Toolchain(Path("/toolchain"))
 WEBHOOKS_OFF = "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
 
 EXPECTED_ARGV: dict[str, list[str]] = {
@@ -114,17 +119,22 @@ def _expected(component: str) -> list[str]:
 
 
 def test_every_component_is_pinned() -> None:
-    assert tuple(EXPECTED_ARGV) == cluster.COMPONENTS
+    assert tuple(EXPECTED_ARGV) == tuple(comp.name for comp in COMPONENTS)  # and in start order
 
 
 def test_each_command_line_is_unchanged_with_webhooks_on() -> None:
     c = Cluster(2)
-    for component in EXPECTED_ARGV:
-        assert cluster.command_line(TC, c, component, webhooks=True) == _expected(component), component
+    for name in EXPECTED_ARGV:
+        assert component(name).command_line(TC, c, True) == _expected(name), name
 
 
 def test_no_webhooks_only_adds_the_disabled_admission_plugins_to_the_api_server() -> None:
     c = Cluster(2)
-    for component in EXPECTED_ARGV:
-        want = _expected(component) + ([WEBHOOKS_OFF] if component == "kube-apiserver" else [])
-        assert cluster.command_line(TC, c, component, webhooks=False) == want, component
+    for name in EXPECTED_ARGV:
+        want = _expected(name) + ([WEBHOOKS_OFF] if name == "kube-apiserver" else [])
+        assert component(name).command_line(TC, c, False) == want, name
+
+
+def test_an_unknown_component_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="kubelet"):
+        component("kubelet")
