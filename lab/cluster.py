@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from . import agents, procs
 from .components import COMPONENTS, Component, component, healthy
@@ -34,6 +35,9 @@ from .kwok import (
 from .layout import LAB_DIR, NODES_PER_CLUSTER, Cluster
 from .pki import CA_CERT, CA_DIR, ensure_cluster_pki
 from .toolchain import Toolchain, binary_name, find_toolchain, locate_toolchain
+from .wait import wait_for_each
+
+T = TypeVar("T")
 
 
 # ---- up ------------------------------------------------------------------------------------------
@@ -50,21 +54,18 @@ def _start_component(tc: Toolchain, c: Cluster, comp: Component, webhooks: bool)
     return procs.start(binary, args, c.pidfile(comp.name), c.log(comp.name), c.dir), True
 
 
-def _wait(what: str, items: list, check: Callable, timeout: float, on_fail: Callable) -> None:
+def _wait(what: str, items: list[T], check: Callable[[T], bool], timeout: float, on_fail: Callable[[T], str]) -> None:
     """Poll ``check(item)`` for every item until all pass; ``on_fail(item)`` explains a failure."""
-    pending = list(items)
-    deadline = time.monotonic() + timeout
-    while pending:
-        for item in list(pending):
-            if check(item):
-                pending.remove(item)
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise LabError(
-                f"timed out after {timeout:.0f}s waiting for {what}:\n" + "\n".join(on_fail(i) for i in pending)
-            )
-        time.sleep(0.25)
+    wait_for_each(
+        what,
+        items,
+        check,
+        timeout,
+        0.25,
+        lambda pending: LabError(
+            f"timed out after {timeout:.0f}s waiting for {what}:\n" + "\n".join(on_fail(i) for i in pending)
+        ),
+    )
 
 
 def _process_check(tc: Toolchain, c: Cluster, comp: str, pid: int) -> None:

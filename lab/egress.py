@@ -43,6 +43,8 @@ from typing import TextIO
 
 import yaml
 
+from .wait import wait_until
+
 Address = tuple[str, int]
 
 #: The egress selector's config API (k8s.io/apiserver pkg/apis/apiserver/v1beta1; v1 has no such kind).
@@ -488,9 +490,14 @@ class EgressProxy:
         return target, rest
 
     def _dial(self, dest: Address, refused_wait: float = 0.0) -> socket.socket:
+        """A connection to ``dest``; one that refuses is retried for ``refused_wait`` seconds (not while stopping)."""
         where = format_address(dest)
-        deadline = time.monotonic() + refused_wait
-        while True:
+
+        def refused() -> _ConnectError:
+            waited = f" (retried for {refused_wait:g}s)" if refused_wait else ""
+            return _ConnectError(f"503 Service Unavailable: dial {where}: connection refused{waited}")
+
+        def attempt() -> socket.socket | None:
             try:
                 return socket.create_connection(dest, timeout=self.dial_timeout)
             except TimeoutError:
@@ -498,12 +505,13 @@ class EgressProxy:
                     f"504 Gateway Timeout: dial {where}: no answer within {self.dial_timeout:g}s"
                 ) from None
             except ConnectionRefusedError:
-                if time.monotonic() >= deadline or self._stopping.is_set():
-                    waited = f" (retried for {refused_wait:g}s)" if refused_wait else ""
-                    raise _ConnectError(f"503 Service Unavailable: dial {where}: connection refused{waited}") from None
-                time.sleep(0.1)
+                if self._stopping.is_set():
+                    raise refused() from None
+                return None
             except OSError as e:
                 raise _ConnectError(f"502 Bad Gateway: dial {where}: {e.strerror or e}") from None
+
+        return wait_until(f"{where} to accept", attempt, refused_wait, 0.1, refused)
 
     def _tunnel(self, client: socket.socket, upstream: socket.socket, counts: list[int]) -> None:
         """Pump both ways until both have ended; an EOF is passed on as a half-close."""

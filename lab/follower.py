@@ -39,6 +39,7 @@ from typing import Any
 from . import egress, istiod, procs
 from .kubeapi import ApiError, Client
 from .layout import Cluster
+from .wait import wait_until
 
 POLL_SECONDS = 1.0
 API_TIMEOUT = 5.0
@@ -229,21 +230,29 @@ class Follower:
             self.log(f"{plan.istiod} failed ({self.failures} in a row; next try in {wait:g}s): {e}")
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not self.stopping.is_set():
+        """Until istiod answers /ready, or the follower is stopping (SIGTERM ends the wait at once)."""
+
+        def done() -> bool:
+            if self.stopping.is_set():
+                return True
             if procs.running_pid(self.c.pidfile("istiod"), self.binary) is None:
                 raise istiod.IstiodError(
                     f"istiod exited during start-up; last lines of {self.c.log('istiod')}:\n"
                     + procs.tail(self.c.log("istiod"), 20)
                 )
-            if istiod.ready(self.c):
-                return
-            if time.monotonic() > deadline:
-                raise istiod.IstiodError(
-                    f"istiod not ready on {istiod.http_url(self.c)}/ready after {READY_TIMEOUT:.0f}s; "
-                    f"see {self.c.log('istiod')}"
-                )
-            self.stopping.wait(0.5)
+            return istiod.ready(self.c)
+
+        wait_until(
+            "istiod /ready",
+            done,
+            READY_TIMEOUT,
+            0.5,
+            lambda: istiod.IstiodError(
+                f"istiod not ready on {istiod.http_url(self.c)}/ready after {READY_TIMEOUT:.0f}s; "
+                f"see {self.c.log('istiod')}"
+            ),
+            sleep=self.stopping.wait,
+        )
 
     def apply_routes(self, routes: dict[egress.Address, egress.Address]) -> None:
         path = routes_file(self.c)
