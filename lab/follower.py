@@ -11,7 +11,8 @@ second and:
   after istiod started without it; starts it again when it exited (a kubelet's restart policy, with
   a back-off);
 * writes the egress route ``<istiod Service ClusterIP>:443 -> <cluster address>:<webhook port>`` so
-  the API server reaches the sidecar injector and config validator (``lab/egress.py``);
+  the API server reaches the sidecar injector and config validator (``lab/egress.py``,
+  ``lab/egress_routes.py``);
 * when the Deployment is deleted: stops istiod and removes the route.
 
 A manual ``lab istiod stop`` is respected (``istiod.stop_marker``): istiod stays stopped until the
@@ -36,7 +37,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import egress, istiod, procs
+from . import egress_routes, istiod, procs
 from .kubeapi import ApiError, Client
 from .layout import Cluster
 from .wait import wait_until
@@ -69,7 +70,7 @@ class Observed:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     istiod: str  # "none" | "start" | "restart" | "stop"
-    routes: dict[egress.Address, egress.Address]
+    routes: dict[egress_routes.Address, egress_routes.Address]
     clear_stop_marker: bool
     reason: str
 
@@ -88,7 +89,7 @@ def decide(c: Cluster, o: Observed) -> Plan:
             o.stopped_by_hand,
             "the Deployment istio-system/istiod is gone",
         )
-    routes: dict[egress.Address, egress.Address] = {}
+    routes: dict[egress_routes.Address, egress_routes.Address] = {}
     if o.service_ip:
         routes[(o.service_ip, WEBHOOK_SERVICE_PORT)] = (c.ip, c.istiod_ports[15017])
     if o.stopped_by_hand:
@@ -254,15 +255,17 @@ class Follower:
             sleep=self.stopping.wait,
         )
 
-    def apply_routes(self, routes: dict[egress.Address, egress.Address]) -> None:
+    def apply_routes(self, routes: dict[egress_routes.Address, egress_routes.Address]) -> None:
         path = routes_file(self.c)
         try:
-            current = egress.read_routes(path)
+            current = egress_routes.read_routes(path)
         except ValueError:
             current = None
         if current != routes or not path.exists():
-            egress.write_routes(path, routes)
-            shown = ", ".join(f"{egress.format_address(t)}={egress.format_address(d)}" for t, d in routes.items())
+            egress_routes.write_routes(path, routes)
+            shown = ", ".join(
+                f"{egress_routes.format_address(t)}={egress_routes.format_address(d)}" for t, d in routes.items()
+            )
             self.log(f"egress routes: {shown or 'none'}")
 
     def note(self, reason: str) -> None:
