@@ -6,9 +6,11 @@ import argparse
 import os
 import sys
 
-from . import cluster
+from . import cluster, procs
+from .errors import LabError
 from .istiod import IstiodError
 from .layout import NODES_PER_CLUSTER, existing_clusters
+from .toolchain import binary_name, find_toolchain, locate_toolchain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "up":
             if not 1 <= args.nodes <= 20:
-                raise cluster.LabError("--nodes must be between 1 and 20")
+                raise LabError("--nodes must be between 1 and 20")
             cluster.up(args.clusters, args.webhooks, args.timeout, args.nodes)
             return 0
         if args.cmd == "down":
@@ -65,29 +67,27 @@ def main(argv: list[str] | None = None) -> int:
                 wanted = [n.strip() for n in args.only.split(",") if n.strip()]
                 unknown = sorted(set(wanted) - {c.name for c in selected})
                 if unknown:
-                    raise cluster.LabError(
+                    raise LabError(
                         f"--only: {', '.join(unknown)} is not a lab cluster; lab clusters: "
                         f"{', '.join(c.name for c in selected) or 'none'}"
                     )
                 selected = [c for c in selected if c.name in wanted]
             if args.action == "stop":
-                tc = cluster._locate_toolchain(required=False)
-                stopped = istiod.stop(cluster._binary_name(tc, "pilot-discovery"), selected, hold=True)
+                tc = locate_toolchain(required=False)
+                stopped = istiod.stop(binary_name(tc, "pilot-discovery"), selected, hold=True)
                 print(f"[lab] stopped istiod in: {', '.join(stopped) or 'none (none was running)'}")
                 print(
                     "[lab] the follower leaves it stopped until the Deployment istio-system/istiod changes or "
                     "is deleted, or `python -m lab istiod start`"
                 )
                 return 0
-            tc = cluster.find_toolchain()
+            tc = find_toolchain()
             binary = tc.bin("pilot-discovery")
             if not os.access(binary, os.X_OK):
-                raise cluster.LabError(f"{binary} is missing; build it with: toolchain/build pilot-discovery")
-            running = [
-                c for c in selected if cluster.procs.running_pid(c.pidfile("kube-apiserver"), tc.bin("kube-apiserver"))
-            ]
+                raise LabError(f"{binary} is missing; build it with: toolchain/build pilot-discovery")
+            running = [c for c in selected if procs.running_pid(c.pidfile("kube-apiserver"), tc.bin("kube-apiserver"))]
             if not running:
-                raise cluster.LabError("no lab cluster is running (python -m lab up)")
+                raise LabError("no lab cluster is running (python -m lab up)")
             istiod.start(binary, running, args.timeout, restart=args.action == "restart")
             return 0
         if args.cmd == "verify":
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             verify(existing_clusters())
             return 0
         return 1 if cluster.status(existing_clusters()) else 0
-    except (cluster.LabError, ValueError, IstiodError) as e:
+    except (LabError, ValueError, IstiodError) as e:
         print(f"[lab] ERROR: {e}", file=sys.stderr)
         return 1
 

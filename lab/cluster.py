@@ -1,341 +1,43 @@
 """Bring the lab's clusters up, down, and report on them.
 
-Per cluster, five control-plane processes: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK (which plays the kubelet of the fake nodes); and two of the lab's own
-(``lab/agents.py``): the egress proxy the API server dials the cluster's network through, and the
-follower that runs istiod as its Deployment says. Binaries and KWOK's default stages come from the
-toolchain cache (``toolchain/build``); nothing is downloaded at run time.
+Per cluster, five control-plane processes (``lab/components.py``: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and KWOK, which plays the kubelet of the fake nodes,
+``lab/kwok.py``); and two of the lab's own (``lab/agents.py``): the egress proxy the API server dials
+the cluster's network through, and the follower that runs istiod as its Deployment says. Binaries
+and KWOK's default stages come from the toolchain cache (``lab/toolchain.py``); nothing is
+downloaded at run time. This module is the order of things: what ``up`` starts and waits for, what
+``down`` stops, what ``status`` reports.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
-import ssl
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
+from typing import TypeVar
 
 from . import agents, procs
+from .components import COMPONENTS, Component, component, healthy
+from .errors import LabError
 from .kubeapi import ApiError, Client, write_kubeconfigs, write_merged_kubeconfig
-from .layout import LAB_DIR, NODES_PER_CLUSTER, REPO, Cluster
+from .kwok import (
+    ensure_nodes,
+    node_readiness,
+    nodes_ready,
+    release_node_leases,
+    write_lb_stage,
+    write_port_forward,
+)
+from .layout import LAB_DIR, NODES_PER_CLUSTER, Cluster
 from .pki import CA_CERT, CA_DIR, ensure_cluster_pki
+from .toolchain import Toolchain, binary_name, find_toolchain, locate_toolchain
+from .wait import wait_for_each
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-# Admission webhooks are on by default: an in-cluster webhook (istiod's sidecar injector and config
-# validator) names a Service, and the API server's egress selector sends the dial to the lab's egress
-# proxy, which routes the Service's ClusterIP:443 to the local istiod (the follower writes the route).
-# `up --no-webhooks` disables the two admission plugins (then no webhook is ever called).
-WEBHOOK_PLUGINS = "MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
-# Controllers that need a cloud provider; everything else of `*` runs.
-CLOUD_CONTROLLERS = ("service-lb-controller", "node-route-controller", "cloud-node-lifecycle-controller")
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-LB_STAGE_FILE = "kwok-loadbalancer-stage.yaml"
-PORT_FORWARD_FILE = "kwok-port-forward.yaml"
-
-
-def write_lb_stage(c: Cluster) -> None:
-    """A KWOK Stage that plays the cloud's load-balancer controller: every Service of type
-    LoadBalancer gets ``status.loadBalancer.ingress[0].ip`` = the cluster's loopback address.
-
-    This is how the east-west gateway gets its address in the lab: ``spec.externalIPs`` may not hold a
-    loopback address (API validation refuses 127.0.0.0/8), a load balancer's status may. Istio reads a
-    network gateway's address from that status, and Pulumi's await logic for a LoadBalancer Service
-    waits for it.
-    """
-    stage = f"""\
-# Written by `python -m lab up` for {c.name}: KWOK acts as the load-balancer controller.
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: lab-service-loadbalancer
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Service
-  selector:
-    matchExpressions:
-    - key: '.spec.type'
-      operator: 'In'
-      values:
-      - 'LoadBalancer'
-    - key: '.status.loadBalancer.ingress'
-      operator: 'DoesNotExist'
-  next:
-    patches:
-    - subresource: status
-      root: status
-      type: merge
-      template: |
-        loadBalancer:
-          ingress:
-          - ip: "{c.ip}"
-            ipMode: VIP
-"""
-    path = c.dir / LB_STAGE_FILE
-    if not path.exists() or path.read_text() != stage:
-        path.write_text(stage)
-
-
-def write_port_forward(c: Cluster) -> None:
-    """A KWOK ClusterPortForward: ``kubectl port-forward`` to a pod in ``istio-system`` reaches the lab's
-    istiod of that cluster (ports 8080 and 15012, and 15010/15014 for completeness).
-
-    The API server forwards a pod port-forward to the kubelet of the pod's node; here that is KWOK's
-    server (``--node-port``, TLS), which dials the configured target. So the path a real client takes
-    (API server -> kubelet -> pod) is the one exercised: only the last hop ends at a local process
-    instead of a container. The istiod pods the chart creates are fake; their ports are these.
-    """
-    forwards = "".join(
-        f"""\
-  - ports: [{port}]
-    target:
-      address: "{c.ip}"
-      port: {c.istiod_ports[port]}
-"""
-        for port in (8080, 15010, 15012, 15014)
-    )
-    doc = f"""\
-# Written by `python -m lab up` for {c.name}: port-forwards to istio-system pods reach the lab's istiod.
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: ClusterPortForward
-metadata:
-  name: lab-istiod
-spec:
-  selector:
-    matchNamespaces: [istio-system]
-  forwards:
-{forwards}"""
-    path = c.dir / PORT_FORWARD_FILE
-    if not path.exists() or path.read_text() != doc:
-        path.write_text(doc)
-
-
-class LabError(Exception):
-    pass
-
-
-# ---- toolchain -----------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Toolchain:
-    dir: Path
-
-    def bin(self, name: str) -> Path:
-        return self.dir / "bin" / name
-
-    @property
-    def kwok_stages(self) -> Path:
-        return self.dir / "share" / "kwok" / "default-stages.yaml"
-
-
-def find_toolchain() -> Toolchain:
-    """The toolchain cache, complete (or a LabError saying how to build it)."""
-    tc = _locate_toolchain(required=True)
-    assert tc is not None
-    return tc
-
-
-def _locate_toolchain(required: bool) -> Toolchain | None:
-    """The toolchain cache: $ISTIO_MESH_TOOLCHAIN, else what `toolchain/build --dir` names."""
-    d = os.environ.get("ISTIO_MESH_TOOLCHAIN")
-    if not d:
-        try:
-            d = subprocess.run(
-                [str(REPO / "toolchain" / "build"), "--dir"], check=True, capture_output=True, text=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError) as e:
-            if required:
-                raise LabError(f"cannot locate the toolchain (toolchain/build --dir): {e}") from None
-            return None
-    tc = Toolchain(Path(d))
-    missing = [c for c in COMPONENTS if not os.access(tc.bin(c), os.X_OK)]
-    if not tc.kwok_stages.is_file():
-        missing.append(str(tc.kwok_stages))
-    if missing and required:
-        raise LabError(
-            f"the toolchain in {tc.dir} lacks {', '.join(missing)}; build it with:\n"
-            "  toolchain/build kube-apiserver kube-controller-manager kube-scheduler etcd kwok"
-        )
-    return tc
-
-
-# ---- command lines -------------------------------------------------------------------------------
-def command_line(tc: Toolchain, c: Cluster, comp: str, webhooks: bool) -> list[str]:
-    p = c.pki
-    if comp == "etcd":
-        return [
-            f"--name={c.name}",
-            f"--data-dir={c.dir / 'etcd'}",
-            f"--listen-client-urls={c.etcd_url}",
-            f"--advertise-client-urls={c.etcd_url}",
-            f"--listen-peer-urls=https://{c.ip}:{c.etcd_peer_port}",
-            f"--initial-advertise-peer-urls=https://{c.ip}:{c.etcd_peer_port}",
-            f"--initial-cluster={c.name}=https://{c.ip}:{c.etcd_peer_port}",
-            f"--initial-cluster-token={c.name}",
-            f"--cert-file={p / 'etcd.crt'}",
-            f"--key-file={p / 'etcd.key'}",
-            f"--trusted-ca-file={CA_CERT}",
-            "--client-cert-auth=true",
-            f"--peer-cert-file={p / 'etcd.crt'}",
-            f"--peer-key-file={p / 'etcd.key'}",
-            f"--peer-trusted-ca-file={CA_CERT}",
-            "--peer-client-cert-auth=true",
-            # Lab data: skip fsync (much faster on a shared disk; a host crash may lose the lab).
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ]
-    if comp == "kube-apiserver":
-        args = [
-            f"--advertise-address={c.ip}",
-            f"--bind-address={c.ip}",
-            f"--secure-port={c.apiserver_port}",
-            f"--etcd-servers={c.etcd_url}",
-            f"--etcd-cafile={CA_CERT}",
-            f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
-            f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={CA_CERT}",
-            f"--service-cluster-ip-range={c.service_cidr}",
-            f"--service-account-issuer={SA_ISSUER}",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true",
-            "--profiling=false",
-            # The API server writes its --advertise-address into the `kubernetes` Service's
-            # Endpoints/EndpointSlice, and validation refuses loopback addresses there (it would
-            # log an error every 10 s). Nothing in the lab reaches the API server through that
-            # Service (pods are fake), so the Service stays without endpoints.
-            "--endpoint-reconciler-type=none",
-            # Request-header authentication for aggregated API servers, as kubeadm sets it up (also
-            # what the controller manager and scheduler read from extension-apiserver-authentication).
-            f"--requestheader-client-ca-file={CA_CERT}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-            # Kubelet APIs (port-forward, logs, exec) go to KWOK's server on the node's InternalIP (the
-            # fake nodes' Hostname does not resolve), verified against the lab CA.
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--kubelet-certificate-authority={CA_CERT}",
-            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-            # Every dial of the "cluster" network context (Service-backed webhooks, kubelet traffic) goes
-            # through the lab's egress proxy (lab/egress.py): that is how a webhook Service's virtual
-            # ClusterIP reaches the local istiod.
-            f"--egress-selector-config-file={agents.egress_selector_file(c)}",
-        ]
-        if not webhooks:
-            args.append(f"--disable-admission-plugins={WEBHOOK_PLUGINS}")
-        return args
-    if comp == "kube-controller-manager":
-        kc = c.component_kubeconfig(comp)
-        return [
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            f"--bind-address={c.ip}",
-            f"--secure-port={c.controller_manager_port}",
-            f"--cluster-name={c.name}",
-            # The token controller signs `kubernetes.io/service-account-token` Secrets with this key
-            # and puts this CA in their `ca.crt` (and in every namespace's kube-root-ca.crt).
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            f"--root-ca-file={CA_CERT}",
-            "--use-service-account-credentials=true",
-            f"--cluster-signing-cert-file={CA_CERT}",
-            f"--cluster-signing-key-file={CA_DIR / 'ca.key'}",
-            f"--service-cluster-ip-range={c.service_cidr}",
-            "--controllers=*," + ",".join(f"-{x}" for x in CLOUD_CONTROLLERS),
-            "--leader-elect=false",
-        ]
-    if comp == "kube-scheduler":
-        kc = c.component_kubeconfig(comp)
-        return [
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            f"--bind-address={c.ip}",
-            f"--secure-port={c.scheduler_port}",
-            "--leader-elect=false",
-        ]
-    if comp == "kwok":
-        return [
-            f"--config={tc.kwok_stages}",
-            f"--config={c.dir / LB_STAGE_FILE}",
-            f"--config={c.dir / PORT_FORWARD_FILE}",
-            f"--kubeconfig={c.component_kubeconfig(comp)}",
-            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            f"--node-ip={c.ip}",
-            f"--cidr={c.pod_cidr}",
-            # KWOK's server is the fake nodes' kubelet API: nodes advertise this port, TLS like a kubelet.
-            f"--server-address={c.ip}:{c.kwok_port}",
-            f"--node-port={c.kwok_port}",
-            f"--tls-cert-file={p / 'kwok-serving.crt'}",
-            f"--tls-private-key-file={p / 'kwok-serving.key'}",
-            "--node-lease-duration-seconds=40",
-        ]
-    raise ValueError(comp)
-
-
-# ---- health checks -------------------------------------------------------------------------------
-def _https_get(url: str, ctx: ssl.SSLContext, timeout: float = 3.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-
-
-def _insecure() -> ssl.SSLContext:
-    # kube-controller-manager, kube-scheduler and KWOK serve self-signed certificates.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def health_probe(c: Cluster, comp: str) -> Callable[[], bool]:
-    if comp == "etcd":
-        ctx = ssl.create_default_context(cafile=str(CA_CERT))
-        ctx.load_cert_chain(str(c.pki / "apiserver-etcd-client.crt"), str(c.pki / "apiserver-etcd-client.key"))
-        url = f"{c.etcd_url}/health"
-        return lambda: '"health":"true"' in _https_get(url, ctx)[1]
-    if comp == "kube-apiserver":
-        ctx = ssl.create_default_context(cafile=str(CA_CERT))
-        ctx.load_cert_chain(str(c.pki / "admin.crt"), str(c.pki / "admin.key"))
-        url = f"{c.server}/readyz"
-        return lambda: _https_get(url, ctx) == (200, "ok")
-    port = {
-        "kube-controller-manager": c.controller_manager_port,
-        "kube-scheduler": c.scheduler_port,
-    }.get(comp)
-    if port:
-        url = f"https://{c.ip}:{port}/healthz"
-        ctx = _insecure()
-        return lambda: _https_get(url, ctx) == (200, "ok")
-    if comp == "kwok":
-        url = f"https://{c.ip}:{c.kwok_port}/healthz"
-        ctx = ssl.create_default_context(cafile=str(CA_CERT))
-        return lambda: _https_get(url, ctx)[0] == 200
-    raise ValueError(comp)
-
-
-def _safe(probe: Callable[[], bool]) -> bool:
-    try:
-        return probe()
-    except (OSError, ssl.SSLError, ValueError):
-        return False
+T = TypeVar("T")
 
 
 # ---- up ------------------------------------------------------------------------------------------
@@ -343,30 +45,27 @@ def _log(msg: str) -> None:
     print(f"[lab] {msg}", flush=True)
 
 
-def _start_component(tc: Toolchain, c: Cluster, comp: str, webhooks: bool) -> tuple[int, bool]:
-    binary = tc.bin(comp)
-    pid = procs.running_pid(c.pidfile(comp), binary)
+def _start_component(tc: Toolchain, c: Cluster, comp: Component, webhooks: bool) -> tuple[int, bool]:
+    binary = tc.bin(comp.name)
+    pid = procs.running_pid(c.pidfile(comp.name), binary)
     if pid is not None:
         return pid, False
-    args = command_line(tc, c, comp, webhooks)
-    return procs.start(binary, args, c.pidfile(comp), c.log(comp), c.dir), True
+    args = comp.command_line(tc, c, webhooks)
+    return procs.start(binary, args, c.pidfile(comp.name), c.log(comp.name), c.dir), True
 
 
-def _wait(what: str, items: list, check: Callable, timeout: float, on_fail: Callable) -> None:
+def _wait(what: str, items: list[T], check: Callable[[T], bool], timeout: float, on_fail: Callable[[T], str]) -> None:
     """Poll ``check(item)`` for every item until all pass; ``on_fail(item)`` explains a failure."""
-    pending = list(items)
-    deadline = time.monotonic() + timeout
-    while pending:
-        for item in list(pending):
-            if check(item):
-                pending.remove(item)
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise LabError(
-                f"timed out after {timeout:.0f}s waiting for {what}:\n" + "\n".join(on_fail(i) for i in pending)
-            )
-        time.sleep(0.25)
+    wait_for_each(
+        what,
+        items,
+        check,
+        timeout,
+        0.25,
+        lambda pending: LabError(
+            f"timed out after {timeout:.0f}s waiting for {what}:\n" + "\n".join(on_fail(i) for i in pending)
+        ),
+    )
 
 
 def _process_check(tc: Toolchain, c: Cluster, comp: str, pid: int) -> None:
@@ -377,94 +76,30 @@ def _process_check(tc: Toolchain, c: Cluster, comp: str, pid: int) -> None:
         )
 
 
-def _bring_up(tc: Toolchain, cl: list[Cluster], comps: tuple[str, ...], webhooks: bool, timeout: float) -> None:
+def _bring_up(tc: Toolchain, cl: list[Cluster], names: tuple[str, ...], webhooks: bool, timeout: float) -> None:
+    """Start the named components in every cluster (running ones are kept) and wait until each is healthy."""
+    comps = [component(name) for name in names]
     started = {}
     for c in cl:
         for comp in comps:
             pid, fresh = _start_component(tc, c, comp, webhooks)
-            started[(c, comp)] = pid
+            started[(c, comp.name)] = pid
             if fresh:
-                _log(f"{c.name}: started {comp} (pid {pid}, log {c.log(comp)})")
-    probes = {(c, comp): health_probe(c, comp) for c in cl for comp in comps}
+                _log(f"{c.name}: started {comp.name} (pid {pid}, log {c.log(comp.name)})")
+    probes = {(c, comp.name): comp.probe(c) for c in cl for comp in comps}
 
     def check(key: tuple[Cluster, str]) -> bool:
-        c, comp = key
-        _process_check(tc, c, comp, started[key])
-        return _safe(probes[key])
+        c, name = key
+        _process_check(tc, c, name, started[key])
+        return healthy(probes[key])
 
     def fail(key: tuple[Cluster, str]) -> str:
-        c, comp = key
-        return f"  {c.name}: {comp} (pid {started[key]}) is not healthy; last lines of {c.log(comp)}:\n" + procs.tail(
-            c.log(comp), 10
+        c, name = key
+        return f"  {c.name}: {name} (pid {started[key]}) is not healthy; last lines of {c.log(name)}:\n" + procs.tail(
+            c.log(name), 10
         )
 
-    _wait(" and ".join(comps) + " health", list(probes), check, timeout, fail)
-
-
-def _ensure_nodes(c: Cluster, count: int) -> None:
-    api = Client(c)
-    for k, name in enumerate(c.node_names(count), start=1):
-        cidr = c.node_pod_cidr(k)
-        api.create(
-            "/api/v1/nodes",
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                    "labels": {
-                        "kubernetes.io/hostname": name,
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                        "type": "kwok",
-                        "topology.istio.io/network": c.network,
-                    },
-                },
-                "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
-                "status": {
-                    "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "250"},
-                    "capacity": {"cpu": "32", "memory": "128Gi", "pods": "250"},
-                },
-            },
-        )
-
-
-def _release_node_leases(c: Cluster) -> None:
-    """Delete the Leases of the fake nodes before a new KWOK starts.
-
-    KWOK names itself ``<hostname>_<random uuid>`` and only simulates nodes whose Lease it holds, so
-    after a restart it would wait for the previous instance's Leases to expire (up to 40 s) while
-    the nodes still look Ready and new pods stay Pending.
-    """
-    api = Client(c)
-    for n in api.get("/api/v1/nodes").get("items", []):
-        if n["metadata"].get("annotations", {}).get(KWOK_NODE_ANNOTATION) == "fake":
-            api.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n['metadata']['name']}")
-
-
-def node_readiness(api: Client) -> dict[str, bool]:
-    out = {}
-    for n in api.get("/api/v1/nodes").get("items", []):
-        conds = {x["type"]: x["status"] for x in n.get("status", {}).get("conditions", [])}
-        out[n["metadata"]["name"]] = conds.get("Ready") == "True"
-    return out
-
-
-def _nodes_ready(c: Cluster, count: int) -> bool:
-    """Every fake node Ready, and its Lease held (by the running KWOK: stale ones were deleted)."""
-    api = Client(c)
-    try:
-        ready = node_readiness(api)
-        if not all(ready.get(n) for n in c.node_names(count)):
-            return False
-        for n in c.node_names(count):
-            lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n}")
-            if not lease.get("spec", {}).get("holderIdentity"):
-                return False
-    except (OSError, ApiError):
-        return False
-    return True
+    _wait(" and ".join(names) + " health", list(probes), check, timeout, fail)
 
 
 PROBE_SECRET = "/api/v1/namespaces/kube-system/secrets/lab-token-probe"
@@ -521,14 +156,14 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
     _log(f"API servers ready ({time.monotonic() - t0:.1f}s)")
     for c in cl:
         if procs.running_pid(c.pidfile("kwok"), tc.bin("kwok")) is None:
-            _release_node_leases(c)
+            release_node_leases(c)
     _bring_up(tc, cl, ("kube-controller-manager", "kube-scheduler", "kwok"), webhooks, timeout)
     for c in cl:
-        _ensure_nodes(c, nodes)
+        ensure_nodes(c, nodes)
     _wait(
         "fake nodes Ready",
         cl,
-        lambda c: _nodes_ready(c, nodes),
+        lambda c: nodes_ready(c, nodes),
         timeout,
         lambda c: (
             f"  {c.name}: nodes {c.node_names(nodes)} not Ready; KWOK log {c.log('kwok')}:\n"
@@ -636,22 +271,20 @@ def _write_summary(cl: list[Cluster]) -> None:
 
 
 # ---- down / status -------------------------------------------------------------------------------
-def _binary_name(tc: Toolchain | None, comp: str) -> Path | str:
-    return tc.bin(comp) if tc else comp
-
-
 def down(cl: list[Cluster], purge: bool) -> None:
-    tc = _locate_toolchain(required=False)
+    tc = locate_toolchain(required=False)
     from . import istiod
 
     # The followers first, so none starts istiod again; the egress proxies last (after their API servers).
     for c in cl:
         if agents.stop(c, "follower"):
             _log(f"{c.name}: stopped the istiod follower")
-    for name in istiod.stop(_binary_name(tc, "pilot-discovery"), cl):
+    for name in istiod.stop(binary_name(tc, "pilot-discovery"), cl):
         _log(f"{name}: stopped istiod")
     for c in cl:
-        stopped = [comp for comp in reversed(COMPONENTS) if procs.stop(c.pidfile(comp), _binary_name(tc, comp))]
+        stopped = [
+            comp.name for comp in reversed(COMPONENTS) if procs.stop(c.pidfile(comp.name), binary_name(tc, comp.name))
+        ]
         if agents.stop(c, "egress"):
             stopped.append("egress")
         _log(f"{c.name}: stopped {', '.join(stopped) if stopped else 'nothing (was not running)'}")
@@ -674,7 +307,7 @@ def down(cl: list[Cluster], purge: bool) -> None:
 
 def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
     """Print each cluster's state; returns the number of components that are down."""
-    tc = tc or _locate_toolchain(required=False)
+    tc = tc or locate_toolchain(required=False)
     if not cl:
         print("no lab clusters (run: python -m lab up)")
         return 0
@@ -685,14 +318,14 @@ def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
         print(f"  kubeconfig: {c.kubeconfig} (context {c.name})")
         cols = []
         for comp in COMPONENTS:
-            pid = procs.running_pid(c.pidfile(comp), _binary_name(tc, comp))
+            pid = procs.running_pid(c.pidfile(comp.name), binary_name(tc, comp.name))
             if pid is None:
                 down_count += 1
-                cols.append(f"{comp}=down")
+                cols.append(f"{comp.name}=down")
             else:
                 kib = procs.rss_kib(pid)
                 total_kib += kib
-                cols.append(f"{comp}=up(pid {pid}, {kib // 1024} MiB)")
+                cols.append(f"{comp.name}=up(pid {pid}, {kib // 1024} MiB)")
         for agent in agents.AGENTS:
             pid = agents.running(c, agent)
             if pid is None:
@@ -703,7 +336,7 @@ def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
                 total_kib += kib
                 cols.append(f"{agent}=up(pid {pid}, {kib // 1024} MiB)")
         print("  processes: " + "  ".join(cols))
-        ist = procs.running_pid(c.pidfile("istiod"), _binary_name(tc, "pilot-discovery"))
+        ist = procs.running_pid(c.pidfile("istiod"), binary_name(tc, "pilot-discovery"))
         if ist is not None:
             from . import istiod
 

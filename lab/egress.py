@@ -17,7 +17,7 @@ asked, so kubelet traffic keeps working. One proxy per cluster; run it in a thre
 
     python -m lab.egress --socket PATH [--route 10.101.0.10:443=127.0.1.1:20117 ...] [--routes-file F]
 
-A process re-reads ``--routes-file`` (JSON, see ``write_routes``) whenever it changes, so the route to
+A process re-reads ``--routes-file`` (JSON, ``lab/egress_routes.py``) whenever it changes, so the route to
 istiod can be added once the Istio chart has given its Service a ClusterIP.
 """
 
@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import ipaddress
 import itertools
-import json
 import os
 import selectors
 import signal
@@ -43,7 +42,8 @@ from typing import TextIO
 
 import yaml
 
-Address = tuple[str, int]
+from .egress_routes import Address, canonical_host, format_address, parse_address, parse_route, read_routes
+from .wait import wait_until
 
 #: The egress selector's config API (k8s.io/apiserver pkg/apis/apiserver/v1beta1; v1 has no such kind).
 EGRESS_SELECTOR_API_VERSION = "apiserver.k8s.io/v1beta1"
@@ -58,56 +58,6 @@ _CHUNK = 64 * 1024
 
 class EgressError(Exception):
     """The proxy cannot start (the message names the socket and what is in the way)."""
-
-
-# ---- addresses and routes ------------------------------------------------------------------------
-def parse_address(text: str) -> Address:
-    """``HOST:PORT`` (IPv6 in brackets) -> ``(host, port)``, with IP addresses in canonical form."""
-    host, sep, port = text.strip().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT (port 1-65535, IPv6 hosts in brackets)")
-    return _canonical_host(host), int(port)
-
-
-def _canonical_host(host: str) -> str:
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        return host.lower()
-
-
-def format_address(addr: Address) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_route(text: str) -> tuple[Address, Address]:
-    """``TARGET=DESTINATION``, both ``HOST:PORT``: CONNECTs to TARGET are dialled at DESTINATION."""
-    target, sep, dest = text.partition("=")
-    if not sep:
-        raise ValueError(f"route {text!r} is not TARGET=DESTINATION (e.g. 10.101.0.10:443=127.0.1.1:20117)")
-    return parse_address(target), parse_address(dest)
-
-
-def write_routes(path: Path, routes: Mapping[Address, Address]) -> None:
-    """Replace the routes file a proxy process follows (atomically: it never reads half a file)."""
-    doc = {format_address(t): format_address(d) for t, d in sorted(routes.items())}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_routes(path: Path) -> dict[Address, Address]:
-    """The routes file as a table; a missing file is an empty table."""
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object of TARGET: DESTINATION, got {type(doc).__name__}")
-    return {parse_address(str(t)): parse_address(str(d)) for t, d in doc.items()}
 
 
 # ---- the API server's side -----------------------------------------------------------------------
@@ -153,7 +103,7 @@ class EgressProxy:
     ``routes`` maps a CONNECT target to the address actually dialled; other targets are dialled as
     asked, except in ``virtual_networks`` (CIDRs nothing routes, like the lab's Service and pod ranges:
     dialled as asked, such an address would leave through the host's default route), where a target
-    without a route is answered 502. ``routes_file`` (optional, JSON from ``write_routes``) is re-read
+    without a route is answered 502. ``routes_file`` (optional, JSON from ``egress_routes.write_routes``) is re-read
     whenever it changes and overrides ``routes``. ``log`` (default stderr) gets a line per CONNECT and
     one more when a tunnel ends. ``refused_wait``: seconds to keep retrying a routed destination that
     refuses the connection (the local process behind the route restarting, where a rolling update in a
@@ -206,13 +156,13 @@ class EgressProxy:
     # -- routing table ---------------------------------------------------------------------------
     def set_route(self, target: Address, destination: Address) -> None:
         """CONNECTs to ``target`` opened from now on are dialled at ``destination``."""
-        key = (_canonical_host(target[0]), int(target[1]))
+        key = (canonical_host(target[0]), int(target[1]))
         with self._lock:
-            self._routes[key] = (_canonical_host(destination[0]), int(destination[1]))
+            self._routes[key] = (canonical_host(destination[0]), int(destination[1]))
 
     def remove_route(self, target: Address) -> None:
         with self._lock:
-            self._routes.pop((_canonical_host(target[0]), int(target[1])), None)
+            self._routes.pop((canonical_host(target[0]), int(target[1])), None)
 
     @property
     def routes(self) -> dict[Address, Address]:
@@ -488,9 +438,14 @@ class EgressProxy:
         return target, rest
 
     def _dial(self, dest: Address, refused_wait: float = 0.0) -> socket.socket:
+        """A connection to ``dest``; one that refuses is retried for ``refused_wait`` seconds (not while stopping)."""
         where = format_address(dest)
-        deadline = time.monotonic() + refused_wait
-        while True:
+
+        def refused() -> _ConnectError:
+            waited = f" (retried for {refused_wait:g}s)" if refused_wait else ""
+            return _ConnectError(f"503 Service Unavailable: dial {where}: connection refused{waited}")
+
+        def attempt() -> socket.socket | None:
             try:
                 return socket.create_connection(dest, timeout=self.dial_timeout)
             except TimeoutError:
@@ -498,12 +453,13 @@ class EgressProxy:
                     f"504 Gateway Timeout: dial {where}: no answer within {self.dial_timeout:g}s"
                 ) from None
             except ConnectionRefusedError:
-                if time.monotonic() >= deadline or self._stopping.is_set():
-                    waited = f" (retried for {refused_wait:g}s)" if refused_wait else ""
-                    raise _ConnectError(f"503 Service Unavailable: dial {where}: connection refused{waited}") from None
-                time.sleep(0.1)
+                if self._stopping.is_set():
+                    raise refused() from None
+                return None
             except OSError as e:
                 raise _ConnectError(f"502 Bad Gateway: dial {where}: {e.strerror or e}") from None
+
+        return wait_until(f"{where} to accept", attempt, refused_wait, 0.1, refused)
 
     def _tunnel(self, client: socket.socket, upstream: socket.socket, counts: list[int]) -> None:
         """Pump both ways until both have ended; an EOF is passed on as a half-close."""

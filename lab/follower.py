@@ -11,7 +11,8 @@ second and:
   after istiod started without it; starts it again when it exited (a kubelet's restart policy, with
   a back-off);
 * writes the egress route ``<istiod Service ClusterIP>:443 -> <cluster address>:<webhook port>`` so
-  the API server reaches the sidecar injector and config validator (``lab/egress.py``);
+  the API server reaches the sidecar injector and config validator (``lab/egress.py``,
+  ``lab/egress_routes.py``);
 * when the Deployment is deleted: stops istiod and removes the route.
 
 A manual ``lab istiod stop`` is respected (``istiod.stop_marker``): istiod stays stopped until the
@@ -36,9 +37,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import egress, istiod, procs
+from . import egress_routes, istiod, procs
 from .kubeapi import ApiError, Client
 from .layout import Cluster
+from .wait import wait_until
 
 POLL_SECONDS = 1.0
 API_TIMEOUT = 5.0
@@ -68,7 +70,7 @@ class Observed:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     istiod: str  # "none" | "start" | "restart" | "stop"
-    routes: dict[egress.Address, egress.Address]
+    routes: dict[egress_routes.Address, egress_routes.Address]
     clear_stop_marker: bool
     reason: str
 
@@ -87,7 +89,7 @@ def decide(c: Cluster, o: Observed) -> Plan:
             o.stopped_by_hand,
             "the Deployment istio-system/istiod is gone",
         )
-    routes: dict[egress.Address, egress.Address] = {}
+    routes: dict[egress_routes.Address, egress_routes.Address] = {}
     if o.service_ip:
         routes[(o.service_ip, WEBHOOK_SERVICE_PORT)] = (c.ip, c.istiod_ports[15017])
     if o.stopped_by_hand:
@@ -229,31 +231,41 @@ class Follower:
             self.log(f"{plan.istiod} failed ({self.failures} in a row; next try in {wait:g}s): {e}")
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not self.stopping.is_set():
+        """Until istiod answers /ready, or the follower is stopping (SIGTERM ends the wait at once)."""
+
+        def done() -> bool:
+            if self.stopping.is_set():
+                return True
             if procs.running_pid(self.c.pidfile("istiod"), self.binary) is None:
                 raise istiod.IstiodError(
                     f"istiod exited during start-up; last lines of {self.c.log('istiod')}:\n"
                     + procs.tail(self.c.log("istiod"), 20)
                 )
-            if istiod.ready(self.c):
-                return
-            if time.monotonic() > deadline:
-                raise istiod.IstiodError(
-                    f"istiod not ready on {istiod.http_url(self.c)}/ready after {READY_TIMEOUT:.0f}s; "
-                    f"see {self.c.log('istiod')}"
-                )
-            self.stopping.wait(0.5)
+            return istiod.ready(self.c)
 
-    def apply_routes(self, routes: dict[egress.Address, egress.Address]) -> None:
+        wait_until(
+            "istiod /ready",
+            done,
+            READY_TIMEOUT,
+            0.5,
+            lambda: istiod.IstiodError(
+                f"istiod not ready on {istiod.http_url(self.c)}/ready after {READY_TIMEOUT:.0f}s; "
+                f"see {self.c.log('istiod')}"
+            ),
+            sleep=self.stopping.wait,
+        )
+
+    def apply_routes(self, routes: dict[egress_routes.Address, egress_routes.Address]) -> None:
         path = routes_file(self.c)
         try:
-            current = egress.read_routes(path)
+            current = egress_routes.read_routes(path)
         except ValueError:
             current = None
         if current != routes or not path.exists():
-            egress.write_routes(path, routes)
-            shown = ", ".join(f"{egress.format_address(t)}={egress.format_address(d)}" for t, d in routes.items())
+            egress_routes.write_routes(path, routes)
+            shown = ", ".join(
+                f"{egress_routes.format_address(t)}={egress_routes.format_address(d)}" for t, d in routes.items()
+            )
             self.log(f"egress routes: {shown or 'none'}")
 
     def note(self, reason: str) -> None:

@@ -51,6 +51,7 @@ from . import procs
 from .kubeapi import ApiError, Client
 from .layout import Cluster
 from .pki import CA_CERT
+from .wait import wait_for_each, wait_until
 
 NAMESPACE = "istio-system"
 DEPLOYMENT = "istiod"
@@ -154,18 +155,24 @@ def lock(c: Cluster, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     path = c.dir / "run" / "istiod.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def take() -> bool:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return True
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise IstiodError(
-                        f"{c.name}: {path} is held by another lab process (the follower starting istiod?) "
-                        f"for more than {timeout:.0f}s"
-                    ) from None
-                time.sleep(0.2)
+                return False
+
+        wait_until(
+            f"the lock {path}",
+            take,
+            timeout,
+            0.2,
+            lambda: IstiodError(
+                f"{c.name}: {path} is held by another lab process (the follower starting istiod?) "
+                f"for more than {timeout:.0f}s"
+            ),
+        )
         try:
             yield
         finally:
@@ -389,24 +396,26 @@ def launch(binary: Path, c: Cluster, restart: bool = False) -> dict[str, Any]:
 
 def wait_ready(binary: Path, cl: list[Cluster], timeout: float) -> None:
     """Waits until every cluster's istiod answers /ready; fails with its log if one exits or times out."""
-    deadline = time.monotonic() + timeout
-    pending = list(cl)
-    while pending:
-        for c in list(pending):
-            if procs.running_pid(c.pidfile("istiod"), binary) is None:
-                raise IstiodError(
-                    f"{c.name}: istiod exited during start-up. Last lines of {c.log('istiod')}:\n"
-                    + procs.tail(c.log("istiod"), 30)
-                )
-            if ready(c):
-                pending.remove(c)
-        if pending and time.monotonic() > deadline:
+
+    def started(c: Cluster) -> bool:
+        if procs.running_pid(c.pidfile("istiod"), binary) is None:
             raise IstiodError(
-                f"istiod not ready after {timeout:.0f}s in {', '.join(c.name for c in pending)}; see "
-                + ", ".join(str(c.log("istiod")) for c in pending)
+                f"{c.name}: istiod exited during start-up. Last lines of {c.log('istiod')}:\n"
+                + procs.tail(c.log("istiod"), 30)
             )
-        if pending:
-            time.sleep(0.5)
+        return ready(c)
+
+    wait_for_each(
+        "istiod /ready",
+        cl,
+        started,
+        timeout,
+        0.5,
+        lambda pending: IstiodError(
+            f"istiod not ready after {timeout:.0f}s in {', '.join(c.name for c in pending)}; see "
+            + ", ".join(str(c.log("istiod")) for c in pending)
+        ),
+    )
 
 
 def start(binary: Path, cl: list[Cluster], timeout: float = 120.0, restart: bool = False) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .wait import WaitTimeoutError, wait_until
+
 
 def _cmdline(pid: int) -> list[str]:
     try:
@@ -104,13 +106,12 @@ def stop(pidfile: Path, binary: Path | str | None, grace: float = 15.0, argv: Se
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and not exited(pid):
-        time.sleep(0.1)
-    if not exited(pid):
+    try:
+        wait_until(f"pid {pid} to exit after SIGTERM", lambda: exited(pid), grace, 0.1)
+    except WaitTimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while not exited(pid):
+        while not exited(pid):  # SIGKILL cannot be caught or ignored: no deadline here (as before)
             time.sleep(0.05)
     pidfile.unlink(missing_ok=True)
     return True

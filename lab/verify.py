@@ -18,23 +18,31 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from .cluster import LabError
+from .errors import LabError
 from .kubeapi import ApiError, Client
 from .layout import Cluster
+from .wait import wait_until
 
 
 def _poll(what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    """``fn()`` once it returns something true; an error reaching the API server counts as not yet."""
+    last: Exception | None = None
+
+    def attempt() -> Any:
+        nonlocal last
         try:
-            result = fn()
+            return fn()
         except (OSError, ApiError) as e:
-            result, last = None, e
-        if result:
-            return result
-        time.sleep(0.25)
-    raise LabError(f"timed out after {timeout:.0f}s: {what}" + (f" (last error: {last})" if last else ""))
+            last = e
+            return None
+
+    return wait_until(
+        what,
+        attempt,
+        timeout,
+        0.25,
+        lambda: LabError(f"timed out after {timeout:.0f}s: {what}" + (f" (last error: {last})" if last else "")),
+    )
 
 
 def verify_cluster(c: Cluster) -> float:

@@ -13,17 +13,20 @@ import yaml
 
 from lab import __main__ as cli
 from lab import agents, cluster, layout, procs
+from lab.components import component
+from lab.errors import LabError
 from lab.layout import Cluster
+from lab.toolchain import Toolchain, locate_toolchain
 
-TC = cluster.Toolchain(Path("/toolchain"))
+TC = Toolchain(Path("/toolchain"))
 
 
 def test_the_api_server_sends_cluster_traffic_through_the_egress_proxy_with_webhooks_on() -> None:
     c = Cluster(1)
-    args = cluster.command_line(TC, c, "kube-apiserver", webhooks=True)
+    args = component("kube-apiserver").command_line(TC, c, True)
     assert f"--egress-selector-config-file={c.dir / 'egress-selector.yaml'}" in args
     assert not [a for a in args if a.startswith("--disable-admission-plugins")]
-    off = cluster.command_line(TC, c, "kube-apiserver", webhooks=False)
+    off = component("kube-apiserver").command_line(TC, c, False)
     assert "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook" in off
     assert f"--egress-selector-config-file={c.dir / 'egress-selector.yaml'}" in off  # kubelet traffic too
 
@@ -89,3 +92,16 @@ def test_a_python_process_is_recognised_by_its_arguments(tmp_path: Path) -> None
         proc.wait()
     with pytest.raises(ValueError):
         procs.running_pid(pidfile, None)
+
+
+def test_a_toolchain_without_a_component_binary_says_what_to_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISTIO_MESH_TOOLCHAIN", str(tmp_path))
+    (tmp_path / "bin").mkdir()
+    for name in ("etcd", "kube-scheduler"):
+        (tmp_path / "bin" / name).write_text("")
+        (tmp_path / "bin" / name).chmod(0o755)
+    with pytest.raises(LabError, match=r"lacks kube-apiserver, kube-controller-manager, kwok, .*default-stages\.yaml"):
+        locate_toolchain(required=True)
+    assert locate_toolchain(required=False) == Toolchain(tmp_path)  # down/status make do with what is there

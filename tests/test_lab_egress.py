@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import egress
+from lab import egress, egress_routes
 from lab.layout import REPO
 
 
@@ -132,7 +132,7 @@ def test_an_unrouted_target_passes_through(
     proxy: egress.EgressProxy, echo_a: EchoServer, echo_b: EchoServer, log: io.StringIO
 ) -> None:
     proxy.set_route(("10.101.0.10", 443), echo_a.address)
-    s, status, _ = open_tunnel(proxy.socket_path, egress.format_address(echo_b.address))
+    s, status, _ = open_tunnel(proxy.socket_path, egress_routes.format_address(echo_b.address))
     assert status == "HTTP/1.1 200 Connection established"
     assert exchange(s, b"kubelet") == b"B:kubelet"
     wait_for(lambda: "closed:" in log.getvalue(), "the tunnel's closing log line")
@@ -248,7 +248,7 @@ def test_a_routes_file_is_followed_when_it_changes(tmp_path: Path, echo_a: EchoS
     target = ("10.101.0.10", 443)
     with egress.EgressProxy(tmp_path / "e.sock", {target: echo_a.address}, routes_file=routes, log=io.StringIO()) as p:
         assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"1") == b"A:1"
-        egress.write_routes(routes, {target: echo_b.address})
+        egress_routes.write_routes(routes, {target: echo_b.address})
         assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"2") == b"B:2"
         routes.write_text("not json")  # a broken file keeps the table that was in effect
         assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"3") == b"B:3"
@@ -259,7 +259,7 @@ def test_a_routes_file_is_followed_when_it_changes(tmp_path: Path, echo_a: EchoS
 def test_close_ends_tunnels_joins_threads_and_removes_the_socket(tmp_path: Path, echo_a: EchoServer) -> None:
     p = egress.EgressProxy(tmp_path / "egress.sock", log=io.StringIO())
     p.serve_in_background()
-    tunnel, status, _ = open_tunnel(p.socket_path, egress.format_address(echo_a.address))
+    tunnel, status, _ = open_tunnel(p.socket_path, egress_routes.format_address(echo_a.address))
     assert status.startswith("HTTP/1.1 200 ")
     idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # still in the handshake
     idle.connect(str(p.socket_path))
@@ -309,19 +309,19 @@ def test_the_egress_selector_configuration_sends_cluster_traffic_to_the_socket(t
 
 
 def test_addresses_and_routes_parse_strictly() -> None:
-    assert egress.parse_route("10.101.0.10:443=127.0.1.1:20117") == (("10.101.0.10", 443), ("127.0.1.1", 20117))
-    assert egress.parse_address("[::1]:443") == ("::1", 443)
-    assert egress.format_address(("::1", 443)) == "[::1]:443"
+    assert egress_routes.parse_route("10.101.0.10:443=127.0.1.1:20117") == (("10.101.0.10", 443), ("127.0.1.1", 20117))
+    assert egress_routes.parse_address("[::1]:443") == ("::1", 443)
+    assert egress_routes.format_address(("::1", 443)) == "[::1]:443"
     for bad in ("10.0.0.1", "10.0.0.1:0", "10.0.0.1:http", ":443"):
         with pytest.raises(ValueError, match="is not HOST:PORT"):
-            egress.parse_address(bad)
+            egress_routes.parse_address(bad)
     with pytest.raises(ValueError, match="TARGET=DESTINATION"):
-        egress.parse_route("10.0.0.1:443")
+        egress_routes.parse_route("10.0.0.1:443")
 
 
 def test_as_a_process_it_serves_until_sigterm(tmp_path: Path, echo_a: EchoServer) -> None:
     sock, log = tmp_path / "egress.sock", tmp_path / "egress.log"
-    route = f"10.101.0.10:443={egress.format_address(echo_a.address)}"
+    route = f"10.101.0.10:443={egress_routes.format_address(echo_a.address)}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab.egress", "--socket", str(sock), "--log", str(log), "--route", route],
         cwd=REPO,

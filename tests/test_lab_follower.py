@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lab import egress, follower, istiod, layout
+from lab import egress_routes, follower, istiod, layout
 from lab.follower import Observed, decide
 from lab.layout import Cluster
 
@@ -150,10 +150,10 @@ def test_the_follower_starts_istiod_and_writes_the_route(lab_dir: Path, monkeypa
     f = follower.Follower(C, Path("/tc/bin/pilot-discovery"), api=object())  # type: ignore[arg-type]
     f.once()
     assert script.launches == [False]
-    assert egress.read_routes(follower.routes_file(C)) == ROUTE  # what the egress proxy process follows
+    assert egress_routes.read_routes(follower.routes_file(C)) == ROUTE  # what the egress proxy process follows
     script.observations = [obs(deployment=None, istiod_running=False)]
     f.once()
-    assert egress.read_routes(follower.routes_file(C)) == {}
+    assert egress_routes.read_routes(follower.routes_file(C)) == {}
 
 
 def test_a_failed_start_is_retried_after_a_backoff(lab_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,13 +101,13 @@ def test_port_forwards_to_istio_system_pods_reach_that_clusters_istiod(tmp_path:
     """KWOK's ClusterPortForward: the kubelet half of `kubectl port-forward` (and verify) in the lab."""
     import yaml
 
-    from lab import cluster, layout
+    from lab import kwok, layout
 
     monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
     c = Cluster(3)
     c.dir.mkdir(parents=True)
-    cluster.write_port_forward(c)
-    doc = yaml.safe_load((c.dir / cluster.PORT_FORWARD_FILE).read_text())
+    kwok.write_port_forward(c)
+    doc = yaml.safe_load((c.dir / kwok.PORT_FORWARD_FILE).read_text())
     assert doc["kind"] == "ClusterPortForward" and doc["apiVersion"] == "kwok.x-k8s.io/v1alpha1"
     assert doc["spec"]["selector"] == {"matchNamespaces": ["istio-system"]}
     targets = {f["ports"][0]: (f["target"]["address"], f["target"]["port"]) for f in doc["spec"]["forwards"]}
