@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,36 @@ def test_the_istiod_lock_times_out_naming_the_file(lab_dir: Path) -> None:
     with istiod.lock(C), pytest.raises(istiod.IstiodError, match=r"istiod\.lock is held"):  # noqa: SIM117
         with istiod.lock(C, timeout=0.3):
             pass
+
+
+# ---- a manual start while the follower restarts istiod ------------------------------------------------
+
+
+def test_a_manual_start_waits_through_a_restart_by_the_follower(lab_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The follower restarts istiod under the lock (stop, then start): a manual `lab istiod start` waiting for
+    readiness sees no istiod for that moment and must wait for the lock, not report that istiod exited."""
+    import threading
+
+    running: dict[str, int | None] = {"pid": None}
+    holding = threading.Event()
+
+    def follower_restart() -> None:
+        with istiod.lock(C):
+            holding.set()
+            time.sleep(0.6)
+            running["pid"] = 4242  # the restarted istiod
+
+    monkeypatch.setattr(istiod.procs, "running_pid", lambda pidfile, binary: running["pid"])
+    monkeypatch.setattr(istiod, "ready", lambda c: running["pid"] is not None)
+    t = threading.Thread(target=follower_restart)
+    t.start()
+    holding.wait(5)
+    istiod.wait_ready(Path("/bin/true"), [C], timeout=10)
+    t.join()
+
+
+def test_an_istiod_that_exits_with_the_lock_free_is_reported(lab_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(istiod.procs, "running_pid", lambda pidfile, binary: None)
+    monkeypatch.setattr(istiod.procs, "tail", lambda path, n: "bind: address already in use")
+    with pytest.raises(istiod.IstiodError, match=r"istiod exited during start-up(.|\n)*address already in use"):
+        istiod.wait_ready(Path("/bin/true"), [C], timeout=10)

@@ -693,6 +693,8 @@ def test_samples_follow_the_walkthrough(mesh_settings: Any) -> None:
         assert template_labels["topology.istio.io/network"] == networks[rec.provider_of(d).removeprefix("k8s-")]
         assert d.inputs["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
         assert "topology.istio.io/network" not in d.inputs["spec"]["selector"]["matchLabels"]
+        # ... and `up --refresh` takes a hand-changed label back (no server-side-apply conflict).
+        assert d.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
     services = [r for r in rec.of_type("kubernetes:core/v1:Service") if r.k8s_name == "sample/helloworld"]
     assert len(services) == 3  # the name resolves in every cluster
     for svc in services:

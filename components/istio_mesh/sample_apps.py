@@ -83,11 +83,17 @@ class SampleApps(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # The pods' network label is the program's to decide (see SampleAppsArgs.network): one changed by
+        # hand (another field manager) is taken back by `up --refresh` instead of failing it with a
+        # server-side-apply conflict.
+        deployment_annotations = {PATCH_FORCE_ANNOTATION: "true"}
         for version in args.helloworld_versions:
             labels = _labels("helloworld", version)
             k8s.apps.v1.Deployment(
                 f"{name}-helloworld-{version}",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"helloworld-{version}", namespace=ns_name, labels=labels),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"helloworld-{version}", namespace=ns_name, labels=labels, annotations=deployment_annotations
+                ),
                 spec=k8s.apps.v1.DeploymentSpecArgs(
                     replicas=1,
                     selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
@@ -124,7 +130,9 @@ class SampleApps(pulumi.ComponentResource):
         )
         k8s.apps.v1.Deployment(
             f"{name}-sleep",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="sleep", namespace=ns_name, labels=_labels("sleep")),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="sleep", namespace=ns_name, labels=_labels("sleep"), annotations=deployment_annotations
+            ),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=1,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=_labels("sleep")),

@@ -211,6 +211,15 @@ def _wait_for_verify_ok(stack: Stack, clusters: tuple[str, ...]) -> dict[str, An
     return last
 
 
+def _validator_policies(cluster: str) -> set[str]:
+    """The failurePolicy of every webhook of the cluster's Istio validating webhook configurations."""
+    from kubernetes import client
+
+    adm = client.AdmissionregistrationV1Api(k8s_api(LAB_DIR / cluster / "kubeconfig"))
+    hooks: Any = adm.list_validating_webhook_configuration().items
+    return {str(w.failure_policy) for h in hooks if "istio" in h.metadata.name for w in h.webhooks or []}
+
+
 def _istiod_pids(clusters: tuple[str, ...]) -> dict[str, int]:
     from lab.layout import Cluster
 
@@ -229,6 +238,10 @@ def test_a_stack_of_the_previous_main_upgrades_with_nothing_recreated(
     objects are created and each reader token replaced; `up` keeps every other live object (same uid)."""
     old = Stack(STACK, tc_env, e2e_backend / "day2", project=old_project)
     old.up()
+    # istiod (the lab's follower runs it, as a cluster would) switches the validators the old program
+    # created with Ignore to Fail: the upgrade's update of them must not conflict with it.
+    for c in ("cluster1", "cluster2"):
+        wait_for(f"istiod of {c} to set its validators to Fail", lambda c=c: _validator_policies(c) == {"Fail"}, 90, 2)
     before = _uids()
     write_config(stack.project, ("cluster1", "cluster2"), remote_access={"reader": "istio"})
     try:
@@ -257,6 +270,10 @@ def test_a_stack_of_the_previous_main_upgrades_with_nothing_recreated(
     assert set(ops) == {"update"}, ops
     assert remote <= replaced | set(ops["update"]), ops
     stack.up()  # (that nothing is left to change is the next test's preview)
+    # The update of the validators (the created-by and patchForce annotations) sent the recorded Ignore
+    # and overrode istiod's Fail; istiod sets it back.
+    for c in ("cluster1", "cluster2"):
+        wait_for(f"istiod of {c} to set its validators to Fail", lambda c=c: _validator_policies(c) == {"Fail"}, 90, 2)
     after = _uids()
     # The same live objects, but the remote secrets: recreated with the new reader's token.
     assert {k: v for k, v in after.items() if "remote-secret" not in k[1]} == {

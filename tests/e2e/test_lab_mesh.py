@@ -57,6 +57,12 @@ def core(cluster: str) -> Any:
     return client.CoreV1Api(k8s_api(Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / cluster / "kubeconfig"))
 
 
+def apps(cluster: str) -> Any:
+    from kubernetes import client
+
+    return client.AppsV1Api(api_client(cluster))
+
+
 def api_client(cluster: str) -> Any:
     return k8s_api(Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / cluster / "kubeconfig")
 
@@ -676,10 +682,12 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
     and the other network's east-west gateway on 15443, weighted by that network's pods; each gateway an
     AUTO_PASSTHROUGH listener on 15443 routing helloworld's SNI; verify passes, directly and through
     port-forwards. Broken out of band, each named from what a request would hit, each repaired by
-    `pulumi up --refresh`: cluster2's network label set to network1 by another field manager (cluster1's
-    sidecar is sent cluster2's pod addresses directly); cluster1's remote secret for cluster2 deleted
-    (cluster1's sidecar is sent nothing for cluster2); cluster2's east-west gateway Service deleted, so its
-    address is gone (cluster1's sidecar is sent nothing for cluster2, and the gateway is named)."""
+    `pulumi up --refresh`: cluster2's namespace labelled network1 (the injected pods keep their own label:
+    only the label is named); cluster2's helloworld pods relabelled network1 through their Deployment by
+    another field manager (cluster1's sidecar is sent their addresses directly); cluster1's remote secret
+    for cluster2 deleted (cluster1's sidecar is sent nothing for cluster2); cluster2's east-west gateway
+    Service deleted, so its address is gone (cluster1's sidecar is sent nothing for cluster2, and the
+    gateway is named)."""
     outbound = "outbound|5000||helloworld.sample.svc.cluster.local"
     lab.istiod("start")  # already running (the follower started it): a no-op
     try:
@@ -721,26 +729,46 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
         assert via_api["ok"], causes(via_api)
         assert [i["proxyView"] for i in via_api["istiods"]] == [i["proxyView"] for i in doc["istiods"]]
 
-        # cluster2 claims network1: cluster1's sidecars get cluster2's pods directly.
+        # cluster2's namespace claims network1: the injected pods keep the network2 their template and the
+        # injector gave them (istiod goes by a pod's label first), so nothing leaks; verify names the label.
         core("cluster2").patch_namespace(
             "istio-system", {"metadata": {"labels": {"topology.istio.io/network": "network1"}}}
+        )
+        wait_for(
+            "verify to name the namespace label", lambda: ("cluster2", "network-label") in found(proxy_view(stack))
+        )
+        doc = proxy_view(stack)
+        assert found(doc) == {("cluster2", "network-label")}, causes(doc)
+        stack.up("--refresh")
+        wait_for("verify --proxy-view to pass after up --refresh", passes, timeout=150, interval=3)
+
+        # cluster2's helloworld pods are relabelled network1 by hand (their Deployment's template, another
+        # field manager): the rolled pods are on network1, so cluster1's sidecars get their addresses directly.
+        apps("cluster2").patch_namespaced_deployment(
+            "helloworld-v2",
+            "sample",
+            {"spec": {"template": {"metadata": {"labels": {"topology.istio.io/network": "network1"}}}}},
         )
 
         def leaked() -> bool:
             d = proxy_view(stack)
             p1 = next(i for i in d["istiods"] if i["cluster"] == "cluster1")["proxyView"]
-            return pods["cluster2"] <= {e["address"] for e in p1["endpoints"][outbound]}
+            sent = {e["address"] for e in p1["endpoints"].get(outbound, [])}
+            return p1["error"] is None and bool(ready_pod_ips("cluster2")) and ready_pod_ips("cluster2") <= sent
 
         wait_for("cluster1's sidecar to be sent cluster2's pods directly", leaked, timeout=120, interval=3)
         doc = proxy_view(stack)
-        assert ("cluster2", "network-label") in found(doc)
+        moved = ready_pod_ips("cluster2")
+        assert {("cluster2", "pod-network"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
         text = causes(doc)
+        assert "carry topology.istio.io/network=network1 (stamped when they were injected), but cluster2 is on" in text
         assert (
-            f"a sidecar in cluster1 (network network1) is sent pod address(es) {', '.join(sorted(pods['cluster2']))} "
+            f"a sidecar in cluster1 (network network1) is sent pod address(es) {', '.join(sorted(moved))} "
             "of cluster2 on network network2 directly, not through its gateway" in text
         ), text
-        stack.up("--refresh")
+        stack.up("--refresh")  # the template's label back to network2 (patchForce), the pods rolled
         wait_for("verify --proxy-view to pass after up --refresh", passes, timeout=150, interval=3)
+        pods["cluster2"] = ready_pod_ips("cluster2")
 
         # cluster1's istiod loses cluster2: its sidecars are sent nothing for cluster2.
         core("cluster1").delete_namespaced_secret("istio-remote-secret-cluster2", "istio-system")
@@ -748,7 +776,8 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
         def cut_off() -> bool:
             d = proxy_view(stack)
             p1 = next(i for i in d["istiods"] if i["cluster"] == "cluster1")["proxyView"]
-            return not [e for e in p1["endpoints"][outbound] if e["port"] == 15443]
+            eps = p1["endpoints"].get(outbound)
+            return p1["error"] is None and eps is not None and not [e for e in eps if e["port"] == 15443]
 
         wait_for("cluster1's sidecar to be sent nothing for cluster2", cut_off, timeout=120, interval=3)
         doc = proxy_view(stack)
