@@ -606,11 +606,3 @@ def test_bounded_gives_up_on_a_call_that_does_not_return() -> None:
     empty: dict[str, int] = {}
     with pytest.raises(KeyError):
         bounded(lambda: empty["missing"], 5, "lookup")
-
-
-def test_the_proxy_view_is_on_by_default_and_can_be_turned_off() -> None:
-    from verify.cli import build_parser
-
-    assert build_parser().parse_args(["--stack", "s"]).proxy_view is True
-    assert build_parser().parse_args(["--stack", "s", "--no-proxy-view"]).proxy_view is False
-    assert build_parser().parse_args(["--stack", "s", "--proxy-view"]).proxy_view is True
