@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import write_kubeconfig
@@ -606,3 +606,49 @@ def test_bounded_gives_up_on_a_call_that_does_not_return() -> None:
     empty: dict[str, int] = {}
     with pytest.raises(KeyError):
         bounded(lambda: empty["missing"], 5, "lookup")
+
+
+def test_a_failure_inside_the_proxy_view_is_a_finding_not_a_crash(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """An unexpected exception while asking one istiod for its proxy view becomes that cluster's 'proxy'
+    finding (with the exception named); the rest of the report stands."""
+    import verify.cli as cli
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("podIP")
+
+    monkeypatch.setattr(cli, "collect_cluster", lambda name, *a, **k: ClusterFacts(name=name, expected_network="n1"))
+    monkeypatch.setattr(cli, "collect_istiod", lambda name, access, host, root: IstiodFacts(cluster=name, address="x"))
+    monkeypatch.setattr(cli, "collect_proxy", boom)
+    monkeypatch.setattr(cli, "envoy_protos", lambda: None)
+    target = cli.Target(name="cluster1", network="n1", kubeconfig={}, context=None)
+    doc = cli.run_verify(
+        [target], {"cluster1": lambda: cast(Any, None)}, None, "helloworld.sample", "mesh1", proxy_view=True
+    )
+    causes = [f["cause"] for f in doc["findings"] if f["check"] == "proxy"]
+    assert causes == [
+        "cannot get cluster1's proxy view from istiod: the proxy view failed unexpectedly: KeyError: 'podIP'"
+    ]
+    assert "KeyError" in capsys.readouterr().err  # the traceback, for the bug report
+
+
+def test_a_bug_in_verify_exits_3_not_1(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    import verify.cli as cli
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("unexpected")
+
+    cfg = tmp_path / "mesh.yaml"
+    cfg.write_text(
+        "meshId: mesh1\nclusters:\n"
+        + "".join(
+            f"  - {{name: {c}, network: n{i}, context: {c}, "
+            f"kubeconfig: {write_kubeconfig(str(tmp_path), c, f'https://10.0.0.{i}:6443')}}}\n"
+            for i, c in ((1, "cluster1"), (2, "cluster2"))
+        )
+    )
+    monkeypatch.setattr(cli, "run_verify", boom)
+    assert cli.main(["--config", str(cfg), "--json"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and "internal error (RuntimeError: unexpected)" in captured.err

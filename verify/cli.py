@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,7 +23,7 @@ from .access import DirectAccess, IstiodAccess, PortForwardAccess, hostport
 from .certs import pem_fingerprint
 from .checks import diagnose
 from .collect import collect_cluster, collect_istiod
-from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, Target
+from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, ProxyFacts, Target
 from .kube import error_text
 from .proxy import collect_proxy
 from .report import render_text, report_json
@@ -166,7 +167,13 @@ def run_verify(
                 return IstiodFacts(cluster=t.name, address="-", error=f"cannot reach istiod: {error_text(e)}")
             facts = collect_istiod(t.name, a, host, tls_root)
             if proxy_view and not facts.error:
-                facts.proxy = collect_proxy(by_name[t.name], a, host, svc_ns, ports, client_app, mesh_id)
+                try:
+                    facts.proxy = collect_proxy(by_name[t.name], a, host, svc_ns, ports, client_app, mesh_id)
+                except Exception as e:  # a bug here must not hide every other finding: it is one, named
+                    traceback.print_exc(file=sys.stderr)
+                    facts.proxy = ProxyFacts(
+                        cluster=t.name, error=f"the proxy view failed unexpectedly: {type(e).__name__}: {e}"
+                    )
             return facts
 
         istiods = list(workers.map(istiod_of, targets))
@@ -276,5 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VerifyUsageError, ValueError) as e:
         print(f"verify: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug in verify: never mistaken for findings (1) or bad input (2)
+        traceback.print_exc(file=sys.stderr)
+        print(f"verify: internal error ({type(e).__name__}: {e}); nothing was concluded", file=sys.stderr)
+        return 3
     print(json.dumps(doc, indent=2) if args.json else render_text(doc))
     return 0 if doc["ok"] else 1

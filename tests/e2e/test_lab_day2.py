@@ -464,8 +464,10 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
             assert istiod.spec.template.spec.containers[0].image.endswith(":1.30.4-day2")
         _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
     finally:
+        # Back, even after a failure (the next tests start from this stack: the join's preview must hold
+        # only creates).
         write_config(stack.project, ("cluster1", "cluster2"))
-    stack.up()  # back (that nothing else is pending: the next test's preview holds only creates)
+        stack.up()
 
 
 def _pod_networks(cluster: str) -> dict[str, str | None]:
