@@ -380,11 +380,11 @@ def test_real_istiod_syncs_the_other_cluster_and_signs_with_the_mesh_ca(lab: Lab
         lab.istiod("stop")
 
 
-def verify(stack: Stack, direct: bool = True) -> dict[str, Any]:
+def verify(stack: Stack, direct: bool = True, *extra: str) -> dict[str, Any]:
     """``scripts/verify --json`` on this stack: its report (exit 0 exactly when it says ok). ``direct``
     reaches the lab's istiods where they listen (``--lab``); otherwise through the Kubernetes API."""
     proc = run(
-        [str(ROOT / "scripts" / "verify"), "--stack", stack.name, *(["--lab"] if direct else []), "--json"],
+        [str(ROOT / "scripts" / "verify"), "--stack", stack.name, *(["--lab"] if direct else []), *extra, "--json"],
         stack.env,
         check=False,
         timeout=300,
@@ -571,25 +571,8 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
 
 
 def proxy_view(stack: Stack, direct: bool = True) -> dict[str, Any]:
-    """``scripts/verify --lab --proxy-view --json``: the report with each istiod's xDS view (``direct``:
-    the lab's istiods where they listen; otherwise through API-server port-forwards, as on real clusters)."""
-    proc = run(
-        [
-            str(ROOT / "scripts" / "verify"),
-            "--stack",
-            stack.name,
-            *(["--lab"] if direct else []),
-            "--proxy-view",
-            "--json",
-        ],
-        stack.env,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    assert (proc.returncode == 0) == doc["ok"]
-    return doc
+    """``scripts/verify --proxy-view --json``: the report with each istiod's xDS view (see ``verify``)."""
+    return verify(stack, direct, "--proxy-view")
 
 
 def ready_pod_ips(cluster: str, service: str = "helloworld", namespace: str = "sample") -> set[str]:
