@@ -13,7 +13,7 @@ from test_verify import pki as pki  # the module-scoped PKI fixture
 
 from verify import ClusterFacts, IstiodFacts, diagnose
 from verify.facts import ProxyFacts
-from verify.proxy_checks import check_gateway_listener, check_proxy_endpoints
+from verify.proxy_checks import check_gateway_listener, check_proxy_endpoints, expected_gateway_weights
 
 HELLO = f"outbound|5000||{HOST}"
 HELLO_SNI = f"outbound_.5000_._.{HOST}"
@@ -93,6 +93,35 @@ def test_a_missing_gateway_endpoint_a_wrong_weight_a_leaked_pod_and_a_stray_addr
     assert any("pod address(es) 10.2.1.7 of cluster2 on network network2 directly" in c for c in causes)
     assert any("holds address(es) 10.9.9.9 that are neither a ready pod" in c for c in causes)
     assert len(causes) == 2
+
+
+def test_gateway_weights_follow_istiods_scaling_when_a_network_has_two_gateway_addresses(pki: Pki) -> None:
+    """What istiod 1.30 sent on the lab (cluster1's gateway with a load-balancer address and an externalIP,
+    one helloworld pod per cluster): every weight scaled by lcm(2, 1) = 2, so cluster1's sidecar gets its
+    pod with weight 2 and network2's single gateway with weight 2; cluster2's sidecar gets network1's two
+    gateways with weight 1 each. That is healthy; a weight that differs is named."""
+    clusters, istiods = proxied(pki)
+    extra = "192.0.2.1"
+    clusters[0].gateway_addresses.append(extra)
+    for i in istiods:
+        i.gateways.append({"network": "network1", "cluster": "cluster1", "address": extra, "port": 15443})
+    i1, i2 = istiods
+    i1.proxy.endpoints[HELLO] = [  # type: ignore[union-attr]
+        {"address": POD["cluster1"], "port": 5000, "weight": 2, "tlsMode": "istio", "clusterId": "cluster1"},
+        {"address": GW["cluster2"], "port": 15443, "weight": 2, "tlsMode": "istio", "clusterId": "cluster2"},
+    ]
+    i2.proxy.endpoints[HELLO] = [  # type: ignore[union-attr]
+        {"address": POD["cluster2"], "port": 5000, "weight": 2, "tlsMode": "istio", "clusterId": "cluster2"},
+        {"address": GW["cluster1"], "port": 15443, "weight": 1, "tlsMode": "istio", "clusterId": "cluster1"},
+        {"address": extra, "port": 15443, "weight": 1, "tlsMode": "istio", "clusterId": "cluster1"},
+    ]
+    assert expected_gateway_weights(i2.gateways, "network1", {"cluster1": 1}) == {GW["cluster1"]: 1, extra: 1}
+    assert expected_gateway_weights(i1.gateways, "network2", {"cluster2": 3}) == {GW["cluster2"]: 6}
+    assert diagnose(clusters, istiods, pki.root, HOST) == []
+    # The unscaled weight (what a check ignoring the scaling would expect) is wrong here, and named.
+    i1.proxy.endpoints[HELLO][1]["weight"] = 1  # type: ignore[union-attr]
+    (f,) = check_proxy_endpoints(i1, clusters, HOST)
+    assert "gateway 127.0.2.1:15443 with weight 1" in f.cause and "which makes it 2" in f.cause
 
 
 def test_a_ready_local_pod_missing_from_eds_is_named(pki: Pki) -> None:

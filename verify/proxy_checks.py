@@ -4,12 +4,17 @@ cluster, and does each east-west gateway pass it on?
 Expected, for a sidecar in cluster L on network N (pilot/pkg/xds/endpoints/ep_filters.go
 ``EndpointsByNetworkFilter``): the service's pods on N (in L and in any other cluster on N) by their own
 addresses; for every other network R, R's east-west gateway on 15443 standing for R's mTLS-capable
-endpoints (``load_balancing_weight`` = their number with one gateway address per network); nothing else.
-istiod drops endpoints of other networks that are not mTLS-capable (no sidecar: TLS mode ``disabled``).
+endpoints; nothing else. istiod drops endpoints of other networks that are not mTLS-capable (no sidecar:
+TLS mode ``disabled``). Weights (``expected_gateway_weights``): istiod scales every weight by the least
+common multiple of the gateway counts per network and per (network, cluster) (``NetworkGateways.lcm``)
+and splits each remote endpoint's scaled weight evenly over the gateways it goes through
+(``splitWeightAmongGateways``): with one gateway per network, a gateway's weight is the number of mTLS
+endpoints behind it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +26,31 @@ _FIX_INJECTION = (
     "enable sidecar injection for the service's namespace (label istio-injection=enabled; the program's "
     "samples do) with istiod's injector reachable, then restart the pods"
 )
+
+
+def expected_gateway_weights(
+    gateways: Sequence[dict[str, Any]], network: str, mtls_per_cluster: dict[str, int]
+) -> dict[str, int]:
+    """Per gateway address of ``network`` on 15443: the load-balancing weight istiod gives it, for the
+    given number of mTLS endpoints in each of the network's clusters (pilot/pkg/model/network.go ``lcm``;
+    pilot/pkg/xds/endpoints/ep_filters.go: gateways of the endpoint's (network, cluster) if any, else of
+    its network; weight ``scale // len(gateways)`` per endpoint and gateway)."""
+    by_net: dict[str, set[str]] = {}
+    by_net_cluster: dict[tuple[str, str], set[str]] = {}
+    for g in gateways:
+        if g.get("address") and g.get("port") == CROSS_NETWORK_PORT:
+            by_net.setdefault(g["network"], set()).add(g["address"])
+            if g.get("cluster"):
+                by_net_cluster.setdefault((g["network"], g["cluster"]), set()).add(g["address"])
+    scale = 1
+    for n in [len(v) for v in by_net.values()] + [len(v) for v in by_net_cluster.values()]:
+        scale = scale * n // math.gcd(scale, n)
+    out: dict[str, int] = {}
+    for cluster, count in mtls_per_cluster.items():
+        selected = by_net_cluster.get((network, cluster)) or by_net.get(network) or set()
+        for address in selected:
+            out[address] = out.get(address, 0) + count * (scale // len(selected))
+    return out
 
 
 def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], service_host: str) -> list[Finding]:
@@ -148,17 +178,24 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                         "pulumi up --refresh; check istiod's logs",
                     )
                 )
-            elif mtls and len(via) == 1 and (via[0]["weight"] or 1) != len(mtls):
-                out.append(
-                    Finding(
-                        i.cluster,
-                        "proxy-endpoints",
-                        f"{i.cluster}'s EDS sends {other_net}'s gateway {via[0]['address']}:{CROSS_NETWORK_PORT} with "
-                        f"weight {via[0]['weight']}, but {where} has {len(mtls)} mTLS endpoint(s): traffic is "
-                        "balanced wrongly across networks",
-                        "check istiod's logs (endpoint shards of the remote cluster)",
-                    )
-                )
+            elif mtls:
+                per_cluster: dict[str, int] = {}
+                for r in mtls:
+                    per_cluster[r["cluster"]] = per_cluster.get(r["cluster"], 0) + 1
+                want = expected_gateway_weights(i.gateways, other_net, per_cluster)
+                for e in via:
+                    if (e["weight"] or 1) != want.get(e["address"]):
+                        out.append(
+                            Finding(
+                                i.cluster,
+                                "proxy-endpoints",
+                                f"{i.cluster}'s EDS sends {other_net}'s gateway {e['address']}:{CROSS_NETWORK_PORT} "
+                                f"with weight {e['weight']}, but {where} has {len(mtls)} mTLS endpoint(s) behind "
+                                f"{len(gw_addrs)} gateway address(es), which makes it {want.get(e['address'])}: "
+                                "traffic is balanced wrongly across networks",
+                                "check istiod's logs (endpoint shards of the remote cluster)",
+                            )
+                        )
         strays = sorted(sent - expected - all_gateways)
         if strays:
             out.append(
