@@ -317,24 +317,18 @@ def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
         print(f"{c.name}  network={c.network}  node IP={c.ip}  server={c.server}")
         print(f"  kubeconfig: {c.kubeconfig} (context {c.name})")
         cols = []
-        for comp in COMPONENTS:
-            pid = procs.running_pid(c.pidfile(comp.name), binary_name(tc, comp.name))
+        running = [
+            (comp.name, procs.running_pid(c.pidfile(comp.name), binary_name(tc, comp.name))) for comp in COMPONENTS
+        ]
+        running += [(agent, agents.running(c, agent)) for agent in agents.AGENTS]
+        for name, pid in running:
             if pid is None:
                 down_count += 1
-                cols.append(f"{comp.name}=down")
+                cols.append(f"{name}=down")
             else:
                 kib = procs.rss_kib(pid)
                 total_kib += kib
-                cols.append(f"{comp.name}=up(pid {pid}, {kib // 1024} MiB)")
-        for agent in agents.AGENTS:
-            pid = agents.running(c, agent)
-            if pid is None:
-                down_count += 1
-                cols.append(f"{agent}=down")
-            else:
-                kib = procs.rss_kib(pid)
-                total_kib += kib
-                cols.append(f"{agent}=up(pid {pid}, {kib // 1024} MiB)")
+                cols.append(f"{name}=up(pid {pid}, {kib // 1024} MiB)")
         print("  processes: " + "  ".join(cols))
         ist = procs.running_pid(c.pidfile("istiod"), binary_name(tc, "pilot-discovery"))
         if ist is not None:

@@ -385,16 +385,22 @@ def test_bad_command_line_input_exits_2_before_anything_is_read(tmp_path: Any, c
     assert main(["--config", str(tmp_path / "absent.yaml")]) == 2
 
 
-def test_istiod_flag_names_a_mesh_cluster(tmp_path: Any, capsys: Any) -> None:
+def _mesh_config(tmp_path: Any, *clusters: tuple[int, str]) -> Any:
+    """A ``--config`` file naming each (i, cluster) with network n<i> and a kubeconfig for 10.0.0.<i>."""
     cfg = tmp_path / "mesh.yaml"
     cfg.write_text(
         "meshId: mesh1\nclusters:\n"
         + "".join(
             f"  - {{name: {c}, network: n{i}, context: {c}, "
             f"kubeconfig: {write_kubeconfig(str(tmp_path), c, f'https://10.0.0.{i}:6443')}}}\n"
-            for i, c in ((1, "cluster1"), (2, "cluster2"))
+            for i, c in clusters
         )
     )
+    return cfg
+
+
+def test_istiod_flag_names_a_mesh_cluster(tmp_path: Any, capsys: Any) -> None:
+    cfg = _mesh_config(tmp_path, (1, "cluster1"), (2, "cluster2"))
     assert main(["--config", str(cfg), "--istiod", "cluster9=127.0.0.1:1,127.0.0.1:2"]) == 2
     assert "CLUSTER one of ['cluster1', 'cluster2']" in capsys.readouterr().err
     assert main(["--config", str(cfg), "--istiod", "cluster1=127.0.0.1"]) == 2
@@ -584,15 +590,7 @@ def test_istiod_addresses_file_maps_clusters_to_their_istiod(tmp_path: Any, caps
     with pytest.raises(VerifyUsageError, match=r"cluster1.*'http' and 'tls' as HOST:PORT"):
         istiod_addresses(str(bad))
     # On the command line: every mesh cluster must be listed, else exit 2 before anything is read.
-    cfg = tmp_path / "mesh.yaml"
-    cfg.write_text(
-        "meshId: mesh1\nclusters:\n"
-        + "".join(
-            f"  - {{name: {c}, network: n{i}, context: {c}, "
-            f"kubeconfig: {write_kubeconfig(str(tmp_path), c, f'https://10.0.0.{i}:6443')}}}\n"
-            for i, c in ((1, "cluster1"), (3, "cluster3"))
-        )
-    )
+    cfg = _mesh_config(tmp_path, (1, "cluster1"), (3, "cluster3"))
     assert main(["--config", str(cfg), "--istiod-addresses", str(good)]) == 2
     assert "has no address for cluster3" in capsys.readouterr().err
 
@@ -639,15 +637,7 @@ def test_a_bug_in_verify_exits_3_not_1(tmp_path: Any, monkeypatch: pytest.Monkey
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("unexpected")
 
-    cfg = tmp_path / "mesh.yaml"
-    cfg.write_text(
-        "meshId: mesh1\nclusters:\n"
-        + "".join(
-            f"  - {{name: {c}, network: n{i}, context: {c}, "
-            f"kubeconfig: {write_kubeconfig(str(tmp_path), c, f'https://10.0.0.{i}:6443')}}}\n"
-            for i, c in ((1, "cluster1"), (2, "cluster2"))
-        )
-    )
+    cfg = _mesh_config(tmp_path, (1, "cluster1"), (2, "cluster2"))
     monkeypatch.setattr(cli, "run_verify", boom)
     assert cli.main(["--config", str(cfg), "--json"]) == 3
     captured = capsys.readouterr()
