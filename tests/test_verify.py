@@ -642,3 +642,11 @@ def test_a_bug_in_verify_exits_3_not_1(tmp_path: Any, monkeypatch: pytest.Monkey
     assert cli.main(["--config", str(cfg), "--json"]) == 3
     captured = capsys.readouterr()
     assert captured.out == "" and "internal error (RuntimeError: unexpected)" in captured.err
+
+
+def test_the_proxy_view_is_on_by_default_and_can_be_turned_off() -> None:
+    from verify.cli import build_parser
+
+    assert build_parser().parse_args(["--stack", "s"]).proxy_view is True
+    assert build_parser().parse_args(["--stack", "s", "--no-proxy-view"]).proxy_view is False
+    assert build_parser().parse_args(["--stack", "s", "--proxy-view"]).proxy_view is True

@@ -181,9 +181,8 @@ def run_verify(
     return report_json(mesh_id, clusters, istiods, findings, host, tls_root)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import yaml
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``scripts/verify`` / ``python -m verify``."""
     ap = argparse.ArgumentParser(
         prog="scripts/verify",
         description="Prove the clusters form one mesh: every istiod's synced clusters, CA, gateways and the "
@@ -217,9 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument(
         "--proxy-view",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also ask each istiod over xDS (its 15010) what it sends a sidecar of the client and the east-west "
-        "gateway: the service's endpoints per network, the gateway's AUTO_PASSTHROUGH listener on 15443",
+        "gateway: the service's endpoints per network, the gateway's AUTO_PASSTHROUGH listener on 15443 "
+        "(default: on; --no-proxy-view checks the control plane only)",
     )
     ap.add_argument(
         "--client",
@@ -230,6 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--json", action="store_true", help="print the JSON report instead of text")
     ap.add_argument("--project-dir", default=os.getcwd(), help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import yaml
+
+    ap = build_parser()
     args = ap.parse_args(argv)
     try:
         root_pem = None

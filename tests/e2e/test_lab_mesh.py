@@ -564,7 +564,13 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         core("cluster1").replace_namespaced_secret("istio-remote-secret-cluster2", "istio-system", sec)
         client.RbacAuthorizationV1Api(api_client("cluster1")).delete_cluster_role_binding("istio-mesh-reader")
         core("cluster2").patch_namespace("istio-system", {"metadata": {"labels": {"topology.istio.io/network": None}}})
-        consequences = {(c, k) for c in CLUSTERS for k in ("sync", "endpoints", "gateway")}
+        # What follows from those, in istiod's registry and in what it sends the proxies (verify's default
+        # proxy view): named too, but not asked for here (the proxy-view test asks for them).
+        consequences = {
+            (c, k)
+            for c in CLUSTERS
+            for k in ("sync", "endpoints", "gateway", "proxy-endpoints", "proxy-listener", "proxy")
+        }
         doc = wait_for_verify(
             stack,
             {("cluster1", "remote-secret"), ("cluster2", "remote-access"), ("cluster2", "network-label")},
@@ -598,7 +604,13 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         doc = wait_for_verify(
             stack,
             {("cluster2", "remote-access"), ("cluster2", "sync"), ("cluster1", "ca")},
-            {("cluster2", "endpoints"), ("cluster2", "gateway")},  # what istiod learns only from cluster1
+            # what istiod learns only from cluster1, and what its sidecars are then sent
+            {
+                ("cluster2", "endpoints"),
+                ("cluster2", "gateway"),
+                ("cluster2", "proxy-endpoints"),
+                ("cluster1", "proxy"),
+            },
         )
         text = causes(doc)
         assert "https://127.0.9.1:20143: unreachable from here" in text
