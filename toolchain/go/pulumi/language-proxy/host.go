@@ -36,6 +36,11 @@ func startHost(path string, args, env []string) (*host, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Catch the signals before the host starts: a signal the proxy inherited as ignored (a parent that
+	// ignores SIGINT, as a shell does for a command it runs in the background) would otherwise be ignored
+	// by the host too, and the CLI's SIGINT would not end it. Caught here, exec gives the host the default.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	cmd := exec.Command(path, args...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, w, os.Stderr
@@ -51,7 +56,7 @@ func startHost(path string, args, env []string) (*host, error) {
 		h.err = cmd.Wait()
 		close(h.exited)
 	}()
-	h.forwardSignals()
+	h.forwardSignals(signals)
 
 	line, err := h.stdout.ReadString('\n')
 	if err != nil {
@@ -70,9 +75,7 @@ func startHost(path string, args, env []string) (*host, error) {
 // host already, because the CLI (and a terminal) interrupt the whole process group: a second one would
 // cut the host's own shutdown short. It is passed on only when the host is still running 2 s later (the
 // signal was sent to the proxy alone).
-func (h *host) forwardSignals() {
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+func (h *host) forwardSignals(signals <-chan os.Signal) {
 	go func() {
 		for sig := range signals {
 			if sig == syscall.SIGINT {

@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -65,6 +66,10 @@ func main() {
 }
 
 func run(lang, proxyPath, hostVersion string) error {
+	// The proxies start with SIGINT ignored, as every command a shell runs in the background (a CI
+	// runner, `nohup`) inherits it: the harder case, made the same wherever the check runs. The CLI's
+	// SIGINT must still end proxy and host.
+	signal.Ignore(syscall.SIGINT)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	engine, err := startEngine()
