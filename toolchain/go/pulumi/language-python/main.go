@@ -11,11 +11,19 @@
 // of shell scripts) that took 0.7-0.8 s per command here, and reported a Python the program does not
 // run on. With a virtualenv that exists, its bin directory goes first on the host's PATH, so About
 // runs the virtualenv's Python, as the program and its dynamic providers do.
+//
+// The CLI ends a language host by interrupting its process group (SIGINT) and kills it 5 s later. A host
+// that inherited SIGINT as ignored (any command a shell starts in the background does: a CI runner,
+// `nohup`) would sit out those 5 s every time: the CLI ends the host it asked for its runtime
+// metadata before every preview and update, so each of them started 5 s late. Catching SIGINT here
+// before the exec gives the host the default disposition (exec resets caught signals, not ignored
+// ones).
 package main
 
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -43,6 +51,7 @@ func main() {
 		}
 	}
 	args = append(args, os.Args[1:]...)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT) // caught, so the exec'd host gets the default
 	fatal(syscall.Exec(host, args, env))
 }
 
