@@ -13,12 +13,32 @@ from pathlib import Path
 from .wait import WaitTimeoutError, wait_until
 
 
-def _cmdline(pid: int) -> list[str]:
+def _read_cmdline(pid: int) -> bytes:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        return b""
+
+
+# How long an empty command line of a live process is taken for an exec still in progress.
+EXEC_SETTLE = 2.0
+
+
+def _cmdline(pid: int) -> list[str]:
+    """The process's arguments; [] once it is gone.
+
+    A process in the middle of execve reads an empty ``/proc/<pid>/cmdline`` for a moment (the kernel
+    has swapped in the new memory map but not yet put the arguments on it), even after ``Popen``
+    returned: the parent learns of the exec when close-on-exec descriptors close, which comes first.
+    CI once saw istiod "exit during start-up" 0.3 s after its start, with nothing in its log, from
+    this. A live process with an empty command line is read again until it has one.
+    """
+    deadline = time.monotonic() + EXEC_SETTLE
+    while True:
+        raw = _read_cmdline(pid)
+        if raw or not Path(f"/proc/{pid}").exists() or _is_zombie(pid) or time.monotonic() >= deadline:
+            return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        time.sleep(0.01)
 
 
 def _is_zombie(pid: int) -> bool:

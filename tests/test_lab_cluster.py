@@ -94,6 +94,29 @@ def test_a_python_process_is_recognised_by_its_arguments(tmp_path: Path) -> None
         procs.running_pid(pidfile, None)
 
 
+def test_a_process_still_in_execve_is_running_not_exited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live process reads an empty /proc/<pid>/cmdline while execve sets up its new image (CI saw a
+    just-started istiod taken for one that had exited). Only a process that is gone is not running."""
+    pidfile = tmp_path / "sleep.pid"
+    proc = subprocess.Popen(["sleep", "30"])
+    real = procs._read_cmdline
+    empty_reads = iter(range(5))  # the first five reads: execve not done yet
+
+    def in_exec(pid: int) -> bytes:
+        return b"" if next(empty_reads, None) is not None else real(pid)
+
+    monkeypatch.setattr(procs, "_read_cmdline", in_exec)
+    try:
+        pidfile.write_text(f"{proc.pid}\n")
+        assert procs.running_pid(pidfile, "sleep") == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+    t0 = time.monotonic()
+    assert procs.running_pid(pidfile, "sleep") is None  # gone (reaped): no waiting for its arguments
+    assert time.monotonic() - t0 < procs.EXEC_SETTLE
+
+
 def test_a_toolchain_without_a_component_binary_says_what_to_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
