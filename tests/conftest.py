@@ -429,6 +429,17 @@ def write_kubeconfig(directory: str, cluster: str, server: str) -> str:
     return path
 
 
+@pytest.fixture(autouse=True)
+def istio_in_cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """The program asks each cluster whether Istio is in it (``install_order``); unit tests have no
+    clusters, so each answers yes (the upgrade order: CRDs first) unless a test sets its answer here."""
+    from istio_mesh import install_order
+
+    answers: dict[str, bool] = {}
+    monkeypatch.setattr(install_order, "istio_present", lambda lookup: answers.get(lookup.cluster, True))
+    return answers
+
+
 @pytest.fixture
 def kubeconfigs(tmp_path: Any) -> Iterator[Callable[[int], list[dict[str, Any]]]]:
     """Factory: ``kubeconfigs(n)`` writes n kubeconfigs and returns raw cluster config entries."""

@@ -178,6 +178,28 @@ def test_istiod_starts_only_after_cacerts_and_base(mesh_settings: Any) -> None:
         assert not rec.depends_on(istiod, other)
 
 
+def test_in_a_cluster_without_istio_istiod_goes_first_and_the_crds_during_its_rollout(
+    mesh_settings: Any, istio_in_cluster: dict[str, bool]
+) -> None:
+    """Istio's CRDs before istiod is the upgrade order; where the cluster has no Istio yet, istiod goes
+    first (still after cacerts) and the CRDs wait for it, in that cluster only."""
+    istio_in_cluster["cluster2"] = False
+    rec = _build(mesh_settings())
+    upgraded, new = ("cluster1", "cluster2")
+    for cluster in (upgraded, new):
+        istiod = rec.one(CHART, name_contains=f"mesh-{cluster}-istiod")
+        base = rec.one(CHART, name_contains=f"mesh-{cluster}-base")
+        cacerts = rec.one(SECRET, "istio-system/cacerts", name_contains=f"-{cluster}-")
+        assert rec.depends_on(istiod, cacerts)
+        assert rec.depends_on(istiod, base) is (cluster == upgraded)
+        assert rec.depends_on(base, istiod) is (cluster == new)
+        # What needs a CRD still waits for the base chart: the cross-network Gateway. The gateway's chart
+        # (no Istio kind in it) waits for istiod only, so in a new install it does not wait for the CRDs.
+        assert rec.depends_on(rec.one(GATEWAY_CR, name_contains=f"-{cluster}-"), base)
+        gateway_chart = rec.one(CHART, name_contains=f"mesh-{cluster}-eastwest")
+        assert rec.depends_on(gateway_chart, istiod) and not rec.depends_on(gateway_chart, base)
+
+
 def test_istiod_rolls_whenever_cacerts_is_recreated(mesh_settings: Any) -> None:
     """istiod reads a plugged-in CA only at start-up: its pod template carries the cacerts Secret's uid."""
     rec = _build(mesh_settings())
@@ -368,6 +390,9 @@ def test_the_one_cross_network_gateway(mesh_settings: Any) -> None:
         }
         cluster = rec.provider_of(gw).removeprefix("k8s-")
         assert rec.depends_on(gw, rec.one(CHART, name_contains=f"mesh-{cluster}-base"))  # the Gateway CRD
+        # istiod's validation webhook checks it: not while the cacerts patch is rolling istiod.
+        rollout = rec.one("kubernetes:apps/v1:DeploymentPatch", "istio-system/istiod", name_contains=f"-{cluster}-")
+        assert rec.depends_on(gw, rollout)
 
 
 def test_load_balancer_gateway_waits_with_a_timeout(kubeconfigs: Any) -> None:

@@ -34,8 +34,12 @@ class EastWestGatewayArgs:
     gateway: GatewaySettings
     #: Namespace of the control plane (istio-system).
     namespace: pulumi.Input[str] = ISTIO_NAMESPACE
-    #: What must exist first: the control plane (CRDs from ``base``, the injector from ``istiod``).
+    #: What must exist first: the control plane (the injector from ``istiod``).
     after: Sequence[pulumi.Resource] = field(default_factory=list)
+    #: What the cross-network Gateway waits for besides ``after``: the ``base`` chart (the CRDs that serve
+    #: its kind) and istiod's last rollout (istiod's validation webhook checks it: an istiod restarting at
+    #: that moment fails the create). The gateway's chart (Deployment, Service: no Istio kind) does not wait.
+    gateway_after: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
 def gateway_values(args: EastWestGatewayArgs) -> dict[str, object]:
@@ -149,7 +153,7 @@ class EastWestGateway(pulumi.ComponentResource):
             kind="Gateway",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=CROSS_NETWORK_GATEWAY, namespace=args.namespace),
             spec=cross_network_gateway_spec(),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.after, *args.gateway_after]),
         )
 
         if args.gateway.external_ips:

@@ -44,6 +44,10 @@ class IstioControlPlaneArgs:
     external_intermediate: ExternalIntermediate | None = None
     #: Who signs the intermediate (see ``MultiPrimaryMeshArgs.intermediate_signer``).
     intermediate_signer: str = SIGNER_DYNAMIC
+    #: Istio's CRDs (the ``base`` chart) before istiod: Istio's upgrade order, and the default. False only
+    #: where the cluster has no Istio yet (``install_order.crds_first`` asks it): istiod first, the CRDs
+    #: while its rollout is awaited.
+    crds_first: pulumi.Input[bool] = True
 
 
 def chart_args(
@@ -122,6 +126,9 @@ class IstioControlPlane(pulumi.ComponentResource):
     """The ``base`` chart (CRDs, the reader ServiceAccount): for ``depends_on``."""
     istiod: k8s.helm.v4.Chart
     """The ``istiod`` chart: for ``depends_on`` (webhooks, reader ClusterRole, istiod itself)."""
+    istiod_rollouts: list[pulumi.Resource]
+    """What changes istiod's Deployment after the chart (the ``cacerts`` uid patch, which rolls it): what
+    istiod's webhooks must answer waits for these too, so no istiod restart falls in between."""
 
     def __init__(self, name: str, args: IstioControlPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # The drift rule (webhooks) and, unless the CRDs are kept, the CRD delete rule reach the charts'
@@ -163,6 +170,9 @@ class IstioControlPlane(pulumi.ComponentResource):
             ca_deps.append(ca.secret)
             self.intermediate_cert_pem = ca.cert_pem
 
+        # Which chart waits for the other is known once the cluster has said whether Istio is in it
+        # (``install_order``); each chart's registration waits for that answer, then for the other chart.
+        first = pulumi.Output.from_input(args.crds_first)
         self.base = k8s.helm.v4.Chart(
             f"{name}-base",
             chart_args(
@@ -172,21 +182,28 @@ class IstioControlPlane(pulumi.ComponentResource):
                 namespace=ns.metadata.name,
                 values={"global": {"istioNamespace": ISTIO_NAMESPACE}},
             ),
-            opts=child,
+            # (``self.istiod`` exists by the time the answer arrives: outputs resolve after __init__.)
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=first.apply(lambda f: [] if f else [self.istiod]))
+            ),
         )
         self.istiod = k8s.helm.v4.Chart(
             f"{name}-istiod",
             chart_args(args.istio, "istiod", release="istiod", namespace=ns.metadata.name, values=istiod_values(args)),
             # cacerts BEFORE istiod (ISTIO_FACTS: a missing cacerts means a self-signed CA, silently).
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.base, *ca_deps])),
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(depends_on=first.apply(lambda f: [self.base, *ca_deps] if f else ca_deps)),
+            ),
         )
+        self.istiod_rollouts = []
         if ca is not None:
             # istiod reads a plugged-in CA when it starts, and one that appears later (cacerts created
             # after istiod, or recreated after someone deleted it) is not picked up: istiod keeps its
             # self-signed CA. The walkthrough's answer is `kubectl rollout restart`; here the pod
             # template carries the cacerts Secret's uid, so whenever Pulumi (re)creates the secret the
             # Deployment rolls. (Changing a secret in place keeps the uid: istiod hot-reloads that.)
-            k8s.apps.v1.DeploymentPatch(
+            rollout = k8s.apps.v1.DeploymentPatch(
                 f"{name}-istiod-cacerts-rollout",
                 metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=ISTIOD_DEPLOYMENT, namespace=ns.metadata.name),
                 spec=k8s.apps.v1.DeploymentSpecPatchArgs(
@@ -198,6 +215,7 @@ class IstioControlPlane(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.istiod, ca.secret]),
             )
+            self.istiod_rollouts.append(rollout)
         self.namespace = ns.metadata.name
         self.cluster_name = pulumi.Output.from_input(args.cluster_name)
         self.network = pulumi.Output.from_input(args.network)

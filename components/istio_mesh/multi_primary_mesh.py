@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 from .constants import PACKAGE
 from .create_guard import ClusterObjects, guard_creates, mark_created_by, refuse_existing_objects
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
+from .install_order import crds_first
 from .intermediate_cert import SIGNER_DYNAMIC, SIGNERS
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
 from .options import (
@@ -243,13 +244,15 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
             )
             for c in args.clusters
         }
+        # The program's own view of each cluster (through its kubeconfig): does an object exist, is Istio there.
+        lookups = {
+            c.name: ClusterObjects(c.name, c.kubeconfig, c.context) for c in args.clusters if c.kubeconfig is not None
+        }
         # One create guard per cluster: creating an object that already exists there fails, naming it.
         guards = {
-            c.name: refuse_existing_objects(
-                f"{name}-{c.name}-refuse-existing-objects", c.name, ClusterObjects(c.name, c.kubeconfig, c.context)
-            )
-            for c in args.clusters
-            if args.refuse_existing_objects and c.kubeconfig is not None
+            c: refuse_existing_objects(f"{name}-{c}-refuse-existing-objects", c, lookup)
+            for c, lookup in lookups.items()
+            if args.refuse_existing_objects
         }
         extra = add_metadata(args.labels, args.annotations) if args.labels or args.annotations else None
 
@@ -280,6 +283,8 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     intermediate_renew_before_days=ca.renew_before_days,
                     external_intermediate=ca.intermediate(c.name),
                     intermediate_signer=args.intermediate_signer,
+                    # Istio's CRDs before istiod, unless the cluster has no Istio yet.
+                    crds_first=crds_first(lookups.get(c.name)),
                 ),
                 opts=on_cluster,
             )
@@ -291,7 +296,8 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                         istio=args.istio,
                         gateway=c.gateway,
                         namespace=planes[c.name].namespace,
-                        after=[planes[c.name].base, planes[c.name].istiod],
+                        after=[planes[c.name].istiod],
+                        gateway_after=[planes[c.name].base, *planes[c.name].istiod_rollouts],
                     ),
                     opts=on_cluster,
                 )

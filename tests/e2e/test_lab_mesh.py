@@ -105,6 +105,22 @@ def test_up_from_empty(stack: Stack) -> None:
         }
 
 
+def test_a_new_install_starts_istiod_before_creating_istios_crds(stack: Stack) -> None:
+    """In a cluster without Istio the program puts istiod first and creates the CRDs during its rollout
+    (``install_order``): the live CRDs are younger than istiod's Deployment. (With Istio already there,
+    the upgrade order, CRDs first, is what the program keeps; the unit tests check both.)"""
+    from kubernetes import client
+
+    for c in CLUSTERS:
+        crd = client.ApiextensionsV1Api(api_client(c)).read_custom_resource_definition(
+            "virtualservices.networking.istio.io"
+        )
+        istiod = apps(c).read_namespaced_deployment("istiod", "istio-system")
+        gap = (crd.metadata.creation_timestamp - istiod.metadata.creation_timestamp).total_seconds()
+        print(f"{c}: CRD created {gap:.0f}s after istiod's Deployment", file=sys.stderr)
+        assert gap > 0, (c, crd.metadata.creation_timestamp, istiod.metadata.creation_timestamp)
+
+
 def test_every_object_is_in_the_right_cluster(stack: Stack) -> None:
     from kubernetes import client
 
