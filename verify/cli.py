@@ -218,9 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--proxy-view",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also ask each istiod over xDS (its 15010) what it sends a sidecar of the client and the east-west "
+        help="ask each istiod over xDS (its 15010) what it sends a sidecar of the client and the east-west "
         "gateway: the service's endpoints per network, the gateway's AUTO_PASSTHROUGH listener on 15443 "
-        "(default: on; --no-proxy-view checks the control plane only)",
+        "(on by default; --no-proxy-view checks the control plane only)",
     )
     ap.add_argument(
         "--client",
