@@ -390,6 +390,9 @@ def test_the_one_cross_network_gateway(mesh_settings: Any) -> None:
         }
         cluster = rec.provider_of(gw).removeprefix("k8s-")
         assert rec.depends_on(gw, rec.one(CHART, name_contains=f"mesh-{cluster}-base"))  # the Gateway CRD
+        # Deleted in the background: no finalizer for the garbage collector to drop with an UPDATE that
+        # istiod's webhook (failurePolicy Fail) would have to admit, so a down istiod cannot block it.
+        assert gw.inputs["metadata"]["annotations"]["pulumi.com/deletionPropagationPolicy"] == "background"
         # istiod's validation webhook checks it: not while the cacerts patch is rolling istiod.
         rollout = rec.one("kubernetes:apps/v1:DeploymentPatch", "istio-system/istiod", name_contains=f"-{cluster}-")
         assert rec.depends_on(gw, rollout)

@@ -115,6 +115,9 @@ SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
 #: pkg/await/await.go ``patchForce``).
 PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+#: How the provider deletes an object (``foreground`` by default: the API server adds the
+#: ``foregroundDeletion`` finalizer and the garbage collector removes it, an UPDATE of the object).
+DELETION_PROPAGATION_ANNOTATION = "pulumi.com/deletionPropagationPolicy"
 SERVICE_TYPE = "kubernetes:core/v1:Service"
 
 #: Annotation this program puts on every Kubernetes object it creates: ``<project>/<stack>/<logical

@@ -12,6 +12,7 @@ import pulumi_kubernetes as k8s
 from .constants import (
     CROSS_NETWORK_GATEWAY,
     CROSS_NETWORK_PORT,
+    DELETION_PROPAGATION_ANNOTATION,
     EASTWEST_RELEASE,
     EASTWEST_SELECTOR,
     ISTIO_NAMESPACE,
@@ -151,7 +152,15 @@ class EastWestGateway(pulumi.ComponentResource):
             f"{name}-cross-network-gateway",
             api_version="networking.istio.io/v1",
             kind="Gateway",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=CROSS_NETWORK_GATEWAY, namespace=args.namespace),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=CROSS_NETWORK_GATEWAY,
+                namespace=args.namespace,
+                # Deleted in the background: a foreground delete ends with the garbage collector's UPDATE
+                # that drops its finalizer, which istiod's validating webhook (failurePolicy Fail) must
+                # admit, so with istiod down (crashed, or stopped in the lab) the delete never ends.
+                # Nothing is owned by this Gateway, so the background delete leaves nothing behind.
+                annotations={DELETION_PROPAGATION_ANNOTATION: "background"},
+            ),
             spec=cross_network_gateway_spec(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.after, *args.gateway_after]),
         )
