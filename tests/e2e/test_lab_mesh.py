@@ -119,6 +119,20 @@ def test_a_new_install_starts_istiod_before_creating_istios_crds(stack: Stack) -
         gap = (crd.metadata.creation_timestamp - istiod.metadata.creation_timestamp).total_seconds()
         print(f"{c}: CRD created {gap:.0f}s after istiod's Deployment", file=sys.stderr)
         assert gap > 0, (c, crd.metadata.creation_timestamp, istiod.metadata.creation_timestamp)
+    # The state says why: the `base` chart depends on istiod's, not the other way round.
+    assert _chart_dependencies(stack) == {
+        **{f"mesh-{c}-base": {f"mesh-{c}-namespace", f"mesh-{c}-istiod"} for c in CLUSTERS},
+        **{f"mesh-{c}-istiod": {f"mesh-{c}-namespace", f"mesh-{c}-ca-cacerts"} for c in CLUSTERS},
+    }
+
+
+def _chart_dependencies(stack: Stack) -> dict[str, set[str]]:
+    """Each control-plane chart's dependencies in the state, by logical name."""
+    return {
+        r["urn"].rsplit("::", 1)[1]: {d.rsplit("::", 1)[1] for d in r.get("dependencies", [])}
+        for r in stack.export()["deployment"]["resources"]
+        if r["type"] == "kubernetes:helm.sh/v4:Chart" and r["urn"].endswith(("-base", "-istiod"))
+    }
 
 
 def test_every_object_is_in_the_right_cluster(stack: Stack) -> None:
@@ -870,6 +884,15 @@ def test_out_of_band_changes_are_reported_and_repaired(stack: Stack) -> None:
     assert core("cluster1").read_namespace("istio-system").metadata.labels["topology.istio.io/network"] == "network1"
     assert list(secret_data("cluster2", "istio-system", "istio-remote-secret-cluster1")) == ["cluster1"]
     stack.cli("preview", "--refresh", "--expect-no-changes")
+
+
+def test_once_istio_is_installed_its_crds_come_first_again(stack: Stack) -> None:
+    """The `up`s after the first found Istio in each cluster: the state now records Istio's upgrade order
+    (istiod's chart after the `base` chart), so an Istio upgrade applies the CRDs before a new istiod."""
+    assert _chart_dependencies(stack) == {
+        **{f"mesh-{c}-base": {f"mesh-{c}-namespace"} for c in CLUSTERS},
+        **{f"mesh-{c}-istiod": {f"mesh-{c}-namespace", f"mesh-{c}-base", f"mesh-{c}-ca-cacerts"} for c in CLUSTERS},
+    }
 
 
 def test_state_holds_no_plaintext_private_key_token_or_kubeconfig(stack: Stack) -> None:
