@@ -1033,12 +1033,16 @@ def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
     # The rerun needs no cleanup after SIGINT; kill it once it has made progress of its own (the
     # remote secret in cluster2 comes late: after both control planes and the reader token).
     second = _start_up(stack)
-    wait_for(
-        "istio-remote-secret-cluster1 in cluster2 (the rerun progressed)",
-        lambda: _try(lambda: core("cluster2").read_namespaced_secret("istio-remote-secret-cluster1", "istio-system")),
-        timeout=600,
-        interval=0.5,
-    )
+
+    def rerun_progressed() -> Any:
+        ended = second.poll() is not None
+        secret = _try(lambda: core("cluster2").read_namespaced_secret("istio-remote-secret-cluster1", "istio-system"))
+        if not secret and ended:  # it ended on its own without getting there: say how, now
+            out, _ = second.communicate()
+            raise AssertionError(f"the rerun ended (exit {second.returncode}) before its progress:\n{out[-6000:]}")
+        return secret
+
+    wait_for("istio-remote-secret-cluster1 in cluster2 (the rerun progressed)", rerun_progressed, 600, 0.5)
     # The machine died: the engine, its language host and every plugin at once (its whole session).
     for pid in _session_members(second.pid):
         with contextlib.suppress(ProcessLookupError):
