@@ -21,7 +21,9 @@ One concept per module:
 * ``access``  — how an istiod is reached (directly, or port-forward through the API server);
 * ``kube``    — Kubernetes reads with a timeout, API errors as one line;
 * ``collect`` — filling the facts from API servers and istiods (problems recorded, never raised);
-* ``checks``  — one pure function per check, ``diagnose`` runs them all (unit-tested with plain data);
+* ``checks``  — one pure function per check of the clusters' own objects, ``diagnose`` runs them all
+  (unit-tested with plain data);
+* ``istiod_checks`` — the checks of what each istiod reports (debug endpoints, serving certificate);
 * ``certs``   — certificate fingerprints and chains;
 * ``report``  — the JSON report and its text rendering;
 * ``cli``     — the command line;

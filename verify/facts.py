@@ -1,7 +1,8 @@
 """What verify reads from the mesh, as plain data, and what it concludes (``Finding``).
 
-The checks (``verify.checks``) are pure functions of these objects, so they are unit-tested with
-hand-written facts; ``verify.collect`` fills them from API servers and istiods.
+The checks (``verify.checks``, ``verify.istiod_checks``, ``verify.proxy_checks``) are pure functions of
+these objects, so they are unit-tested with hand-written facts; ``verify.collect`` fills them from API
+servers and istiods.
 """
 
 from __future__ import annotations
@@ -135,3 +136,13 @@ def network_of(c: ClusterFacts) -> str | None:
 
 def is_multi_network(clusters: Sequence[ClusterFacts]) -> bool:
     return len({network_of(c) or c.name for c in clusters}) > 1
+
+
+def stale_network_pods(c: ClusterFacts) -> dict[str, list[str]]:
+    """The service's pods whose network label names another network than the cluster's, by that network."""
+    net = network_of(c)
+    out: dict[str, list[str]] = {}
+    for p in c.service_pods:
+        if net and p.get("network") and p["network"] != net:
+            out.setdefault(str(p["network"]), []).append(str(p["name"]))
+    return out
