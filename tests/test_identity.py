@@ -14,6 +14,7 @@ from conftest import Recorded, Rendered, mesh_program, run_program
 
 from istio_mesh.constants import CREATED_BY_ANNOTATION
 from istio_mesh.create_guard import (
+    CACERTS,
     ClusterObjects,
     ExistingObjectError,
     ObjectRef,
@@ -24,6 +25,8 @@ from istio_mesh.create_guard import (
     refuse_existing,
 )
 from istio_mesh.multi_primary_mesh import pair_aliases, pair_name
+from istio_mesh.root_ca import pem_fingerprint
+from istio_mesh.root_guard import RootChangeError, root_change_refusal
 
 SECRET = "kubernetes:core/v1:Secret"
 
@@ -240,6 +243,94 @@ def test_the_guard_takes_back_only_what_this_very_resource_created() -> None:
     check = refuse_existing("cluster1", _FakeCluster({secret: {"metadata": {**meta, **_created_by(other_stack)}}}))
     with pytest.raises(ExistingObjectError):
         _call(check, SECRET, name, inputs)
+
+
+def _root_pem(name: str) -> str:
+    """A self-signed CA certificate (the mesh root's stand-in)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _cacerts(root_pem: str, made_by: str | None) -> dict[str, Any]:
+    import base64
+
+    return {
+        "metadata": {"name": "cacerts", "namespace": "istio-system", **(_created_by(made_by) if made_by else {})},
+        "data": {"root-cert.pem": base64.b64encode(root_pem.encode()).decode()},
+    }
+
+
+def test_a_lost_state_is_named_when_the_clusters_mesh_has_another_root() -> None:
+    """A stack whose state was lost generated a new root; the cluster's cacerts, made by this stack, holds
+    the old one. Only that case is refused: the same root (an imported or external one), no cacerts, or a
+    cacerts this stack did not make are left to the create guard's usual rules."""
+    old, new = _root_pem("old root"), _root_pem("new root")
+    prefix = "istio-mesh/lab/"
+    text = root_change_refusal("cluster1", _cacerts(old, prefix + "mesh-cluster1-ca-cacerts"), prefix, new)
+    assert text is not None
+    assert "Cluster 'cluster1' already runs this stack's mesh under another root CA" in text
+    assert pem_fingerprint(old) in text and pem_fingerprint(new) in text
+    assert "the state was lost or replaced" in text and "Nothing was taken over in cluster 'cluster1'" in text
+    assert "pulumi stack import --file" in text and ".pulumi/backups/<project>/<stack>/" in text
+    assert "kubectl --context cluster1 -n istio-system delete secret cacerts" in text
+
+    assert root_change_refusal("cluster1", _cacerts(old, prefix + "x"), prefix, old) is None  # the same root
+    # ... even written out differently (PEM line breaks, trailing newline).
+    assert root_change_refusal("cluster1", _cacerts(old.strip() + "\n\n", prefix + "x"), prefix, old) is None
+    assert root_change_refusal("cluster1", None, prefix, new) is None
+    assert root_change_refusal("cluster1", _cacerts(old, "istio-mesh/prod/x"), prefix, new) is None
+    assert root_change_refusal("cluster1", _cacerts(old, None), prefix, new) is None
+    broken = {**_cacerts(old, prefix + "x"), "data": {"root-cert.pem": "bm90IGEgY2VydA=="}}  # "not a cert"
+    unreadable = root_change_refusal("cluster1", broken, prefix, new)
+    assert unreadable is not None and "a root certificate that cannot be read" in unreadable
+
+
+def test_the_guard_takes_nothing_back_under_another_root_and_asks_the_cluster_once() -> None:
+    ns_ref = ObjectRef("v1", "Namespace", None, "istio-system")
+    ours = "istio-mesh/lab/mesh-cluster1-istio-system"
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system", **_created_by(ours)}}
+    cacerts_by = "istio-mesh/lab/mesh-cluster1-ca-cacerts"
+    cacerts_inputs = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "cacerts", "namespace": "istio-system", **_created_by(cacerts_by)},
+    }
+    old, new = _root_pem("old root"), _root_pem("new root")
+    live = {ns_ref: {"metadata": namespace["metadata"]}, CACERTS: _cacerts(old, cacerts_by)}
+
+    cluster = _FakeCluster(live)
+    check = refuse_existing("cluster1", cluster, new)
+    for name, inputs in (("mesh-cluster1-istio-system", namespace), ("mesh-cluster1-ca-cacerts", cacerts_inputs)):
+        with pytest.raises(RootChangeError) as refused:
+            _call(check, "kubernetes:core/v1:Namespace" if "istio-system" in name else SECRET, name, inputs)
+        assert pem_fingerprint(old) in str(refused.value)
+    assert cluster.asked.count(CACERTS) == 2  # the cacerts' own create looks it up as its object, once more
+
+    cluster = _FakeCluster(live)
+    check = refuse_existing("cluster1", cluster, old)  # an interrupted up: the state still has the root
+    _call(check, "kubernetes:core/v1:Namespace", "mesh-cluster1-istio-system", namespace)
+    _call(check, SECRET, "mesh-cluster1-ca-cacerts", cacerts_inputs)
+    # Without the root (a component used on its own), the take-back is as before.
+    _call(refuse_existing("cluster1", _FakeCluster(live)), SECRET, "mesh-cluster1-ca-cacerts", cacerts_inputs)
 
 
 def test_every_object_is_marked_with_the_resource_that_created_it() -> None:

@@ -15,6 +15,7 @@ from .constants import (
     CACERTS_SECRET,
     CERT_CHAIN_KEY,
     PACKAGE,
+    PATCH_FORCE_ANNOTATION,
     ROOT_CERT_KEY,
 )
 from .intermediate_cert import (
@@ -125,7 +126,14 @@ class ClusterCA(pulumi.ComponentResource):
         )
         self.secret = k8s.core.v1.Secret(
             f"{name}-cacerts",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=CACERTS_SECRET, namespace=args.namespace),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=CACERTS_SECRET,
+                namespace=args.namespace,
+                # This stack's cacerts is this stack's: applied over any other field manager, i.e. drift
+                # repaired, and a take-back after a lost state (same root, new intermediate: the create guard
+                # refuses any other) applied rather than refused as a server-side-apply field conflict.
+                annotations={PATCH_FORCE_ANNOTATION: "true"},
+            ),
             type="Opaque",
             data=pulumi.Output.secret(data),  # type: ignore[arg-type]  # (SDK generic infers Never here)
             opts=child,

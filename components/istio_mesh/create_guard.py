@@ -17,7 +17,9 @@ One existing object is not refused: one that this very resource created in an ``
 before the state recorded it. Every object this program creates carries ``CREATED_BY_ANNOTATION``
 (``<project>/<stack>/<logical name>``, set by ``mark_created_by``); an object whose value is exactly
 the one being created is taken back, so rerunning after a crash converges. A renamed resource (another
-logical name), another stack's object or a hand-made one is refused.
+logical name), another stack's object or a hand-made one is refused. Given the mesh root this run
+writes, the guard takes nothing back in a cluster whose ``cacerts`` this stack made under another root
+(a lost state, ``root_guard``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from typing import Any
 
 import pulumi
 
-from .constants import CREATED_BY_ANNOTATION
+from .constants import CACERTS_SECRET, CREATED_BY_ANNOTATION, ISTIO_NAMESPACE
+from .root_guard import RootChangeError, root_change_refusal
 
 #: How long one API request of the guard may take before the create fails naming the cluster.
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -211,8 +214,26 @@ def is_guarded_type(resource_type: str) -> bool:
     return not resource_type.endswith("Patch")
 
 
-def refuse_existing(cluster: str, lookup: ClusterObjects) -> Callable[[pulumi.ResourceHookArgs], Awaitable[None]]:
-    """The hook function: raises ``ExistingObjectError`` when the object to be created exists in ``cluster``."""
+#: The Secret holding the root a cluster's istiod trusts (Istio's plugged-in CA).
+CACERTS = ObjectRef("v1", "Secret", ISTIO_NAMESPACE, CACERTS_SECRET)
+
+
+def refuse_existing(
+    cluster: str, lookup: ClusterObjects, root_cert_pem: pulumi.Input[str] | None = None
+) -> Callable[[pulumi.ResourceHookArgs], Awaitable[None]]:
+    """The hook function: raises ``ExistingObjectError`` when the object to be created exists in ``cluster``.
+
+    With ``root_cert_pem`` (the mesh root this run writes), an object of this resource's own making is
+    taken back only when the cluster's ``cacerts``, if this stack made it, holds that same root; else
+    ``RootChangeError`` (see ``root_guard``). The cluster is asked once per run."""
+    verdict: dict[str, str | None] = {}
+
+    async def root_refusal(stack_prefix: str) -> str | None:
+        if "refusal" not in verdict:
+            new_root = await pulumi.Output.from_input(root_cert_pem).future()
+            live = await asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup.get, CACERTS)
+            verdict["refusal"] = root_change_refusal(cluster, live, stack_prefix, str(new_root or ""))
+        return verdict["refusal"]
 
     async def before_create(args: pulumi.ResourceHookArgs) -> None:
         if not is_guarded_type(args.type):
@@ -228,7 +249,12 @@ def refuse_existing(cluster: str, lookup: ClusterObjects) -> Callable[[pulumi.Re
             return
         ours = created_by(args.new_inputs)
         if ours is not None and created_by(live) == ours:
-            # This resource made it in an `up` that died before recording it: take it back.
+            # This resource made it in an `up` that died before recording it: take it back, unless the
+            # cluster's mesh runs under a root this stack no longer has (its state was lost).
+            if root_cert_pem is not None:
+                refusal = await root_refusal(ours.rsplit("/", 1)[0] + "/")
+                if refusal:
+                    raise RootChangeError(refusal)
             pulumi.log.info(f"{ref.describe()} in {cluster!r} was created by this resource in an interrupted run")
             return
         raise ExistingObjectError(refusal_message(cluster, ref, args.type, args.name, created_by(live)))
@@ -236,9 +262,12 @@ def refuse_existing(cluster: str, lookup: ClusterObjects) -> Callable[[pulumi.Re
     return before_create
 
 
-def refuse_existing_objects(name: str, cluster: str, lookup: ClusterObjects) -> pulumi.ResourceHook:
-    """A ``before_create`` hook (named ``name``) that fails the create of any object already in ``cluster``."""
-    return pulumi.ResourceHook(name, refuse_existing(cluster, lookup))
+def refuse_existing_objects(
+    name: str, cluster: str, lookup: ClusterObjects, root_cert_pem: pulumi.Input[str] | None = None
+) -> pulumi.ResourceHook:
+    """A ``before_create`` hook (named ``name``) that fails the create of any object already in ``cluster``
+    (and, given the mesh root this run writes, any take-back under another root: ``refuse_existing``)."""
+    return pulumi.ResourceHook(name, refuse_existing(cluster, lookup, root_cert_pem))
 
 
 def mark_created_by(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:

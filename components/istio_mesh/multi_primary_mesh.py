@@ -248,9 +248,10 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
         lookups = {
             c.name: ClusterObjects(c.name, c.kubeconfig, c.context) for c in args.clusters if c.kubeconfig is not None
         }
-        # One create guard per cluster: creating an object that already exists there fails, naming it.
+        # One create guard per cluster: creating an object that already exists there fails, naming it; and
+        # nothing is taken back in a cluster whose running mesh has another root (a lost state).
         guards = {
-            c: refuse_existing_objects(f"{name}-{c}-refuse-existing-objects", c, lookup)
+            c: refuse_existing_objects(f"{name}-{c}-refuse-existing-objects", c, lookup, root.cert_pem)
             for c, lookup in lookups.items()
             if args.refuse_existing_objects
         }

@@ -347,6 +347,57 @@ def test_a_hand_made_cacerts_is_refused_not_taken_over(stack: Stack) -> None:
     assert istiod.spec.template.metadata.annotations["istio-mesh.dev/cacerts-uid"] == ours.metadata.uid
 
 
+def _pulumi_managers(cluster: str) -> dict[str, set[str]]:
+    """object -> the pulumi field managers of the objects this stack keeps in istio-system (and the namespace)."""
+    core = _core(cluster)
+    objects = [("ns", core.read_namespace("istio-system"))]
+    objects += [(f"secret {o.metadata.name}", o) for o in core.list_namespaced_secret("istio-system").items]
+    objects += [(f"sa {o.metadata.name}", o) for o in core.list_namespaced_service_account("istio-system").items]
+    objects += [(f"cm {o.metadata.name}", o) for o in core.list_namespaced_config_map("istio-system").items]
+    return {
+        name: {m.manager for m in o.metadata.managed_fields or [] if (m.manager or "").startswith("pulumi")}
+        for name, o in objects
+    }
+
+
+def test_a_lost_state_takes_nothing_over_under_a_new_root_and_the_restored_state_converges(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The stack's state is lost (here: removed and a new stack of the same name made). Its `up` generates a
+    new root CA, and taking the clusters back would write it into every cacerts, moving the running mesh
+    to a root its workloads do not trust. It fails naming the lost root and the ways out; no live object
+    was applied to (no new field manager anywhere), cacerts unchanged. Restored from an export, the state
+    has nothing left to change."""
+    saved = tmp_path / "state.json"
+    stack.cli("stack", "export", "--file", str(saved))
+    clusters = ("cluster1", "cluster2")
+    before = {c: _core(c).read_namespaced_secret("cacerts", "istio-system") for c in clusters}
+    managers = {c: _pulumi_managers(c) for c in clusters}
+    stack.remove()
+    stack.init()
+    try:
+        failed = stack.cli("up", "--yes", "--skip-preview", check=False)
+        assert failed.returncode != 0, "up took the clusters back under a new root"
+        out = failed.stdout + failed.stderr
+        refused = [c for c in clusters if f"Cluster '{c}' already runs this stack's mesh under another root CA" in out]
+        assert refused, out[-4000:]
+        assert "the state was lost or replaced" in out and "pulumi stack import --file" in out
+        assert "field conflict" not in out, out[-4000:]
+        for c in clusters:
+            now = _core(c).read_namespaced_secret("cacerts", "istio-system")
+            assert (now.metadata.uid, now.metadata.resource_version, now.data) == (
+                before[c].metadata.uid,
+                before[c].metadata.resource_version,
+                before[c].data,
+            )
+            assert _pulumi_managers(c) == managers[c], c
+    finally:
+        stack.remove()
+        stack.init()
+        stack.cli("stack", "import", "--file", str(saved))
+    stack.cli("preview", "--expect-no-changes")
+
+
 def _self_signed_ca_secret() -> Any:
     """A cacerts Secret from someone's own CA (not the mesh's)."""
     from cryptography import x509
