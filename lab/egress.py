@@ -19,6 +19,9 @@ asked, so kubelet traffic keeps working. One proxy per cluster; run it in a thre
 
 A process re-reads ``--routes-file`` (JSON, ``lab/egress_routes.py``) whenever it changes, so the route to
 istiod can be added once the Istio chart has given its Service a ClusterIP.
+
+The API server's side (the ``--egress-selector-config-file`` that points it here) is ``lab/egress_config.py``;
+one CONNECT (read the request head, dial, pump both ways) is ``lab/egress_tunnel.py``.
 """
 
 from __future__ import annotations
@@ -40,63 +43,37 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-import yaml
-
+from .egress_config import (
+    CLUSTER_EGRESS,
+    EGRESS_SELECTOR_API_VERSION,
+    egress_selector_config,
+    write_egress_selector_config,
+)
 from .egress_routes import Address, canonical_host, format_address, parse_address, parse_route, read_routes
-from .wait import wait_until
+from .egress_tunnel import ESTABLISHED, ConnectError, dial, read_connect, status_line_safe, tunnel
 
-#: The egress selector's config API (k8s.io/apiserver pkg/apis/apiserver/v1beta1; v1 has no such kind).
-EGRESS_SELECTOR_API_VERSION = "apiserver.k8s.io/v1beta1"
-#: The network context of webhooks that name a Service, kubelet APIs and the pod/service proxy.
-CLUSTER_EGRESS = "cluster"
-ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+# What lab.egress offers: the proxy and its command line; the API server's side from egress_config (lab/agents.py
+# and the tests take it from here) and the CONNECT's 200 answer from egress_tunnel.
+__all__ = [
+    "CLUSTER_EGRESS",
+    "EGRESS_SELECTOR_API_VERSION",
+    "ESTABLISHED",
+    "EgressError",
+    "EgressProxy",
+    "egress_selector_config",
+    "main",
+    "write_egress_selector_config",
+]
+
 # sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
 _SUN_PATH_MAX = 107
-_HEAD_LIMIT = 16 * 1024
-_CHUNK = 64 * 1024
 
 
 class EgressError(Exception):
     """The proxy cannot start (the message names the socket and what is in the way)."""
 
 
-# ---- the API server's side -----------------------------------------------------------------------
-def egress_selector_config(socket_path: Path) -> dict[str, object]:
-    """The EgressSelectorConfiguration that sends the API server's "cluster" traffic to ``socket_path``.
-
-    Only ``cluster`` is listed: ``controlplane`` and ``etcd`` then keep the direct dialer
-    (``EgressSelector.Lookup`` returns no dialer for an unlisted selection).
-    """
-    return {
-        "apiVersion": EGRESS_SELECTOR_API_VERSION,
-        "kind": "EgressSelectorConfiguration",
-        "egressSelections": [
-            {
-                "name": CLUSTER_EGRESS,
-                "connection": {
-                    "proxyProtocol": "HTTPConnect",
-                    # udsName is used as given: a relative path would follow the API server's cwd.
-                    "transport": {"uds": {"udsName": str(Path(socket_path).absolute())}},
-                },
-            }
-        ],
-    }
-
-
-def write_egress_selector_config(path: Path, socket_path: Path) -> None:
-    """Write the file for kube-apiserver's ``--egress-selector-config-file``."""
-    path.write_text(yaml.safe_dump(egress_selector_config(socket_path), sort_keys=False))
-
-
 # ---- the proxy -----------------------------------------------------------------------------------
-class _ConnectError(Exception):
-    """A CONNECT answered with an error status (``status`` is the whole status line's tail)."""
-
-    def __init__(self, status: str) -> None:
-        super().__init__(status)
-        self.status = status
-
-
 class EgressProxy:
     """An HTTP CONNECT proxy on the Unix socket ``socket_path`` with a routing table.
 
@@ -357,17 +334,17 @@ class EgressProxy:
         established = False
         try:
             try:
-                target_text, rest = self._read_connect(client)
+                target_text, rest = read_connect(client, self.handshake_timeout)
                 what = f"#{cid} CONNECT {target_text}"
                 target = parse_address(target_text)
             except ValueError as e:
-                raise _ConnectError(f"400 Bad Request: {e}") from None
+                raise ConnectError(f"400 Bad Request: {e}") from None
             dest, routed = self.resolve(target)
             network = None if routed else self._virtual_network_of(target[0])
             if network is not None:
-                raise _ConnectError(f"502 Bad Gateway: no route for {target_text} (virtual network {network})")
+                raise ConnectError(f"502 Bad Gateway: no route for {target_text} (virtual network {network})")
             what += f" -> {format_address(dest)} ({'route' if routed else 'direct'})"
-            upstream = self._dial(dest, self.refused_wait if routed else 0.0)
+            upstream = dial(dest, self.dial_timeout, self.refused_wait if routed else 0.0, self._stopping)
             with self._lock:
                 self._sockets.add(upstream)
             client.settimeout(None)  # a tunnel (port-forward, logs -f) may idle for as long as it likes
@@ -378,12 +355,12 @@ class EgressProxy:
             if rest:
                 upstream.sendall(rest)
                 counts[0] += len(rest)
-            self._tunnel(client, upstream, counts)
-        except _ConnectError as r:
+            tunnel(client, upstream, counts)
+        except ConnectError as r:
             self._write_log(f"{what} {r.status} ({time.monotonic() - started:.3f}s)")
             with contextlib.suppress(OSError):
                 client.sendall(
-                    f"HTTP/1.1 {_status_line_safe(r.status)}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+                    f"HTTP/1.1 {status_line_safe(r.status)}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
                 )
         except OSError as e:
             if not established:
@@ -409,70 +386,6 @@ class EgressProxy:
             return None
         return next((n for n in self.virtual_networks if ip in n), None)
 
-    def _read_connect(self, client: socket.socket) -> tuple[str, bytes]:
-        """The CONNECT target and any bytes the client sent after the request head."""
-        deadline = time.monotonic() + self.handshake_timeout
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _ConnectError("408 Request Timeout: no complete CONNECT request head")
-            client.settimeout(remaining)
-            try:
-                chunk = client.recv(4096)
-            except TimeoutError:
-                raise _ConnectError("408 Request Timeout: no complete CONNECT request head") from None
-            if not chunk:
-                raise OSError("closed before sending a complete request head")
-            buf += chunk
-            if len(buf) > _HEAD_LIMIT and b"\r\n\r\n" not in buf[:_HEAD_LIMIT]:
-                raise _ConnectError(f"431 Request Header Fields Too Large: more than {_HEAD_LIMIT} bytes")
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _ConnectError(f"400 Bad Request: malformed request line {request_line[:200]!r}")
-        method, target, _ = parts
-        if method != "CONNECT":
-            raise _ConnectError(f"405 Method Not Allowed: only CONNECT is served, not {method[:20]}")
-        return target, rest
-
-    def _dial(self, dest: Address, refused_wait: float = 0.0) -> socket.socket:
-        """A connection to ``dest``; one that refuses is retried for ``refused_wait`` seconds (not while stopping)."""
-        where = format_address(dest)
-
-        def refused() -> _ConnectError:
-            waited = f" (retried for {refused_wait:g}s)" if refused_wait else ""
-            return _ConnectError(f"503 Service Unavailable: dial {where}: connection refused{waited}")
-
-        def attempt() -> socket.socket | None:
-            try:
-                return socket.create_connection(dest, timeout=self.dial_timeout)
-            except TimeoutError:
-                raise _ConnectError(
-                    f"504 Gateway Timeout: dial {where}: no answer within {self.dial_timeout:g}s"
-                ) from None
-            except ConnectionRefusedError:
-                if self._stopping.is_set():
-                    raise refused() from None
-                return None
-            except OSError as e:
-                raise _ConnectError(f"502 Bad Gateway: dial {where}: {e.strerror or e}") from None
-
-        return wait_until(f"{where} to accept", attempt, refused_wait, 0.1, refused)
-
-    def _tunnel(self, client: socket.socket, upstream: socket.socket, counts: list[int]) -> None:
-        """Pump both ways until both have ended; an EOF is passed on as a half-close."""
-        back = threading.Thread(
-            target=_pump,
-            args=(upstream, client, counts, 1),
-            name=f"{threading.current_thread().name}-back",
-            daemon=True,
-        )
-        back.start()
-        _pump(client, upstream, counts, 0)
-        back.join()
-
     def _write_log(self, message: str) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} egress {message}\n"
         with self._lock:
@@ -481,28 +394,6 @@ class EgressProxy:
                 self._log_file.flush()
             except (OSError, ValueError):
                 pass  # a closed log must not take the tunnels down
-
-
-def _pump(src: socket.socket, dst: socket.socket, counts: list[int], index: int) -> None:
-    try:
-        while True:
-            data = src.recv(_CHUNK)
-            if not data:
-                break
-            dst.sendall(data)
-            counts[index] += len(data)
-    except OSError:
-        # A reset or close() on either side: end both directions so the other pump returns too.
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        return
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
-
-
-def _status_line_safe(status: str) -> str:
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in status)[:300]
 
 
 # ---- as a process --------------------------------------------------------------------------------
