@@ -366,10 +366,10 @@ def test_a_lost_state_takes_nothing_over_under_a_new_root_and_the_restored_state
     """The stack's state is lost (here: removed and a new stack of the same name made). Its `up` generates a
     new root CA, and taking the clusters back would write it into every cacerts, moving the running mesh
     to a root its workloads do not trust. It fails naming the lost root and the ways out; no live object
-    was applied to (no new field manager anywhere), cacerts unchanged. Restored from an export, the state
-    has nothing left to change."""
-    saved = tmp_path / "state.json"
-    stack.cli("stack", "export", "--file", str(saved))
+    was applied to (no new field manager anywhere), cacerts unchanged. The state is then brought back as a
+    user without an export would: from the file backend's own copies (`scripts/state_backups.py`), the
+    newest whose root is the one the clusters hold; imported, it has nothing left to change."""
+    root = stack.outputs()["rootCertificateFingerprint"]
     clusters = ("cluster1", "cluster2")
     before = {c: _core(c).read_namespaced_secret("cacerts", "istio-system") for c in clusters}
     managers = {c: _pulumi_managers(c) for c in clusters}
@@ -381,6 +381,7 @@ def test_a_lost_state_takes_nothing_over_under_a_new_root_and_the_restored_state
         out = failed.stdout + failed.stderr
         refused = [c for c in clusters if f"Cluster '{c}' already runs this stack's mesh under another root CA" in out]
         assert refused, out[-4000:]
+        assert f"holds the root CA with SHA-256 fingerprint {root}" in out, out[-4000:]
         assert "the state was lost or replaced" in out and "pulumi stack import --file" in out
         assert "field conflict" not in out, out[-4000:]
         for c in clusters:
@@ -392,10 +393,18 @@ def test_a_lost_state_takes_nothing_over_under_a_new_root_and_the_restored_state
             )
             assert _pulumi_managers(c) == managers[c], c
     finally:
+        # Back from the backend's copies: the newest that holds the clusters' root.
+        script = [str(ROOT / ".venv/bin/python"), str(ROOT / "scripts/state_backups.py")]
+        listed = run([*script, "list", STACK, "--backend", str(stack.backend), "--json"], env=stack.env).stdout
+        copies = [c["file"] for c in json.loads(listed) if c["roots"] == [root]]
+        assert copies, listed
+        saved = tmp_path / "state.json"
+        saved.write_text(run([*script, "deployment", copies[-1]], env=stack.env).stdout)
         stack.remove()
         stack.init()
         stack.cli("stack", "import", "--file", str(saved))
     stack.cli("preview", "--expect-no-changes")
+    assert stack.outputs()["rootCertificateFingerprint"] == root
 
 
 def _self_signed_ca_secret() -> Any:
