@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lab import istiod
+from lab import istiod, istiod_spec
 from lab.layout import Cluster
 
 # The discovery container's args as Istio 1.30's istiod chart renders them.
@@ -25,7 +25,7 @@ CHART_ARGS = [
 def test_listen_addresses_move_to_the_clusters_address_and_port_block(tmp_path: Path) -> None:
     c = Cluster(2)
     files = {k: tmp_path / k for k in ("kubeconfig", "mesh", "meshNetworks")}
-    args = istiod._args(c, [*CHART_ARGS, "--httpAddr", ":8080", "--kubeconfig=/elsewhere"], files)
+    args = istiod_spec._args(c, [*CHART_ARGS, "--httpAddr", ":8080", "--kubeconfig=/elsewhere"], files)
     assert args[:6] == CHART_ARGS[:1] + CHART_ARGS[2:]  # everything else kept, in order
     assert "--monitoringAddr=:15014" not in args and ":8080" not in args and "--kubeconfig=/elsewhere" not in args
     assert f"--monitoringAddr=127.0.2.1:{c.istiod_ports[15014]}" in args
@@ -80,7 +80,7 @@ def test_env_is_resolved_like_the_kubelet_does() -> None:
         {"name": "OPTIONAL", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k", "optional": True}}},
     ]
     api = _FakeApi({"/api/v1/namespaces/istio-system/configmaps/x": {"data": {"k": "v"}}})
-    env = istiod._resolve_env(api, c, entries, "istiod")  # type: ignore[arg-type]
+    env = istiod_spec._resolve_env(api, c, entries, "istiod")  # type: ignore[arg-type]
     assert env["CLUSTER_ID"] == "cluster1" and env["POD_NAMESPACE"] == "istio-system"
     assert env["SERVICE_ACCOUNT"] == "istiod" and env["POD_NAME"] == "istiod-lab-cluster1"
     assert int(env["GOMAXPROCS"]) >= 1 and env["FROM_CM"] == "v" and "OPTIONAL" not in env
@@ -89,12 +89,12 @@ def test_env_is_resolved_like_the_kubelet_does() -> None:
 def test_a_required_reference_that_is_missing_is_named() -> None:
     entries = [{"name": "NEEDED", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k"}}}]
     with pytest.raises(istiod.IstiodError, match="NEEDED needs secrets/gone key k"):
-        istiod._resolve_env(_FakeApi({}), Cluster(1), entries, "istiod")  # type: ignore[arg-type]
+        istiod_spec._resolve_env(_FakeApi({}), Cluster(1), entries, "istiod")  # type: ignore[arg-type]
 
 
 def test_no_istiod_deployment_says_to_install_the_mesh_first() -> None:
     with pytest.raises(istiod.IstiodError, match="install the mesh first"):
-        istiod._deployment_container(_FakeApi({}), Cluster(1))  # type: ignore[arg-type]
+        istiod_spec._deployment_container(_FakeApi({}), Cluster(1))  # type: ignore[arg-type]
 
 
 def test_port_forwards_to_istio_system_pods_reach_that_clusters_istiod(tmp_path: Path, monkeypatch: Any) -> None:
