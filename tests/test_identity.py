@@ -10,7 +10,7 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import Recorded, Rendered, mesh_program, run_program
+from conftest import Recorded, Rendered, ca_certificate, mesh_program, run_program
 
 from istio_mesh.constants import CREATED_BY_ANNOTATION
 from istio_mesh.create_guard import (
@@ -249,25 +249,14 @@ def _root_pem(name: str) -> str:
     """A self-signed CA certificate (the mesh root's stand-in)."""
     import datetime
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    cert = ca_certificate(
+        ec.generate_private_key(ec.SECP256R1()), cn=name, not_before=now, not_after=now + datetime.timedelta(days=1)
     )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return str(cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
 def _cacerts(root_pem: str, made_by: str | None) -> dict[str, Any]:

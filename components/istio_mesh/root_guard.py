@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .constants import CACERTS_SECRET, CREATED_BY_ANNOTATION, ISTIO_NAMESPACE, ROOT_CERT_KEY
+from .root_ca import pem_fingerprint
 
 
 class RootChangeError(Exception):
@@ -31,8 +32,6 @@ class RootChangeError(Exception):
 
 
 def _fingerprint(pem: str) -> str | None:
-    from .root_ca import pem_fingerprint
-
     try:
         return pem_fingerprint(pem)
     except ValueError:  # not a certificate
