@@ -33,6 +33,7 @@ def mesh_args(settings: MeshSettings, providers: Mapping[str, k8s.Provider]) -> 
                 provider=providers[c.name],
                 gateway=c.gateway,
                 helloworld_versions=c.helloworld_versions,
+                istio=c.istio,
             )
             for c in settings.members
         ),
@@ -41,4 +42,5 @@ def mesh_args(settings: MeshSettings, providers: Mapping[str, k8s.Provider]) -> 
         remote_access=settings.remote_access,
         samples=settings.samples,
         allow_loopback_api_servers=settings.lab,
+        east_west_gateway=settings.east_west_gateway,
     )

@@ -9,6 +9,7 @@ it from the stack's Pulumi config.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 import os
@@ -20,6 +21,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from istio_mesh.chart_requirements import SCHEMA_NAMES
+from istio_mesh.chart_values import mesh_values_problems
 from istio_mesh.constants import DEFAULT_CHART_REPOSITORY, DEFAULT_HUB
 from istio_mesh.options import (
     CA_SOURCES,
@@ -28,9 +31,11 @@ from istio_mesh.options import (
     READER_MESH,
     CASettings,
     ChartSource,
+    ClusterIstioSettings,
     ExternalIntermediate,
     GatewaySettings,
     IstioSettings,
+    MeshGatewaySettings,
     RemoteAccessSettings,
     SampleSettings,
 )
@@ -40,6 +45,14 @@ CONFIG_NAMESPACE = "istio-mesh"
 #: Secret config keys: the private key of an imported root CA; the intermediates' keys (external CA).
 ROOT_KEY_CONFIG = "caRootKeyPem"
 INTERMEDIATE_KEYS_CONFIG = "caIntermediateKeyPems"
+#: This config's spelling of the settings chart-value messages name: the schema's, but a cluster's
+#: gateway is ``eastWestGateway`` here (and its addresses ``externalIPs``).
+CONFIG_NAMES = dataclasses.replace(
+    SCHEMA_NAMES,
+    service_type="clusters[].eastWestGateway.serviceType",
+    external_ips="clusters[].eastWestGateway.externalIPs",
+    cluster_gateway_values="clusters[].eastWestGateway.values",
+)
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -76,6 +89,8 @@ class ClusterSettings:
     unreachable: bool = False
     #: The API server URL in the kubeconfig (what this program talks to; ``api_server`` is what peers use).
     kubeconfig_server: str = ""
+    #: This cluster's own Istio values (``clusters[].istio.values``: its istiod chart's, over ``istio.values``).
+    istio: ClusterIstioSettings = field(default_factory=ClusterIstioSettings)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,8 @@ class MeshSettings:
     remote_access: RemoteAccessSettings = RemoteAccessSettings()
     #: The stack runs against the local lab: loopback API server addresses are expected there.
     lab: bool = False
+    #: Every cluster's east-west gateway chart values (``eastWestGateway.values``).
+    east_west_gateway: MeshGatewaySettings = field(default_factory=MeshGatewaySettings)
 
     @property
     def members(self) -> tuple[ClusterSettings, ...]:
@@ -135,6 +152,7 @@ _TOP_KEYS = {
     "samples",
     "remoteAccess",
     "lab",
+    "eastWestGateway",
     ROOT_KEY_CONFIG,
     INTERMEDIATE_KEYS_CONFIG,
 }
@@ -147,9 +165,12 @@ _CLUSTER_KEYS = {
     "eastWestGateway",
     "helloworldVersions",
     "unreachable",
+    "istio",
 }
-_GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds"}
-_ISTIO_KEYS = {"version", "chartRepository", "chartDirectory", "hub", "tag", "keepCRDs"}
+_GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds", "values"}
+_ISTIO_KEYS = {"version", "chartRepository", "chartDirectory", "hub", "tag", "keepCRDs", "values"}
+#: What a cluster's ``istio`` and the mesh-wide ``eastWestGateway`` hold: chart values only.
+_VALUES_ONLY_KEYS = {"values"}
 _CA_KEYS = {
     "source",
     "protect",
@@ -216,6 +237,20 @@ def _positive_int(p: _Problems, path: str, value: Any, default: int) -> int:
         p.add(path, f"expected a positive integer, got {value!r}")
         return default
     return number
+
+
+def _values(p: _Problems, path: str, raw: Any, chart: str) -> dict[str, Any]:
+    """Helm values for ``chart`` at ``path``: an object (a mapping with string keys), copied."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) for k in raw):
+        p.add(
+            path,
+            f"expected an object of Helm values for the {chart} chart (e.g. {{pilot: {{env: {{...}}}}}}), "
+            f"got {type(raw).__name__} {raw!r}",
+        )
+        return {}
+    return copy.deepcopy(dict(raw))
 
 
 def expand_path(raw: str, base_dir: str) -> str:
@@ -302,7 +337,19 @@ def _parse_gateway(p: _Problems, path: str, raw: Any) -> GatewaySettings:
         except ValueError:
             p.add(f"{path}.externalIPs[{i}]", f"{ip!r} is not an IP address (e.g. 10.10.13.48)")
     timeout = _positive_int(p, f"{path}.loadBalancerTimeoutSeconds", data.get("loadBalancerTimeoutSeconds"), 600)
-    return GatewaySettings(service_type=service_type, external_ips=tuple(ips), load_balancer_timeout_seconds=timeout)
+    return GatewaySettings(
+        service_type=service_type,
+        external_ips=tuple(ips),
+        load_balancer_timeout_seconds=timeout,
+        values=_values(p, f"{path}.values", data.get("values"), "gateway"),
+    )
+
+
+def _parse_values_only(p: _Problems, path: str, raw: Any, chart: str) -> dict[str, Any]:
+    """``values`` of a setting that holds nothing else (a cluster's ``istio``, the mesh's ``eastWestGateway``)."""
+    data = _mapping(p, path, raw)
+    _unknown(p, f"{path}.", data, _VALUES_ONLY_KEYS)
+    return _values(p, f"{path}.values", data.get("values"), chart)
 
 
 def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSettings | None:
@@ -334,6 +381,7 @@ def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSett
     if api_server is not None:
         api_server = _https_url(p, f"{path}.apiServer", api_server)
     gateway = _parse_gateway(p, f"{path}.eastWestGateway", data.get("eastWestGateway"))
+    istio = ClusterIstioSettings(values=_parse_values_only(p, f"{path}.istio", data.get("istio"), "istiod"))
     versions = _helloworld_versions(p, f"{path}.helloworldVersions", data.get("helloworldVersions"))
     unreachable = _bool(p, f"{path}.unreachable", data.get("unreachable"), False)
     kube = None
@@ -360,6 +408,7 @@ def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSett
         helloworld_versions=versions,
         unreachable=unreachable,
         kubeconfig_server=server,
+        istio=istio,
     )
 
 
@@ -412,7 +461,8 @@ def _parse_istio(p: _Problems, raw: Any, base_dir: str) -> IstioSettings:
     hub = _str(p, "istio.hub", data.get("hub"), DEFAULT_HUB) or DEFAULT_HUB
     tag = _str(p, "istio.tag", data.get("tag"), version) or version
     keep_crds = _bool(p, "istio.keepCRDs", data.get("keepCRDs"), True)
-    return IstioSettings(version=version, charts=charts, hub=hub, tag=tag, keep_crds=keep_crds)
+    values = _values(p, "istio.values", data.get("values"), "istiod")
+    return IstioSettings(version=version, charts=charts, hub=hub, tag=tag, keep_crds=keep_crds, values=values)
 
 
 def _parse_ca(p: _Problems, raw: Any, root_key: str | None, root_key_is_secret: bool | None) -> CASettings:
@@ -649,9 +699,14 @@ def parse_settings(
         p.add(INTERMEDIATE_KEYS_CONFIG, f"is only used when ca.source is external (it is {ca.source!r})")
     samples = _parse_samples(p, raw.get("samples"))
     remote_access = _parse_remote_access(p, raw.get("remoteAccess"))
+    east_west_gateway = MeshGatewaySettings(
+        values=_parse_values_only(p, "eastWestGateway", raw.get("eastWestGateway"), "gateway")
+    )
 
     clusters_raw = raw.get("clusters")
     clusters: list[ClusterSettings] = []
+    #: Each parsed cluster's position in the config's list (the paths messages name).
+    index: dict[str, int] = {}
     if clusters_raw is None:
         p.add("clusters", "is required: a list of at least two clusters (name, network, kubeconfig)")
         clusters_raw = []
@@ -673,6 +728,7 @@ def parse_settings(
         parsed = _parse_cluster(p, i, c, base_dir)
         if parsed:
             clusters.append(parsed)
+            index.setdefault(parsed.name, i)
     servers: dict[str, str] = {}
     for c in clusters:
         if c.api_server in servers:
@@ -696,6 +752,16 @@ def parse_settings(
         )
     if clusters and all(c.unreachable for c in clusters):
         p.add("clusters", "every cluster is marked unreachable; at least one must remain in the mesh")
+    if mesh_id is not None:
+        # Chart values that contradict what the mesh sets in a member cluster (the package's rules).
+        for where, message in mesh_values_problems(
+            CONFIG_NAMES,
+            mesh_id=mesh_id,
+            istio=istio,
+            east_west_gateway=east_west_gateway,
+            clusters=[(index[c.name], c) for c in clusters if not c.unreachable],
+        ):
+            p.add(where, message)
     if samples.enabled and clusters and not any(c.helloworld_versions for c in clusters):
         p.add(
             "samples.enabled",
@@ -714,6 +780,7 @@ def parse_settings(
         samples=samples,
         remote_access=remote_access,
         lab=lab,
+        east_west_gateway=east_west_gateway,
     )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .chart_requirements import gateway_requirements
+from .chart_values import chart_values
 from .constants import (
     CROSS_NETWORK_GATEWAY,
     CROSS_NETWORK_PORT,
@@ -18,8 +20,6 @@ from .constants import (
     ISTIO_NAMESPACE,
     PACKAGE,
     SERVICE_TYPE,
-    SKIP_AWAIT_ANNOTATION,
-    TIMEOUT_ANNOTATION,
 )
 from .istio_control_plane import chart_args
 from .options import GatewaySettings, IstioSettings
@@ -41,30 +41,21 @@ class EastWestGatewayArgs:
     #: its kind) and istiod's last rollout (istiod's validation webhook checks it: an istiod restarting at
     #: that moment fails the create). The gateway's chart (Deployment, Service: no Istio kind) does not wait.
     gateway_after: Sequence[pulumi.Resource] = field(default_factory=list)
+    #: Every east-west gateway's ``gateway`` chart values; ``gateway.values`` are deep-merged over them (see
+    #: ``chart_values``; ``MultiPrimaryMeshArgs`` refuses values that contradict the mesh's).
+    mesh_values: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 def gateway_values(args: EastWestGatewayArgs) -> dict[str, object]:
-    """Helm values of the ``gateway`` chart for a network's east-west gateway.
+    """Helm values of the ``gateway`` chart for a network's east-west gateway: the user's (``mesh_values``,
+    then ``gateway.values``) under the ones the mesh sets (``chart_requirements.gateway_requirements``).
 
     ``networkGateway`` makes the chart render the network label on pods and Service, the
-    ``ISTIO_META_REQUESTED_NETWORK_VIEW`` env and the ports 15021/15443/15012/15017.
+    ``ISTIO_META_REQUESTED_NETWORK_VIEW`` env and the ports 15021/15443/15012/15017; the Service's type and
+    annotations (how Pulumi waits for its address) come from ``gateway``.
     """
-    annotations: dict[str, str] = {}
-    if args.gateway.service_type == "LoadBalancer":
-        if args.gateway.external_ips:
-            # The address comes from spec.externalIPs (set below), not from a load-balancer controller:
-            # Pulumi's Service await would otherwise wait for status.loadBalancer.ingress forever.
-            annotations[SKIP_AWAIT_ANNOTATION] = "true"
-        else:
-            # Pulumi's Service await: the load balancer's address (the stack exports it), at most this long.
-            annotations[TIMEOUT_ANNOTATION] = str(args.gateway.load_balancer_timeout_seconds)
-    else:
-        # The address is the cluster IP or the nodes'; the Deployment's await covers the pods.
-        annotations[SKIP_AWAIT_ANNOTATION] = "true"
-    return {
-        "networkGateway": args.network,
-        "service": {"type": args.gateway.service_type, "annotations": annotations},
-    }
+    requirements = gateway_requirements(network=args.network, gateway=args.gateway)
+    return chart_values([args.mesh_values, args.gateway.values], requirements)
 
 
 def set_external_ips(external_ips: Sequence[str]):  # type: ignore[no-untyped-def]

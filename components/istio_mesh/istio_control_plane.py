@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .chart_requirements import istiod_requirements
+from .chart_values import chart_values
 from .cluster_ca import ClusterCA, ClusterCAArgs
 from .constants import (
     CACERTS_UID_ANNOTATION,
@@ -48,6 +51,9 @@ class IstioControlPlaneArgs:
     #: where the cluster has no Istio yet (``install_order.crds_first`` asks it): istiod first, the CRDs
     #: while its rollout is awaited.
     crds_first: pulumi.Input[bool] = True
+    #: This cluster's own ``istiod`` chart values, deep-merged over ``istio.values`` (see ``chart_values``;
+    #: ``MultiPrimaryMeshArgs`` refuses values that contradict the mesh's, which go over them regardless).
+    cluster_values: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 def chart_args(
@@ -67,21 +73,21 @@ def chart_args(
 
 
 def istiod_values(args: IstioControlPlaneArgs) -> dict[str, object]:
-    """Helm values of the ``istiod`` chart: the three settings multi-cluster depends on.
+    """Helm values of the ``istiod`` chart: the user's (``istio.values``, then ``cluster_values``) under the
+    ones the mesh sets (hub, tag, and the three settings multi-cluster depends on: mesh ID, cluster name,
+    network; ``chart_requirements.istiod_requirements``).
 
     Without ``global.multiCluster.clusterName`` istiod's CLUSTER_ID is ``Kubernetes`` and remote
     secrets keyed by the real name are ignored: the classic silent failure.
     """
-    return {
-        "global": {
-            "hub": args.istio.hub,
-            "tag": args.istio.tag,
-            "meshID": args.mesh_id,
-            "multiCluster": {"clusterName": args.cluster_name},
-            "network": args.network,
-            "istioNamespace": ISTIO_NAMESPACE,
-        },
-    }
+    requirements = istiod_requirements(
+        mesh_id=args.mesh_id,
+        cluster_name=args.cluster_name,
+        network=args.network,
+        hub=args.istio.hub,
+        tag=args.istio.tag,
+    )
+    return chart_values([args.istio.values, args.cluster_values], requirements)
 
 
 def services_are_not_awaited(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:

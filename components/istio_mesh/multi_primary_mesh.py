@@ -11,6 +11,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .chart_requirements import ARGS_NAMES
+from .chart_values import mesh_values_problems
 from .constants import PACKAGE
 from .create_guard import ClusterObjects, guard_creates, mark_created_by, refuse_existing_objects
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
@@ -23,6 +25,7 @@ from .options import (
     CASettings,
     IstioSettings,
     MeshCluster,
+    MeshGatewaySettings,
     RemoteAccessSettings,
     SampleSettings,
 )
@@ -74,6 +77,8 @@ class MultiPrimaryMeshArgs:
     #: resource: what the plugin uses for programs in other languages). The same certificate either way;
     #: switching an existing stack replaces each intermediate (and rolls istiod).
     intermediate_signer: str = SIGNER_DYNAMIC
+    #: Every cluster's east-west gateway chart values (each cluster's ``gateway.values`` go over them).
+    east_west_gateway: MeshGatewaySettings = field(default_factory=MeshGatewaySettings)
 
 
 def args_problems(name: str, args: MultiPrimaryMeshArgs) -> list[str]:
@@ -103,6 +108,17 @@ def args_problems(name: str, args: MultiPrimaryMeshArgs) -> list[str]:
                 "or set refuse_existing_objects=False"
             )
     problems.extend(_ca_problems(args.ca, [c.name for c in args.clusters]))
+    # Chart values: the mesh's required ones are not the user's to change (see chart_values).
+    problems.extend(
+        f"{where}: {message}"
+        for where, message in mesh_values_problems(
+            ARGS_NAMES,
+            mesh_id=args.mesh_id,
+            istio=args.istio,
+            east_west_gateway=args.east_west_gateway,
+            clusters=enumerate(args.clusters),
+        )
+    )
     if args.intermediate_signer not in SIGNERS:
         problems.append(f"intermediate_signer {args.intermediate_signer!r} is not one of {', '.join(SIGNERS)}")
     for key in {**args.labels, **args.annotations}:
@@ -286,6 +302,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     intermediate_signer=args.intermediate_signer,
                     # Istio's CRDs before istiod, unless the cluster has no Istio yet.
                     crds_first=crds_first(lookups.get(c.name)),
+                    cluster_values=c.istio.values,
                 ),
                 opts=on_cluster,
             )
@@ -299,6 +316,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                         namespace=planes[c.name].namespace,
                         after=[planes[c.name].istiod],
                         gateway_after=[planes[c.name].base, *planes[c.name].istiod_rollouts],
+                        mesh_values=args.east_west_gateway.values,
                     ),
                     opts=on_cluster,
                 )

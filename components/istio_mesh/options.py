@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 import pulumi
@@ -30,6 +32,10 @@ class GatewaySettings:
     external_ips: tuple[str, ...] = ()
     #: How long Pulumi waits for a load balancer to assign an address (LoadBalancer without externalIPs).
     load_balancer_timeout_seconds: int = 600
+    #: Helm values of this cluster's ``gateway`` chart (plain data), deep-merged over
+    #: ``MultiPrimaryMeshArgs.east_west_gateway.values``; the values the mesh requires go over them and a
+    #: contradicting one is refused (``chart_values``).
+    values: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def waits_for_load_balancer(self) -> bool:
@@ -60,6 +66,27 @@ class IstioSettings:
     #: Keep Istio's CRDs on ``pulumi destroy`` (the chart's ``helm.sh/resource-policy: keep``):
     #: deleting a CRD deletes every resource of its kind in the cluster, users' ones included.
     keep_crds: bool = True
+    #: Helm values of the ``istiod`` chart in every cluster (plain data: resources, ``pilot.env``,
+    #: ``meshConfig``...). Mappings merge, lists and scalars replace; the values the mesh requires go over
+    #: them, and one that contradicts them is refused (``chart_values``).
+    values: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class ClusterIstioSettings:
+    """What one cluster changes of the mesh's Istio: its ``istiod`` chart values."""
+
+    #: Helm values of this cluster's ``istiod`` chart, deep-merged over ``IstioSettings.values``.
+    values: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class MeshGatewaySettings:
+    """What every cluster's east-west gateway shares: its ``gateway`` chart values."""
+
+    #: Helm values of every cluster's ``gateway`` chart; each cluster's ``GatewaySettings.values`` are
+    #: deep-merged over them.
+    values: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -162,6 +189,8 @@ class MeshCluster:
     gateway: GatewaySettings = GatewaySettings()
     #: helloworld versions this cluster runs when ``MultiPrimaryMeshArgs.samples`` is enabled.
     helloworld_versions: tuple[str, ...] = ()
+    #: This cluster's own Istio values (its ``istiod`` chart values, over ``IstioSettings.values``).
+    istio: ClusterIstioSettings = field(default_factory=ClusterIstioSettings)
 
 
 def is_loopback_url(url: str) -> bool:

@@ -23,14 +23,18 @@ from typing import Any, Required, TypedDict
 import pulumi
 
 from . import multi_primary_mesh as mpm
+from .chart_requirements import SCHEMA_NAMES
+from .chart_values import mesh_values_problems
 from .constants import PACKAGE, PACKAGE_VERSION
 from .intermediate_cert import SIGNER_PLUGIN
 from .options import (
     CASettings,
     ChartSource,
+    ClusterIstioSettings,
     GatewaySettings,
     IstioSettings,
     MeshCluster,
+    MeshGatewaySettings,
     RemoteAccessSettings,
     SampleSettings,
 )
@@ -50,6 +54,22 @@ class GatewayInputs(TypedDict, total=False):
     """Addresses the Service is reachable at without a load balancer (`externalIPs`)."""
     loadBalancerTimeoutSeconds: int
     """How long to wait for a load balancer's address (LoadBalancer without externalIps); default 600."""
+    values: dict[str, Any]
+    """Helm values of this cluster's gateway chart, over eastWestGateway.values (see istio.values)."""
+
+
+class ClusterIstioInputs(TypedDict, total=False):
+    """What one cluster changes of the mesh's Istio."""
+
+    values: dict[str, Any]
+    """Helm values of this cluster's istiod chart, deep-merged over istio.values (see istio.values)."""
+
+
+class MeshGatewayInputs(TypedDict, total=False):
+    """What every cluster's east-west gateway shares."""
+
+    values: dict[str, Any]
+    """Helm values of every cluster's east-west gateway chart; each cluster's gateway.values go over them."""
 
 
 class ClusterInputs(TypedDict, total=False):
@@ -69,6 +89,8 @@ class ClusterInputs(TypedDict, total=False):
     """How this cluster's east-west gateway is exposed (when the mesh spans more than one network)."""
     helloworldVersions: list[str]
     """helloworld versions this cluster runs when samples are enabled, e.g. ["v1"]."""
+    istio: ClusterIstioInputs
+    """This cluster's own Istio values (its istiod chart values)."""
 
 
 class IstioInputs(TypedDict, total=False):
@@ -86,6 +108,8 @@ class IstioInputs(TypedDict, total=False):
     """Image tag (default: the version)."""
     keepCrds: bool
     """Keep Istio's CRDs on destroy (default true): deleting a CRD deletes every resource of its kind."""
+    values: dict[str, Any]
+    """Helm values of the istiod chart in every cluster; the mesh's own go over them (a contradiction is refused)."""
 
 
 class CAInputs(TypedDict, total=False):
@@ -150,6 +174,8 @@ class MultiPrimaryMeshInputs(TypedDict, total=False):
     """Labels put on every Kubernetes object the mesh creates."""
     annotations: dict[str, str]
     """Annotations put on every Kubernetes object the mesh creates."""
+    eastWestGateway: MeshGatewayInputs
+    """What every cluster's east-west gateway shares (its gateway chart values)."""
 
 
 def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
@@ -168,6 +194,7 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         hub=istio_in.get("hub") or defaults.hub,
         tag=istio_in.get("tag") or version,
         keep_crds=istio_in.get("keepCrds", True) is not False,
+        values=istio_in.get("values") or {},
     )
     ca_in = inputs.get("ca") or {}
     ca_defaults = CASettings()
@@ -206,9 +233,25 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
                     service_type=gw.get("serviceType") or "LoadBalancer",
                     external_ips=tuple(gw.get("externalIps") or ()),
                     load_balancer_timeout_seconds=int(gw.get("loadBalancerTimeoutSeconds") or 600),
+                    values=gw.get("values") or {},
                 ),
                 helloworld_versions=tuple(c.get("helloworldVersions") or ()),
+                istio=ClusterIstioSettings(values=(c.get("istio") or {}).get("values") or {}),
             )
+        )
+    east_west_gateway = MeshGatewaySettings(values=(inputs.get("eastWestGateway") or {}).get("values") or {})
+    # Chart values that contradict the mesh's, named as the schema spells them (the package's rules).
+    problems = mesh_values_problems(
+        SCHEMA_NAMES,
+        mesh_id=inputs["meshId"],
+        istio=istio,
+        east_west_gateway=east_west_gateway,
+        clusters=enumerate(clusters),
+    )
+    if problems:
+        raise ValueError(
+            "invalid MultiPrimaryMesh inputs (nothing was registered):\n  - "
+            + "\n  - ".join(f"{where}: {message}" for where, message in problems)
         )
     return mpm.MultiPrimaryMeshArgs(
         mesh_id=inputs["meshId"],
@@ -222,6 +265,7 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         labels=dict(inputs.get("labels") or {}),
         annotations=dict(inputs.get("annotations") or {}),
         intermediate_signer=SIGNER_PLUGIN,
+        east_west_gateway=east_west_gateway,
     )
 
 
