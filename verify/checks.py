@@ -15,6 +15,7 @@ from istio_mesh.constants import (
     CA_CERT_KEY,
     CACERTS_SECRET,
     EASTWEST_RELEASE,
+    EASTWEST_SELECTOR,
     ISTIO_NAMESPACE,
     MULTICLUSTER_LABEL,
     NETWORK_LABEL,
@@ -29,8 +30,11 @@ from .proxy_checks import check_gateway_listener, check_proxy_endpoints
 
 #: What verify reads in each cluster, for the finding that says a read was refused.
 _READS = (
-    f"Namespace {ISTIO_NAMESPACE}, Secrets and Services in {ISTIO_NAMESPACE}, the service's Service and EndpointSlices"
+    f"Namespace {ISTIO_NAMESPACE}, Secrets, Services and Pods in {ISTIO_NAMESPACE}, the service's Service, "
+    "EndpointSlices and Pods"
 )
+
+_GATEWAY_SELECTOR = ",".join(f"{k}={v}" for k, v in EASTWEST_SELECTOR.items())
 
 
 # ---- one cluster's own objects ------------------------------------------------------------------------
@@ -154,6 +158,24 @@ def check_gateway_service(c: ClusterFacts) -> list[Finding]:
     return []
 
 
+def check_gateway_pods(c: ClusterFacts) -> list[Finding]:
+    """The east-west gateway has a ready pod (checked when its pods were read, with ``--traffic``): without
+    one, its Service's address leads nowhere and other networks' requests to this cluster fail."""
+    if c.gateway_pods is None or any(c.gateway_pods.values()):
+        return []
+    seen = f"{len(c.gateway_pods)} pod(s), none ready" if c.gateway_pods else "no pod"
+    return [
+        Finding(
+            c.name,
+            "gateway-pod",
+            f"the east-west gateway of {c.name} has no ready pod ({seen} labelled {_GATEWAY_SELECTOR} in "
+            f"{ISTIO_NAMESPACE}): requests from other networks to {c.name}'s workloads have nowhere to go",
+            f"kubectl -n {ISTIO_NAMESPACE} describe pods -l {_GATEWAY_SELECTOR} says why; pulumi up --refresh "
+            "restores its Deployment",
+        )
+    ]
+
+
 def check_remote_secrets(c: ClusterFacts, names: Sequence[str]) -> list[Finding]:
     """One remote secret per other cluster, keyed by that cluster's name, whose credentials work there."""
     if "remote-secrets" in c.read_errors:
@@ -175,6 +197,7 @@ def check_remote_secrets(c: ClusterFacts, names: Sequence[str]) -> list[Finding]
                     f"{c.name} has no remote secret for {other} (a Secret in {ISTIO_NAMESPACE} labelled "
                     f"{MULTICLUSTER_LABEL}=true with a data key '{other}'): its istiod cannot see {other}",
                     "pulumi up --refresh recreates it",
+                    about=(other,),
                 )
             )
         for rs in meant:
@@ -186,6 +209,7 @@ def check_remote_secrets(c: ClusterFacts, names: Sequence[str]) -> list[Finding]
                         f"remote secret {rs.name} in {c.name} has data key(s) {rs.keys}, not '{other}': istiod takes "
                         f"the key as the cluster ID, so {other} is never synced under its own name",
                         "pulumi up --refresh rewrites the secret",
+                        about=(other,),
                     )
                 )
             for key in rs.keys:
@@ -200,6 +224,7 @@ def check_remote_secrets(c: ClusterFacts, names: Sequence[str]) -> list[Finding]
                             f"server {rs.servers.get(key, '?')}: {problem}",
                             "pulumi up --refresh rewrites it from the stack's apiServer and the reader token; check "
                             "that the server is reachable from the reading cluster",
+                            about=(target,),
                         )
                     )
                 missing = rs.missing_permissions.get(key) or []
@@ -213,6 +238,7 @@ def check_remote_secrets(c: ClusterFacts, names: Sequence[str]) -> list[Finding]
                             f"pulumi up --refresh restores the reader's ClusterRole and bindings in {target} (if "
                             "only Secrets are missing: remoteAccess.readSecrets is false, and istiod reports the "
                             "peer 'timeout' while discovery still works)",
+                            about=(target,),
                         )
                     )
     return out
@@ -272,6 +298,7 @@ def diagnose(
         out += check_cacerts(c)
         if multi_network:
             out += check_gateway_service(c)
+            out += check_gateway_pods(c)
         out += check_remote_secrets(c, names)
     out += check_roots(clusters, root_pem)
     by_name: Mapping[str, ClusterFacts] = {c.name: c for c in clusters}

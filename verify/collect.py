@@ -32,7 +32,7 @@ from istio_mesh.constants import (
 from .access import IstiodAccess
 from .certs import der_to_pem
 from .facts import ClusterFacts, IstiodFacts, RemoteSecretFacts
-from .kube import client_for, error_text, read, status_of
+from .kube import client_for, error_text, is_ready, read, status_of
 
 #: What a remote istiod must be able to list and watch in a cluster it reads (``istio_mesh.constants``:
 #: the narrow reader's rules, Secrets included: without them istiod never reports the peer synced).
@@ -203,10 +203,11 @@ def collect_cluster(
     service: tuple[str, str],
     probe: Callable[[Mapping[str, Any]], tuple[str | None, list[str]]] = probe_remote_credentials,
     client_app: str | None = None,
+    gateway_pods: bool = False,
 ) -> ClusterFacts:
     """Reads one cluster through its admin kubeconfig; with ``client_app`` also what the proxy view needs
     (the service's ports, a running pod labelled ``app=<client_app>`` in its namespace, a running east-west
-    gateway pod, istiod's version)."""
+    gateway pod, istiod's version); with ``gateway_pods`` whether each east-west gateway pod is ready."""
     import yaml
     from kubernetes import client
 
@@ -270,6 +271,12 @@ def collect_cluster(
             str(i.get("ip") or i.get("hostname")) for i in ingress if i.get("ip") or i.get("hostname")
         ]
         f.gateway_addresses += list((svc.get("spec") or {}).get("externalIPs") or [])
+    if gateway_pods:
+        gw_selector = ",".join(f"{k}={v}" for k, v in EASTWEST_SELECTOR.items())
+        gw_pods = get("gateway-pods", f"Pods {gw_selector} in {ISTIO_NAMESPACE}", core.list_namespaced_pod,
+                      ISTIO_NAMESPACE, label_selector=gw_selector)  # fmt: skip
+        if gw_pods is not None:
+            f.gateway_pods = {str(p["metadata"]["name"]): is_ready(p) for p in gw_pods.get("items") or []}
 
     svc_name, svc_ns = service
     service_obj = get("service", f"Service {svc_ns}/{svc_name}", core.read_namespaced_service, svc_name, svc_ns)

@@ -62,6 +62,9 @@ class ClusterFacts:
     gateway_exists: bool = False
     gateway_addresses: list[str] = field(default_factory=list)
     gateway_network_label: str | None = None
+    #: The east-west gateway's pods (label istio=eastwestgateway), by name: whether each is ready. None: not
+    #: read (they are read for the traffic test, ``--traffic``).
+    gateway_pods: dict[str, bool] | None = None
     #: Ready endpoint addresses of the named service in this cluster (its EndpointSlices).
     service_endpoints: list[str] = field(default_factory=list)
     service_exists: bool = False
@@ -127,6 +130,10 @@ class Finding:
     check: str
     cause: str
     fix: str
+    #: The other cluster(s) a finding about a pair concerns: the peer of a remote secret or of istiod's sync,
+    #: the clusters whose gateway or endpoints istiod lacks. Empty when the finding is about ``cluster`` alone.
+    #: The traffic check names causes by it (``verify.traffic_checks``).
+    about: tuple[str, ...] = ()
 
 
 def network_of(c: ClusterFacts) -> str | None:

@@ -46,6 +46,7 @@ def check_sync(i: IstiodFacts, names: Sequence[str]) -> list[Finding]:
                     f"istiod of {i.cluster} has not synced {other} ({state}); see the remote-secret / remote-access "
                     "findings for the cause",
                     "fix the cause; istiod retries on its own",
+                    about=(other,),
                 )
             )
     for cid, e in seen.items():
@@ -57,6 +58,7 @@ def check_sync(i: IstiodFacts, names: Sequence[str]) -> list[Finding]:
                     f"istiod of {i.cluster} knows a cluster '{cid}' that is not in the mesh "
                     f"(from {e['secretName'] or '?'})",
                     "remove that secret or its key; pulumi up --refresh restores the program's secrets",
+                    about=(cid,),
                 )
             )
     return out
@@ -129,6 +131,7 @@ def check_istiod_gateways(i: IstiodFacts, clusters: Sequence[ClusterFacts]) -> l
                     f"istiod of {i.cluster} knows no gateway for network {net}"
                     + ("" if gateway_addr.get(net) else f" ({c.name}'s east-west gateway has no address)"),
                     "see the gateway / sync findings for the cause",
+                    about=(c.name,),
                 )
             )
         elif not any(g.get("port") == CROSS_NETWORK_PORT for g in gws):
@@ -139,6 +142,7 @@ def check_istiod_gateways(i: IstiodFacts, clusters: Sequence[ClusterFacts]) -> l
                     f"istiod of {i.cluster} has the gateway(s) of {net} on port(s) "
                     f"{sorted({g.get('port') for g in gws}, key=str)}, not {CROSS_NETWORK_PORT}",
                     "pulumi up --refresh",
+                    about=(c.name,),
                 )
             )
     return out
@@ -162,6 +166,7 @@ def check_istiod_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], ser
                     f"istiod of {i.cluster} has no endpoint of {service_host} from {c.name} "
                     f"({len(c.service_endpoints)} ready there)",
                     "see the sync findings for the cause",
+                    about=(c.name,),
                 )
             )
             continue
@@ -182,6 +187,7 @@ def check_istiod_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], ser
                     f"istiod of {i.cluster} puts {service_host}'s endpoints from {c.name} on network "
                     f"{', '.join(wrong)}, not {net}",
                     fix,
+                    about=(c.name,),
                 )
             )
     return out

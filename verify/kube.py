@@ -48,3 +48,13 @@ def status_of(e: BaseException) -> int | None:
     """The HTTP status of an ``ApiException`` (None for connection errors and everything else)."""
     status = getattr(e, "status", None)
     return status if isinstance(status, int) else None
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    """A pod (as plain data) that serves: Running, condition Ready true, not being deleted."""
+    status = pod.get("status") or {}
+    return (
+        status.get("phase") == "Running"
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    )

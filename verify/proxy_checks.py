@@ -103,6 +103,7 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                         f"{', '.join(missing)} (port {port}) although they are ready: requests to them from "
                         f"{i.cluster} fail",
                         "see the sync / endpoints findings; istiod pushes once it has synced the cluster",
+                        about=(c.name,),
                     )
                 )
         # Other networks: their gateway, standing for their mTLS-capable endpoints.
@@ -124,6 +125,7 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                         f"{', '.join(names)} on network {other_net} directly, not through its gateway: unreachable "
                         "across networks",
                         f"check the {NETWORK_LABEL} label on {ISTIO_NAMESPACE} in every cluster (pulumi up --refresh)",
+                        about=tuple(names),
                     )
                 )
             # istiod's registry (endpointShardz) for those clusters; its rows carry the target port, not the
@@ -143,6 +145,7 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                         f"of {i.cluster} has none of them although they are ready there (it has not synced "
                         f"{', '.join(names)})",
                         "see the sync / remote-secret findings for the cause",
+                        about=tuple(names),
                     )
                 )
             elif not mtls:
@@ -155,6 +158,7 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                         f"are not mTLS-capable (TLS mode {', '.join(modes)}: no sidecar), and istiod sends only mTLS "
                         "endpoints across networks",
                         _FIX_INJECTION,
+                        about=tuple(names),
                     )
                 )
             elif mtls and not gw_addrs:
@@ -165,6 +169,7 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                         f"{where}'s {service_host} endpoints are missing from {i.cluster}'s EDS (port {port}): istiod "
                         f"of {i.cluster} knows no gateway on {CROSS_NETWORK_PORT} for {other_net}",
                         "see the gateway findings (the east-west gateway's address, its network label)",
+                        about=tuple(names),
                     )
                 )
             elif mtls and not via:
@@ -176,6 +181,7 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                         f"expected {other_net}'s gateway {', '.join(sorted(gw_addrs))}:{CROSS_NETWORK_PORT} "
                         f"standing for {len(mtls)} endpoint(s); sent {_listing(eps)}",
                         "pulumi up --refresh; check istiod's logs",
+                        about=tuple(names),
                     )
                 )
             elif mtls:
@@ -194,6 +200,7 @@ def check_proxy_endpoints(i: IstiodFacts, clusters: Sequence[ClusterFacts], serv
                                 f"{len(gw_addrs)} gateway address(es), which makes it {want.get(e['address'])}: "
                                 "traffic is balanced wrongly across networks",
                                 "check istiod's logs (endpoint shards of the remote cluster)",
+                                about=tuple(names),
                             )
                         )
         strays = sorted(sent - expected - all_gateways)
