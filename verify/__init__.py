@@ -9,7 +9,9 @@ The proof comes from what every istiod and every API server says. For every isti
 * for a named service (``helloworld.sample`` by default) its endpoints per cluster and network
   (``/debug/endpointShardz``); endpoints on another network are reached through that network's gateway;
 * with ``--proxy-view``, what istiod sends over xDS to a sidecar (the service's endpoints per network)
-  and to the east-west gateway (its AUTO_PASSTHROUGH listener on 15443).
+  and to the east-west gateway (its AUTO_PASSTHROUGH listener on 15443);
+* with ``--traffic``, the guide's last step: requests from each cluster's ``sleep`` pod to helloworld, and
+  which clusters answered.
 
 When something is wrong it names the cause, from the failure modes of multi-primary meshes
 (reference/ISTIO_FACTS.md). The causes come from the clusters' own objects (read with the admin
@@ -28,15 +30,20 @@ One concept per module:
 * ``report``  — the JSON report and its text rendering;
 * ``cli``     — the command line;
 * ``proxy``, ``proxy_checks``, ``xds`` — the proxy view (``--proxy-view``): what istiod sends a sidecar of
-  the client and the east-west gateway over xDS, and the checks on it.
+  the client and the east-west gateway over xDS, and the checks on it;
+* ``traffic``, ``traffic_checks`` — the traffic test (``--traffic``): requests sent from each cluster's
+  ``sleep`` pod through the API server's exec, who answered, and the checks naming why a cluster is never
+  reached.
 """
 
 from .access import DirectAccess, IstiodAccess, PortForwardAccess
 from .checks import diagnose
 from .cli import main, run_verify
 from .collect import collect_cluster, collect_istiod, endpoints_of
-from .facts import ClusterFacts, Finding, IstiodFacts, RemoteSecretFacts, Target
+from .facts import ClusterFacts, Finding, IstiodFacts, RemoteSecretFacts, Reply, Target, TrafficFacts
 from .report import render_text, report_json
+from .traffic import run_traffic, traffic_from
+from .traffic_checks import check_traffic
 
 __all__ = [
     "ClusterFacts",
@@ -46,7 +53,10 @@ __all__ = [
     "IstiodFacts",
     "PortForwardAccess",
     "RemoteSecretFacts",
+    "Reply",
     "Target",
+    "TrafficFacts",
+    "check_traffic",
     "collect_cluster",
     "collect_istiod",
     "diagnose",
@@ -54,5 +64,7 @@ __all__ = [
     "main",
     "render_text",
     "report_json",
+    "run_traffic",
     "run_verify",
+    "traffic_from",
 ]

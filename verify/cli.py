@@ -23,16 +23,20 @@ from .access import DirectAccess, IstiodAccess, PortForwardAccess, hostport
 from .certs import pem_fingerprint
 from .checks import diagnose
 from .collect import collect_cluster, collect_istiod
-from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, ProxyFacts, Target
+from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, ProxyFacts, Target, TrafficFacts
 from .kube import error_text
 from .proxy import collect_proxy
 from .report import render_text, report_json
+from .traffic import DEFAULT_REQUESTS, service_url, traffic_from
+from .traffic_checks import check_traffic
 from .xds import envoy_protos
 
 #: Seconds allowed for each `pulumi` command verify runs (stack config and outputs).
 PULUMI_TIMEOUT = 180.0
 #: Clusters read at the same time (each read has its own timeouts; the order of the report is the targets').
 MAX_PARALLEL_CLUSTERS = 8
+#: The most requests ``--requests`` allows per cluster (each may take PER_REQUEST_TIMEOUT seconds).
+MAX_REQUESTS = 500
 
 
 class VerifyUsageError(Exception):
@@ -122,15 +126,18 @@ def run_verify(
     mesh_id: str | None,
     proxy_view: bool = False,
     client_app: str = DEFAULT_CLIENT,
+    traffic: bool = False,
+    requests: int = DEFAULT_REQUESTS,
 ) -> dict[str, Any]:
     """Collects everything and returns the JSON report (``ok`` false when any finding). With ``proxy_view``
-    each istiod is also asked over xDS what it sends a sidecar of ``client_app`` and the east-west gateway."""
+    each istiod is also asked over xDS what it sends a sidecar of ``client_app`` and the east-west gateway;
+    with ``traffic`` each cluster's sleep pod sends ``requests`` requests to the service (``verify.traffic``)
+    while the istiods are read."""
     svc_name, _, svc_ns = service.partition(".")
     svc_ns = svc_ns or "default"
     host = f"{svc_name}.{svc_ns}.svc.cluster.local"
-    workers = ThreadPoolExecutor(
-        max_workers=max(1, min(len(targets), MAX_PARALLEL_CLUSTERS)), thread_name_prefix="verify"
-    )
+    parallel = max(1, min(len(targets), MAX_PARALLEL_CLUSTERS))
+    workers = ThreadPoolExecutor(max_workers=parallel * (2 if traffic else 1), thread_name_prefix="verify")
     with workers:
         if proxy_view:  # Envoy's message classes take about a second to import: meanwhile the clusters are read
             protos = workers.submit(envoy_protos)
@@ -144,6 +151,7 @@ def run_verify(
                     t.network,
                     (svc_name, svc_ns),
                     client_app=client_app if proxy_view else None,
+                    gateway_pods=traffic,
                 ),
                 targets,
             )
@@ -157,6 +165,23 @@ def run_verify(
             roots = {pem_fingerprint(c.root_pem): c.root_pem for c in clusters if c.root_pem}
             if len(roots) == 1:
                 tls_root = next(iter(roots.values()))
+        sending = []
+        if traffic:
+            from istio_mesh.sample_apps import HELLOWORLD_PORT
+
+            url = service_url(svc_name, svc_ns, ports[0] if ports else HELLOWORLD_PORT)
+
+            def send(t: Target) -> TrafficFacts:
+                if by_name[t.name].api_error:  # its api finding says why; no exec would get through either
+                    return TrafficFacts(t.name, svc_ns, url, requests, error="not run: the cluster cannot be read")
+                try:
+                    return traffic_from(t, svc_ns, url, requests)
+                except Exception as e:  # a bug here must not hide every other finding: it is one, named
+                    traceback.print_exc(file=sys.stderr)
+                    failed = f"the traffic test failed unexpectedly: {type(e).__name__}: {e}"
+                    return TrafficFacts(t.name, svc_ns, url, requests, error=failed)
+
+            sending = [workers.submit(send, t) for t in targets]
         if proxy_view:
             protos.result()
 
@@ -177,8 +202,18 @@ def run_verify(
             return facts
 
         istiods = list(workers.map(istiod_of, targets))
+        sent = [s.result() for s in sending] if traffic else None
     findings = diagnose(clusters, istiods, root_pem, host)
-    return report_json(mesh_id, clusters, istiods, findings, host, tls_root)
+    if sent is not None:
+        findings += check_traffic(sent, clusters, istiods, findings)
+    return report_json(mesh_id, clusters, istiods, findings, host, tls_root, sent)
+
+
+def _request_count(value: str) -> int:
+    """``--requests``: a whole number from 1 to MAX_REQUESTS."""
+    if not value.isdigit() or not 1 <= int(value) <= MAX_REQUESTS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_REQUESTS}, got {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="APP",
         help="the proxy view poses as the sidecar of a running pod labelled app=APP in the service's namespace "
         "(default %(default)s; a stand-in node when none runs)",
+    )
+    ap.add_argument(
+        "--traffic",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the guide's last step: from the sleep pod of every cluster (kubectl exec through the API server) "
+        "send --requests requests to the service (http://NAME.NAMESPACE:PORT/hello) and check that every cluster "
+        "on another network that runs it answers (off by default)",
+    )
+    ap.add_argument(
+        "--requests",
+        type=_request_count,
+        default=DEFAULT_REQUESTS,
+        metavar="N",
+        help="requests per cluster for --traffic (default %(default)s, at most " + str(MAX_REQUESTS) + ")",
     )
     ap.add_argument("--json", action="store_true", help="print the JSON report instead of text")
     ap.add_argument("--project-dir", default=os.getcwd(), help=argparse.SUPPRESS)
@@ -287,7 +337,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             direct[name] = (http_hp, tls_hp, xds_hp or None)
         for name, (http_hp, tls_hp, xds_hp) in direct.items():
             access[name] = functools.partial(DirectAccess, http_hp, tls_hp, xds_hp)
-        doc = run_verify(targets, access, root_pem, args.service, mesh_id, args.proxy_view, args.client)
+        doc = run_verify(
+            targets,
+            access,
+            root_pem,
+            args.service,
+            mesh_id,
+            args.proxy_view,
+            args.client,
+            traffic=args.traffic,
+            requests=args.requests,
+        )
     except (VerifyUsageError, ValueError) as e:
         print(f"verify: {e}", file=sys.stderr)
         return 2

@@ -123,6 +123,32 @@ class IstiodFacts:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """One request of the traffic test: who answered (helloworld's version and instance, a pod's name), or
+    why it failed (curl's error, the HTTP status and body, or that the exec ended before it)."""
+
+    version: str | None = None
+    instance: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class TrafficFacts:
+    """The walkthrough's last step from one cluster (``--traffic``): requests sent from its ``sleep`` pod to
+    the service (``kubectl exec ... curl``, done through the API server's pod exec)."""
+
+    cluster: str
+    namespace: str
+    url: str
+    #: Requests asked for; ``replies`` holds one entry per request when the test ran.
+    requests: int
+    pod: str | None = None
+    replies: list[Reply] = field(default_factory=list)
+    #: The test could not run (no running sleep pod, exec refused or broken), with the API server's text.
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Finding:
     """A failure: where, which check, the cause in one sentence, and what fixes it."""
 

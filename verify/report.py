@@ -7,7 +7,8 @@ from dataclasses import asdict
 from typing import Any
 
 from .certs import issuer_name, pem_fingerprint
-from .facts import ClusterFacts, Finding, IstiodFacts, ProxyFacts, network_of
+from .facts import ClusterFacts, Finding, IstiodFacts, ProxyFacts, TrafficFacts, network_of
+from .traffic import instance_clusters, tally
 
 
 def report_json(
@@ -17,8 +18,10 @@ def report_json(
     findings: Sequence[Finding],
     service_host: str,
     root_pem: str | None,
+    traffic: Sequence[TrafficFacts] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable report (``--json``)."""
+    """The machine-readable report (``--json``); ``traffic`` is the traffic test's results (``--traffic``),
+    ``None`` when it was not run."""
     gw_of = {}
     for i in istiods:
         per_network: dict[str, list[str]] = {}
@@ -32,6 +35,8 @@ def report_json(
         "service": service_host,
         "rootFingerprintSha256": pem_fingerprint(root_pem) if root_pem else None,
         "istiods": [],
+        # --traffic: per source cluster, the requests from its sleep pod and who answered them.
+        "traffic": None if traffic is None else [_traffic_json(t, clusters) for t in traffic],
         "findings": [asdict(f) for f in findings],
     }
     for i in istiods:
@@ -101,6 +106,9 @@ def render_text(doc: Mapping[str, Any]) -> str:
                 f"  endpoint : {e['cluster']}/{e['network'] or '<no network>'} {e['address']}:{e['port']} ({via})"
             )
         lines += _proxy_lines(i.get("proxyView"))
+    for t in doc.get("traffic") or []:
+        lines.append("")
+        lines += _traffic_lines(t)
     lines.append("")
     if doc["findings"]:
         lines.append(f"FAILED: {len(doc['findings'])} problem(s)")
@@ -111,6 +119,7 @@ def render_text(doc: Mapping[str, Any]) -> str:
         lines.append(
             "OK: every istiod syncs every cluster, signs under the mesh root, knows every network's gateway "
             "and sees the service in every cluster"
+            + ("; every request from each cluster's sleep was answered" if doc.get("traffic") else "")
         )
     return "\n".join(lines)
 
@@ -155,4 +164,42 @@ def _proxy_lines(p: Mapping[str, Any] | None) -> list[str]:
         )
         routed = ", ".join(f"{name} {'routed' if ok else 'NOT routed'}" for name, ok in sorted(lst["routes"].items()))
         lines.append(f"  gateway listener {lst['port']}: {shape}; {routed or 'no service port'}")
+    return lines
+
+
+def _traffic_json(t: TrafficFacts, clusters: Sequence[ClusterFacts]) -> dict[str, Any]:
+    """One source cluster's traffic test: requests sent, answered, failed; who answered (version, cluster)."""
+    counted = tally(t, instance_clusters(clusters))
+    running = [c.name for c in clusters if c.service_pods]
+    return {
+        "cluster": t.cluster,
+        "pod": f"{t.namespace}/{t.pod}" if t.pod else None,
+        "url": t.url,
+        "sent": len(t.replies),
+        "answered": counted.answered,
+        "failed": counted.failed,
+        "answers": [
+            {"version": v, "cluster": c, "count": n, "instances": sorted(counted.instances[(v, c)])}
+            for (v, c), n in sorted(counted.answers.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+        ],
+        "failures": [{"reason": r, "count": n} for r, n in sorted(counted.failures.items(), key=lambda kv: -kv[1])],
+        # Clusters running the service that never answered (on any network; the checks judge which matter).
+        "notReached": [] if t.error else [c for c in running if c not in counted.reached],
+        "error": t.error,
+    }
+
+
+def _traffic_lines(t: Mapping[str, Any]) -> list[str]:
+    if t["error"]:
+        return [f"traffic from {t['cluster']}: not run: {t['error']}"]
+    lines = [
+        f"traffic from {t['cluster']} (pod {t['pod']}): {t['sent']} request(s) to {t['url']}, "
+        f"{t['answered']} answered, {t['failed']} failed"
+    ]
+    for a in t["answers"]:
+        lines.append(f"  {a['version']} from {a['cluster'] or 'no known cluster'}: {a['count']}")
+    for f in t["failures"]:
+        lines.append(f"  failed {f['count']}x: {f['reason']}")
+    if t["notReached"]:
+        lines.append(f"  never answered: {', '.join(t['notReached'])}")
     return lines
