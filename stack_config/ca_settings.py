@@ -1,0 +1,180 @@
+"""``ca``: the mesh's root CA (generated, imported or external) and, for an external CA, each cluster's
+intermediate; certificates a user brings are checked here (``istio_mesh.ca_checks``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from istio_mesh.options import CA_SOURCES, CASettings, ExternalIntermediate
+
+from .model import CONFIG_NAMESPACE, INTERMEDIATE_KEYS_CONFIG, ROOT_KEY_CONFIG
+from .validators import _bool, _mapping, _positive_int, _Problems, _str, _unknown
+
+_CA_KEYS = {
+    "source",
+    "protect",
+    "rootValidityDays",
+    "intermediateValidityDays",
+    "renewBeforeDays",
+    "rootCertPem",
+    "intermediates",
+}
+_INTERMEDIATE_KEYS = {"certPem", "chainPem"}
+
+
+def _parse_ca(p: _Problems, raw: Any, root_key: str | None, root_key_is_secret: bool | None) -> CASettings:
+    data = _mapping(p, "ca", raw)
+    _unknown(p, "ca.", data, _CA_KEYS)
+    source = _str(p, "ca.source", data.get("source"), "generate") or "generate"
+    if source not in CA_SOURCES:
+        p.add("ca.source", f"{source!r} is not a CA source; valid: {', '.join(CA_SOURCES)}")
+    protect = _bool(p, "ca.protect", data.get("protect"), True)
+    root_days = _positive_int(p, "ca.rootValidityDays", data.get("rootValidityDays"), 3650)
+    inter_days = _positive_int(p, "ca.intermediateValidityDays", data.get("intermediateValidityDays"), 3650)
+    renew_raw = data.get("renewBeforeDays")
+    renew_days = 0 if renew_raw in (0, "0") else _positive_int(p, "ca.renewBeforeDays", renew_raw, 30)
+    cert = _str(p, "ca.rootCertPem", data.get("rootCertPem"))
+    if source == "import":
+        if not cert:
+            p.add("ca.rootCertPem", "is required when ca.source is import (the root certificate, PEM)")
+        if not root_key:
+            p.add(
+                ROOT_KEY_CONFIG,
+                f"is required when ca.source is import: `pulumi config set --secret {ROOT_KEY_CONFIG} < root-key.pem`",
+            )
+        if root_key and root_key_is_secret is False:
+            p.add(
+                ROOT_KEY_CONFIG,
+                "is stored in plain text in the stack's config file; a private key must be a secret: "
+                f"`pulumi config rm {CONFIG_NAMESPACE}:{ROOT_KEY_CONFIG}` then "
+                f"`pulumi config set --secret {CONFIG_NAMESPACE}:{ROOT_KEY_CONFIG} < root-key.pem`",
+            )
+        if cert and root_key:
+            _check_imported_root(p, cert, root_key)
+    elif source == "external":
+        if not cert:
+            p.add("ca.rootCertPem", "is required when ca.source is external (the root certificate, PEM: public)")
+        else:
+            _check_external_root(p, cert)
+        if root_key:
+            p.add(
+                ROOT_KEY_CONFIG,
+                "is given but ca.source is external: the root key stays offline and never enters the config "
+                f"or the state; remove it (`pulumi config rm {CONFIG_NAMESPACE}:{ROOT_KEY_CONFIG}`)",
+            )
+    elif cert or root_key:
+        p.add("ca.source", "is 'generate' but a root certificate or key was given; set ca.source to import to use them")
+    if source != "external" and data.get("intermediates") is not None:
+        p.add("ca.intermediates", f"is only used when ca.source is external (it is {source!r})")
+    return CASettings(
+        source=source,
+        protect=protect,
+        root_validity_days=root_days,
+        intermediate_validity_days=inter_days,
+        renew_before_days=renew_days,
+        root_cert_pem=(cert.strip() + "\n" if source == "external" and cert else cert)
+        if source in ("import", "external")
+        else None,
+        root_key_pem=root_key if source == "import" else None,
+    )
+
+
+def _check_external_root(p: _Problems, cert_pem: str) -> None:
+    """The root of an external CA: one CA certificate that may have CAs below it, valid now."""
+    from istio_mesh.ca_checks import ca_problems, load_one_certificate
+
+    cert, problems = load_one_certificate("ca.rootCertPem", cert_pem)
+    if cert is not None:
+        problems += ca_problems("ca.rootCertPem", cert, root=True)
+    for field_path, message in problems:
+        p.add(field_path, message)
+
+
+def _parse_external_intermediates(
+    p: _Problems,
+    raw_ca: Any,
+    raw_keys: Any,
+    keys_are_secret: bool | None,
+    members: Sequence[str],
+    root_pem: str | None,
+) -> tuple[tuple[str, ExternalIntermediate], ...]:
+    """``ca.intermediates.<cluster>`` (certificate, chain) and ``caIntermediateKeyPems.<cluster>`` (key,
+    secret) for every member cluster, each checked against the root (see ``ca_checks.intermediate_problems``)."""
+    import json
+
+    from istio_mesh.ca_checks import intermediate_problems
+
+    data = _mapping(p, "ca.intermediates", raw_ca.get("intermediates") if isinstance(raw_ca, Mapping) else None)
+    if isinstance(raw_keys, str):  # the whole map set as one secret value (JSON)
+        try:
+            raw_keys = json.loads(raw_keys)
+        except json.JSONDecodeError:
+            p.add(INTERMEDIATE_KEYS_CONFIG, "is not a map of cluster name to PEM private key")
+            raw_keys = {}
+    keys = _mapping(p, INTERMEDIATE_KEYS_CONFIG, raw_keys)
+    if keys and keys_are_secret is False:
+        p.add(
+            INTERMEDIATE_KEYS_CONFIG,
+            "is stored in plain text in the stack's config file; private keys must be secrets: "
+            f"`pulumi config set --secret --path '{CONFIG_NAMESPACE}:{INTERMEDIATE_KEYS_CONFIG}.<cluster>' "
+            '"$(cat ca-key.pem)"` for each cluster',
+        )
+    for name in data:
+        if name not in members:
+            p.add(
+                f"ca.intermediates.{name}", f"no cluster of the mesh is named {name!r}; clusters: {', '.join(members)}"
+            )
+    for name in keys:
+        if name not in members:
+            p.add(f"{INTERMEDIATE_KEYS_CONFIG}.{name}", f"no cluster of the mesh is named {name!r}")
+    out = []
+    for name in members:
+        entry = _mapping(p, f"ca.intermediates.{name}", data.get(name))
+        _unknown(p, f"ca.intermediates.{name}.", entry, _INTERMEDIATE_KEYS)
+        cert = _str(p, f"ca.intermediates.{name}.certPem", entry.get("certPem"))
+        chain_raw = entry.get("chainPem")
+        chain = "" if chain_raw == "" else _str(p, f"ca.intermediates.{name}.chainPem", chain_raw, "") or ""
+        key = _str(p, f"{INTERMEDIATE_KEYS_CONFIG}.{name}", keys.get(name))
+        if not cert:
+            p.add(f"ca.intermediates.{name}.certPem", "is required when ca.source is external (its intermediate, PEM)")
+        if not key:
+            p.add(
+                f"{INTERMEDIATE_KEYS_CONFIG}.{name}",
+                f"is required when ca.source is external: `pulumi config set --secret --path "
+                f"'{CONFIG_NAMESPACE}:{INTERMEDIATE_KEYS_CONFIG}.{name}' \"$(cat ca-key.pem)\"`",
+            )
+        if cert and key and root_pem:
+            for field_path, message in intermediate_problems(name, cert, chain, key, root_pem):
+                p.add(field_path, message)
+        if cert and key:
+            # PEM text as files have it (`pulumi config set` drops the final newline of a value).
+            out.append(
+                (
+                    name,
+                    ExternalIntermediate(
+                        cert_pem=cert.strip() + "\n",
+                        chain_pem=chain.strip() + "\n" if chain.strip() else "",
+                        key_pem=key.strip() + "\n",
+                    ),
+                )
+            )
+    return tuple(out)
+
+
+def _check_imported_root(p: _Problems, cert_pem: str, key_pem: str) -> None:
+    """An imported root: one CA certificate, able to sign intermediates, valid now, matching its key."""
+    from istio_mesh.ca_checks import ca_problems, key_matches, load_one_certificate
+
+    cert, problems = load_one_certificate("ca.rootCertPem", cert_pem)
+    if cert is not None:
+        problems += ca_problems("ca.rootCertPem", cert, root=True)
+        match = key_matches(cert, key_pem)
+        if match is None:
+            problems.append((ROOT_KEY_CONFIG, "is not an unencrypted PEM private key"))
+        elif not match:
+            problems.append(
+                (ROOT_KEY_CONFIG, "does not match ca.rootCertPem: the key's public key differs from the certificate's")
+            )
+    for field_path, message in problems:
+        p.add(field_path, message)

@@ -1,0 +1,147 @@
+"""``clusters[]``: one primary cluster each (name, network, kubeconfig, API server) and its east-west gateway."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from istio_mesh.options import ClusterIstioSettings, GatewaySettings
+
+from .kubeconfig import _read_kubeconfig
+from .model import ClusterSettings
+from .validators import (
+    _DNS1123_LABEL,
+    _LABEL_VALUE,
+    _bool,
+    _https_url,
+    _mapping,
+    _parse_values_only,
+    _path,
+    _positive_int,
+    _Problems,
+    _str,
+    _unknown,
+    _values,
+)
+
+_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+_HELLOWORLD_VERSION = re.compile(r"^v[0-9]+$")
+_CLUSTER_KEYS = {
+    "name",
+    "network",
+    "kubeconfig",
+    "context",
+    "apiServer",
+    "eastWestGateway",
+    "helloworldVersions",
+    "unreachable",
+    "istio",
+}
+_GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds", "values"}
+
+
+def _parse_gateway(p: _Problems, path: str, raw: Any) -> GatewaySettings:
+    data = _mapping(p, path, raw)
+    _unknown(p, f"{path}.", data, _GATEWAY_KEYS)
+    service_type = _str(p, f"{path}.serviceType", data.get("serviceType"), "LoadBalancer") or "LoadBalancer"
+    if service_type not in _SERVICE_TYPES:
+        p.add(
+            f"{path}.serviceType",
+            f"{service_type!r} is not a Service type for a gateway; valid: {', '.join(_SERVICE_TYPES)}",
+        )
+    ips_raw = data.get("externalIPs") or []
+    ips: list[str] = []
+    if not isinstance(ips_raw, list):
+        p.add(f"{path}.externalIPs", f"expected a list of IP addresses, got {ips_raw!r}")
+        ips_raw = []
+    for i, ip in enumerate(ips_raw):
+        try:
+            ips.append(str(ipaddress.ip_address(str(ip))))
+        except ValueError:
+            p.add(f"{path}.externalIPs[{i}]", f"{ip!r} is not an IP address (e.g. 10.10.13.48)")
+    timeout = _positive_int(p, f"{path}.loadBalancerTimeoutSeconds", data.get("loadBalancerTimeoutSeconds"), 600)
+    return GatewaySettings(
+        service_type=service_type,
+        external_ips=tuple(ips),
+        load_balancer_timeout_seconds=timeout,
+        values=_values(p, f"{path}.values", data.get("values"), "gateway"),
+    )
+
+
+def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSettings | None:
+    path = f"clusters[{i}]"
+    data = _mapping(p, path, raw)
+    if not data:
+        if raw is not None and isinstance(raw, Mapping):
+            p.add(path, "is empty; a cluster needs name, network and kubeconfig")
+        return None
+    _unknown(p, f"{path}.", data, _CLUSTER_KEYS)
+    before = len(p.items)
+    name = _str(p, f"{path}.name", data.get("name"), required=True)
+    if name is not None and (not _DNS1123_LABEL.match(name) or len(name) > 63):
+        p.add(
+            f"{path}.name",
+            f"{name!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters), e.g. cluster1",
+        )
+    network = _str(p, f"{path}.network", data.get("network"), required=True)
+    if network is not None and (not _LABEL_VALUE.match(network) or len(network) > 63):
+        p.add(
+            f"{path}.network",
+            f"{network!r} is not a valid Kubernetes label value (letters, digits, '-', '_', '.', "
+            "starting and ending with a letter or digit, at most 63 characters), e.g. network1",
+        )
+    kubeconfig_raw = _str(p, f"{path}.kubeconfig", data.get("kubeconfig"), required=True)
+    context = _str(p, f"{path}.context", data.get("context"))
+    api_server = _str(p, f"{path}.apiServer", data.get("apiServer"))
+    if api_server is not None:
+        api_server = _https_url(p, f"{path}.apiServer", api_server)
+    gateway = _parse_gateway(p, f"{path}.eastWestGateway", data.get("eastWestGateway"))
+    istio = ClusterIstioSettings(values=_parse_values_only(p, f"{path}.istio", data.get("istio"), "istiod"))
+    versions = _helloworld_versions(p, f"{path}.helloworldVersions", data.get("helloworldVersions"))
+    unreachable = _bool(p, f"{path}.unreachable", data.get("unreachable"), False)
+    kube = None
+    file: str | None = None
+    if kubeconfig_raw:
+        file = _path(p, f"{path}.kubeconfig", kubeconfig_raw, base_dir)
+        if file:
+            kube = _read_kubeconfig(p, f"{path}.kubeconfig", file, context)
+    if len(p.items) > before or kube is None or name is None or network is None:
+        return None
+    content, chosen_context, server = kube
+    if api_server is None:
+        api_server = _https_url(p, f"{path}.kubeconfig", server)
+        if api_server is None:
+            return None
+    return ClusterSettings(
+        name=name,
+        network=network,
+        kubeconfig_path=file or "",
+        kubeconfig=content,
+        context=chosen_context,
+        api_server=api_server,
+        gateway=gateway,
+        helloworld_versions=versions,
+        unreachable=unreachable,
+        kubeconfig_server=server,
+        istio=istio,
+    )
+
+
+def _helloworld_versions(p: _Problems, path: str, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        p.add(path, f"expected a list of helloworld versions such as [v1], got {raw!r}")
+        return ()
+    versions: list[str] = []
+    for i, v in enumerate(raw):
+        if not isinstance(v, str) or not _HELLOWORLD_VERSION.match(v):
+            p.add(f"{path}[{i}]", f"{v!r} is not a helloworld version; the sample images are v1 and v2 (e.g. [v1])")
+        elif v in versions:
+            p.add(f"{path}[{i}]", f"{v!r} is listed twice")
+        else:
+            versions.append(v)
+    return tuple(versions)

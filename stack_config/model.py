@@ -1,0 +1,108 @@
+"""What this stack's configuration is parsed into, and the names it is read under.
+
+``MeshSettings`` (with one ``ClusterSettings`` per cluster) is the typed, frozen result of
+``parse_settings``; ``ConfigError`` carries every mistake found. The config namespace and the secret
+keys outside it are named here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from istio_mesh.chart_requirements import SCHEMA_NAMES
+from istio_mesh.options import (
+    CASettings,
+    ClusterIstioSettings,
+    GatewaySettings,
+    IstioSettings,
+    MeshGatewaySettings,
+    RemoteAccessSettings,
+    SampleSettings,
+)
+
+#: The Pulumi project (and so the config namespace) this program reads.
+CONFIG_NAMESPACE = "istio-mesh"
+#: Secret config keys: the private key of an imported root CA; the intermediates' keys (external CA).
+ROOT_KEY_CONFIG = "caRootKeyPem"
+INTERMEDIATE_KEYS_CONFIG = "caIntermediateKeyPems"
+#: This config's spelling of the settings chart-value messages name: the schema's, but a cluster's
+#: gateway is ``eastWestGateway`` here (and its addresses ``externalIPs``).
+CONFIG_NAMES = dataclasses.replace(
+    SCHEMA_NAMES,
+    service_type="clusters[].eastWestGateway.serviceType",
+    external_ips="clusters[].eastWestGateway.externalIPs",
+    cluster_gateway_values="clusters[].eastWestGateway.values",
+)
+
+
+class ConfigError(ValueError):
+    """Raised with every configuration mistake found, one per line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid istio-mesh configuration (nothing was changed):\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """One primary cluster of the mesh."""
+
+    name: str
+    network: str
+    kubeconfig_path: str
+    #: The kubeconfig file's content: credentials, so it is only ever handed to a provider as a secret.
+    kubeconfig: str = field(repr=False)
+    context: str
+    #: API server URL written into the remote secrets other clusters read (must be reachable from them).
+    api_server: str
+    gateway: GatewaySettings = GatewaySettings()
+    #: helloworld versions this cluster runs when samples are enabled (the walkthrough: v1 in one
+    #: cluster, v2 in the other). Said per cluster, so reordering ``clusters`` moves nothing.
+    helloworld_versions: tuple[str, ...] = ()
+    #: The cluster is gone for good: remove it from the mesh without contacting it (its objects leave
+    #: the state with a warning; the other clusters drop its remote secrets).
+    unreachable: bool = False
+    #: The API server URL in the kubeconfig (what this program talks to; ``api_server`` is what peers use).
+    kubeconfig_server: str = ""
+    #: This cluster's own Istio values (``clusters[].istio.values``: its istiod chart's, over ``istio.values``).
+    istio: ClusterIstioSettings = field(default_factory=ClusterIstioSettings)
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """Everything the program builds, for N clusters."""
+
+    mesh_id: str
+    clusters: tuple[ClusterSettings, ...]
+    istio: IstioSettings = IstioSettings()
+    ca: CASettings = CASettings()
+    samples: SampleSettings = SampleSettings()
+    remote_access: RemoteAccessSettings = RemoteAccessSettings()
+    #: The stack runs against the local lab: loopback API server addresses are expected there.
+    lab: bool = False
+    #: Every cluster's east-west gateway chart values (``eastWestGateway.values``).
+    east_west_gateway: MeshGatewaySettings = field(default_factory=MeshGatewaySettings)
+
+    @property
+    def members(self) -> tuple[ClusterSettings, ...]:
+        """The clusters that are in the mesh: every entry not marked ``unreachable``."""
+        return tuple(c for c in self.clusters if not c.unreachable)
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """Distinct networks of the mesh's members, in cluster order."""
+        return tuple(dict.fromkeys(c.network for c in self.members))
+
+    @property
+    def multi_network(self) -> bool:
+        """East-west gateways exist only when the mesh spans more than one network."""
+        return len(self.networks) > 1
+
+    def cluster(self, name: str) -> ClusterSettings:
+        """The cluster named ``name``."""
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        raise KeyError(name)
