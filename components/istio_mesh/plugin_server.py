@@ -24,7 +24,9 @@ from pulumi.provider.server import ProviderServicer
 from pulumi.runtime import proto, rpc
 from pulumi.runtime.proto import provider_pb2_grpc
 
+from .constants import PACKAGE
 from .intermediate_cert import PLUGIN_NAMES, REPLACE_ON, SigningError, _renewal_due, sign_intermediate
+from .plugin_mesh import MultiPrimaryMesh
 
 #: Threads for the component's registrations (each waits on the engine while its resource is created).
 REGISTRATION_THREADS = 256
@@ -147,9 +149,6 @@ def serve(schema: dict[str, Any], version: str, argv: list[str]) -> None:
     """Serves the plugin: prints the port on stdout (what the engine reads), then answers until stopped."""
     from pulumi.provider.experimental.component import ComponentProvider
     from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
-
-    from .constants import PACKAGE
-    from .plugin import MultiPrimaryMesh
 
     parser = argparse.ArgumentParser(description="the istiomesh Pulumi plugin")
     parser.add_argument("engine", help="the Pulumi engine's address")

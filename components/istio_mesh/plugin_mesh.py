@@ -1,0 +1,271 @@
+"""``MultiPrimaryMesh`` as the ``istiomesh`` plugin serves it: its inputs as the package schema describes
+them (the ``*Inputs`` types, camelCase, plain data; kubeconfigs are secret strings), their mapping onto
+the package's ``MultiPrimaryMeshArgs`` (``mesh_args``), and the component the engine asks the plugin to
+construct. ``plugin`` generates the schema from these annotations and docstrings; ``plugin_server``
+serves the component.
+"""
+
+from typing import Any, Required, TypedDict
+
+import pulumi
+
+from . import multi_primary_mesh as mpm
+from .chart_requirements import SCHEMA_NAMES
+from .chart_values import mesh_values_problems
+from .intermediate_cert import SIGNER_PLUGIN
+from .options import (
+    CASettings,
+    ChartSource,
+    ClusterIstioSettings,
+    GatewaySettings,
+    IstioSettings,
+    MeshCluster,
+    MeshGatewaySettings,
+    RemoteAccessSettings,
+    SampleSettings,
+)
+
+
+class GatewayInputs(TypedDict, total=False):
+    """How a cluster's east-west gateway Service is exposed."""
+
+    serviceType: str
+    """Service type: LoadBalancer (default), NodePort or ClusterIP."""
+    externalIps: list[str]
+    """Addresses the Service is reachable at without a load balancer (`externalIPs`)."""
+    loadBalancerTimeoutSeconds: int
+    """How long to wait for a load balancer's address (LoadBalancer without externalIps); default 600."""
+    values: dict[str, Any]
+    """Helm values of this cluster's gateway chart, over eastWestGateway.values (see istio.values)."""
+
+
+class ClusterIstioInputs(TypedDict, total=False):
+    """What one cluster changes of the mesh's Istio."""
+
+    values: dict[str, Any]
+    """Helm values of this cluster's istiod chart, deep-merged over istio.values (see istio.values)."""
+
+
+class MeshGatewayInputs(TypedDict, total=False):
+    """What every cluster's east-west gateway shares."""
+
+    values: dict[str, Any]
+    """Helm values of every cluster's east-west gateway chart; each cluster's gateway.values go over them."""
+
+
+class ClusterInputs(TypedDict, total=False):
+    """One primary cluster of the mesh."""
+
+    name: Required[str]
+    """The cluster's ID in the mesh (istiod's clusterName): a DNS label."""
+    network: Required[str]
+    """The cluster's network (topology.istio.io/network)."""
+    apiServer: Required[str]
+    """API server URL the other clusters' istiods dial (https://host:port), written into their remote secrets."""
+    kubeconfig: Required[pulumi.Input[str]]
+    """The kubeconfig's content (not a path): how the mesh reaches the cluster. Kept secret."""
+    context: str
+    """The kubeconfig context to use (its current context when not given)."""
+    gateway: GatewayInputs
+    """How this cluster's east-west gateway is exposed (when the mesh spans more than one network)."""
+    helloworldVersions: list[str]
+    """helloworld versions this cluster runs when samples are enabled, e.g. ["v1"]."""
+    istio: ClusterIstioInputs
+    """This cluster's own Istio values (its istiod chart values)."""
+
+
+class IstioInputs(TypedDict, total=False):
+    """Istio release, chart source and images."""
+
+    version: str
+    """Istio release (chart version); default 1.30.4."""
+    chartRepository: str
+    """Helm repository of Istio's charts (default: Istio's release repository)."""
+    chartDirectory: str
+    """A local directory holding the base, istiod and gateway charts, used instead of a repository."""
+    hub: str
+    """Image registry of Istio's images."""
+    tag: str
+    """Image tag (default: the version)."""
+    keepCrds: bool
+    """Keep Istio's CRDs on destroy (default true): deleting a CRD deletes every resource of its kind."""
+    values: dict[str, Any]
+    """Helm values of the istiod chart in every cluster; the mesh's own go over them (a contradiction is refused)."""
+
+
+class CAInputs(TypedDict, total=False):
+    """The mesh's root CA and each cluster's intermediate."""
+
+    source: str
+    """generate (default: a root kept, encrypted, in the state) or import (rootCertPem and rootKeyPem given)."""
+    protect: bool
+    """Protect the generated root from deletion (default true)."""
+    rootValidityDays: int
+    """Validity of a generated root, in days (default 3650)."""
+    intermediateValidityDays: int
+    """Validity of each intermediate, in days (default 3650; never past the root's end)."""
+    renewBeforeDays: int
+    """Sign an intermediate again this many days before it expires (default 30; 0: never)."""
+    rootCertPem: pulumi.Input[str]
+    """import: the root certificate (PEM)."""
+    rootKeyPem: pulumi.Input[str]
+    """import: the root's private key (PEM); kept secret, never written into a cluster."""
+
+
+class RemoteAccessInputs(TypedDict, total=False):
+    """Whose token the remote secrets carry."""
+
+    reader: str
+    """mesh (default: a narrow account of the mesh's own, no Secrets) or istio (istio-reader-service-account)."""
+    readSecrets: bool
+    """With reader mesh: let peers list and watch Secrets (default true: istiod needs it to report synced)."""
+    tokenGeneration: int
+    """Increase to rotate every reader token (default 0)."""
+
+
+class SamplesInputs(TypedDict, total=False):
+    """The walkthrough's helloworld and sleep workloads."""
+
+    enabled: bool
+    """Deploy them (default false)."""
+    namespace: str
+    """Their namespace (default sample)."""
+
+
+class MultiPrimaryMeshInputs(TypedDict, total=False):
+    """Inputs of a MultiPrimaryMesh."""
+
+    meshId: Required[str]
+    """The mesh ID every istiod shares."""
+    clusters: Required[list[ClusterInputs]]
+    """The member clusters; their order does not matter."""
+    istio: IstioInputs
+    """Istio release, chart source and images."""
+    ca: CAInputs
+    """The root CA and intermediates."""
+    remoteAccess: RemoteAccessInputs
+    """Whose token the remote secrets carry."""
+    samples: SamplesInputs
+    """The walkthrough's sample workloads."""
+    refuseExistingObjects: bool
+    """Refuse to create a Kubernetes object that already exists (default true)."""
+    allowLoopbackApiServers: bool
+    """Do not warn about loopback API server addresses (a local lab)."""
+    labels: dict[str, str]
+    """Labels put on every Kubernetes object the mesh creates."""
+    annotations: dict[str, str]
+    """Annotations put on every Kubernetes object the mesh creates."""
+    eastWestGateway: MeshGatewayInputs
+    """What every cluster's east-west gateway shares (its gateway chart values)."""
+
+
+def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
+    """The package's ``MultiPrimaryMeshArgs`` for the plugin's inputs (the schema's shape)."""
+    istio_in = inputs.get("istio") or {}
+    defaults = IstioSettings()
+    version = istio_in.get("version") or defaults.version
+    charts = (
+        ChartSource(repository=None, directory=istio_in["chartDirectory"])
+        if istio_in.get("chartDirectory")
+        else ChartSource(repository=istio_in.get("chartRepository") or ChartSource().repository)
+    )
+    istio = IstioSettings(
+        version=version,
+        charts=charts,
+        hub=istio_in.get("hub") or defaults.hub,
+        tag=istio_in.get("tag") or version,
+        keep_crds=istio_in.get("keepCrds", True) is not False,
+        values=istio_in.get("values") or {},
+    )
+    ca_in = inputs.get("ca") or {}
+    ca_defaults = CASettings()
+    ca = CASettings(
+        source=ca_in.get("source") or ca_defaults.source,
+        protect=ca_in.get("protect", True) is not False,
+        root_validity_days=int(ca_in.get("rootValidityDays") or ca_defaults.root_validity_days),
+        intermediate_validity_days=int(ca_in.get("intermediateValidityDays") or ca_defaults.intermediate_validity_days),
+        renew_before_days=int(ca_in.get("renewBeforeDays", ca_defaults.renew_before_days)),
+        root_cert_pem=ca_in.get("rootCertPem"),
+        root_key_pem=ca_in.get("rootKeyPem"),
+    )
+    ra_in = inputs.get("remoteAccess") or {}
+    ra_defaults = RemoteAccessSettings()
+    remote_access = RemoteAccessSettings(
+        reader=ra_in.get("reader") or ra_defaults.reader,
+        read_secrets=ra_in.get("readSecrets", True) is not False,
+        token_generation=int(ra_in.get("tokenGeneration") or 0),
+    )
+    samples_in = inputs.get("samples") or {}
+    samples = SampleSettings(
+        enabled=bool(samples_in.get("enabled", False)),
+        namespace=samples_in.get("namespace") or SampleSettings().namespace,
+    )
+    clusters = []
+    for c in inputs.get("clusters") or []:
+        gw = c.get("gateway") or {}
+        clusters.append(
+            MeshCluster(
+                name=c["name"],
+                network=c["network"],
+                api_server=c["apiServer"],
+                kubeconfig=c["kubeconfig"],
+                context=c.get("context"),
+                gateway=GatewaySettings(
+                    service_type=gw.get("serviceType") or "LoadBalancer",
+                    external_ips=tuple(gw.get("externalIps") or ()),
+                    load_balancer_timeout_seconds=int(gw.get("loadBalancerTimeoutSeconds") or 600),
+                    values=gw.get("values") or {},
+                ),
+                helloworld_versions=tuple(c.get("helloworldVersions") or ()),
+                istio=ClusterIstioSettings(values=(c.get("istio") or {}).get("values") or {}),
+            )
+        )
+    east_west_gateway = MeshGatewaySettings(values=(inputs.get("eastWestGateway") or {}).get("values") or {})
+    # Chart values that contradict the mesh's, named as the schema spells them (the package's rules).
+    problems = mesh_values_problems(
+        SCHEMA_NAMES,
+        mesh_id=inputs["meshId"],
+        istio=istio,
+        east_west_gateway=east_west_gateway,
+        clusters=enumerate(clusters),
+    )
+    if problems:
+        raise ValueError(
+            "invalid MultiPrimaryMesh inputs (nothing was registered):\n  - "
+            + "\n  - ".join(f"{where}: {message}" for where, message in problems)
+        )
+    return mpm.MultiPrimaryMeshArgs(
+        mesh_id=inputs["meshId"],
+        clusters=tuple(clusters),
+        istio=istio,
+        ca=ca,
+        remote_access=remote_access,
+        samples=samples,
+        refuse_existing_objects=inputs.get("refuseExistingObjects", True) is not False,
+        allow_loopback_api_servers=bool(inputs.get("allowLoopbackApiServers", False)),
+        labels=dict(inputs.get("labels") or {}),
+        annotations=dict(inputs.get("annotations") or {}),
+        intermediate_signer=SIGNER_PLUGIN,
+        east_west_gateway=east_west_gateway,
+    )
+
+
+# The schema's type token (istiomesh:index:MultiPrimaryMesh) is this class's own name, and the SDK reads the
+# outputs' descriptions below under that name too (pulumi.provider.experimental takes ``__name__`` and the
+# source's class name): so it keeps the name of the package's class it serves, which it extends.
+class MultiPrimaryMesh(mpm.MultiPrimaryMesh):
+    """A multi-primary, multi-network Istio mesh across N Kubernetes clusters: a root CA and one intermediate
+    per cluster (loaded as cacerts), istiod as a primary in every cluster with a shared mesh ID, an east-west
+    gateway per network and remote secrets in both directions for every pair of clusters."""
+
+    mesh_id: pulumi.Output[str]
+    """The mesh ID shared by every istiod."""
+    root_cert_pem: pulumi.Output[str]
+    """The mesh root certificate (PEM, public)."""
+    root_fingerprint: pulumi.Output[str]
+    """SHA-256 fingerprint of the root certificate."""
+    clusters: pulumi.Output[dict[str, Any]]
+    """Per cluster: network, eastWestGatewayAddress, remoteSecrets (the remote secrets it holds)."""
+
+    def __init__(self, name: str, args: MultiPrimaryMeshInputs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(name, mesh_args(args), opts)
