@@ -9,7 +9,7 @@ from typing import Any
 from istio_mesh.options import CA_SOURCES, CASettings, ExternalIntermediate
 
 from .model import CONFIG_NAMESPACE, INTERMEDIATE_KEYS_CONFIG, ROOT_KEY_CONFIG
-from .validators import _bool, _mapping, _positive_int, _Problems, _str, _unknown
+from .validators import Problems, as_bool, as_mapping, as_positive_int, as_str, unknown_keys
 
 _CA_KEYS = {
     "source",
@@ -23,18 +23,19 @@ _CA_KEYS = {
 _INTERMEDIATE_KEYS = {"certPem", "chainPem"}
 
 
-def _parse_ca(p: _Problems, raw: Any, root_key: str | None, root_key_is_secret: bool | None) -> CASettings:
-    data = _mapping(p, "ca", raw)
-    _unknown(p, "ca.", data, _CA_KEYS)
-    source = _str(p, "ca.source", data.get("source"), "generate") or "generate"
+def parse_ca(p: Problems, raw: Any, root_key: str | None, root_key_is_secret: bool | None) -> CASettings:
+    """``ca`` and the imported root's key (secret), checked; an external CA's intermediates come later."""
+    data = as_mapping(p, "ca", raw)
+    unknown_keys(p, "ca.", data, _CA_KEYS)
+    source = as_str(p, "ca.source", data.get("source"), "generate") or "generate"
     if source not in CA_SOURCES:
         p.add("ca.source", f"{source!r} is not a CA source; valid: {', '.join(CA_SOURCES)}")
-    protect = _bool(p, "ca.protect", data.get("protect"), True)
-    root_days = _positive_int(p, "ca.rootValidityDays", data.get("rootValidityDays"), 3650)
-    inter_days = _positive_int(p, "ca.intermediateValidityDays", data.get("intermediateValidityDays"), 3650)
+    protect = as_bool(p, "ca.protect", data.get("protect"), True)
+    root_days = as_positive_int(p, "ca.rootValidityDays", data.get("rootValidityDays"), 3650)
+    inter_days = as_positive_int(p, "ca.intermediateValidityDays", data.get("intermediateValidityDays"), 3650)
     renew_raw = data.get("renewBeforeDays")
-    renew_days = 0 if renew_raw in (0, "0") else _positive_int(p, "ca.renewBeforeDays", renew_raw, 30)
-    cert = _str(p, "ca.rootCertPem", data.get("rootCertPem"))
+    renew_days = 0 if renew_raw in (0, "0") else as_positive_int(p, "ca.renewBeforeDays", renew_raw, 30)
+    cert = as_str(p, "ca.rootCertPem", data.get("rootCertPem"))
     if source == "import":
         if not cert:
             p.add("ca.rootCertPem", "is required when ca.source is import (the root certificate, PEM)")
@@ -80,7 +81,7 @@ def _parse_ca(p: _Problems, raw: Any, root_key: str | None, root_key_is_secret: 
     )
 
 
-def _check_external_root(p: _Problems, cert_pem: str) -> None:
+def _check_external_root(p: Problems, cert_pem: str) -> None:
     """The root of an external CA: one CA certificate that may have CAs below it, valid now."""
     from istio_mesh.ca_checks import ca_problems, load_one_certificate
 
@@ -91,8 +92,8 @@ def _check_external_root(p: _Problems, cert_pem: str) -> None:
         p.add(field_path, message)
 
 
-def _parse_external_intermediates(
-    p: _Problems,
+def parse_external_intermediates(
+    p: Problems,
     raw_ca: Any,
     raw_keys: Any,
     keys_are_secret: bool | None,
@@ -105,14 +106,14 @@ def _parse_external_intermediates(
 
     from istio_mesh.ca_checks import intermediate_problems
 
-    data = _mapping(p, "ca.intermediates", raw_ca.get("intermediates") if isinstance(raw_ca, Mapping) else None)
+    data = as_mapping(p, "ca.intermediates", raw_ca.get("intermediates") if isinstance(raw_ca, Mapping) else None)
     if isinstance(raw_keys, str):  # the whole map set as one secret value (JSON)
         try:
             raw_keys = json.loads(raw_keys)
         except json.JSONDecodeError:
             p.add(INTERMEDIATE_KEYS_CONFIG, "is not a map of cluster name to PEM private key")
             raw_keys = {}
-    keys = _mapping(p, INTERMEDIATE_KEYS_CONFIG, raw_keys)
+    keys = as_mapping(p, INTERMEDIATE_KEYS_CONFIG, raw_keys)
     if keys and keys_are_secret is False:
         p.add(
             INTERMEDIATE_KEYS_CONFIG,
@@ -130,12 +131,12 @@ def _parse_external_intermediates(
             p.add(f"{INTERMEDIATE_KEYS_CONFIG}.{name}", f"no cluster of the mesh is named {name!r}")
     out = []
     for name in members:
-        entry = _mapping(p, f"ca.intermediates.{name}", data.get(name))
-        _unknown(p, f"ca.intermediates.{name}.", entry, _INTERMEDIATE_KEYS)
-        cert = _str(p, f"ca.intermediates.{name}.certPem", entry.get("certPem"))
+        entry = as_mapping(p, f"ca.intermediates.{name}", data.get(name))
+        unknown_keys(p, f"ca.intermediates.{name}.", entry, _INTERMEDIATE_KEYS)
+        cert = as_str(p, f"ca.intermediates.{name}.certPem", entry.get("certPem"))
         chain_raw = entry.get("chainPem")
-        chain = "" if chain_raw == "" else _str(p, f"ca.intermediates.{name}.chainPem", chain_raw, "") or ""
-        key = _str(p, f"{INTERMEDIATE_KEYS_CONFIG}.{name}", keys.get(name))
+        chain = "" if chain_raw == "" else as_str(p, f"ca.intermediates.{name}.chainPem", chain_raw, "") or ""
+        key = as_str(p, f"{INTERMEDIATE_KEYS_CONFIG}.{name}", keys.get(name))
         if not cert:
             p.add(f"ca.intermediates.{name}.certPem", "is required when ca.source is external (its intermediate, PEM)")
         if not key:
@@ -162,7 +163,7 @@ def _parse_external_intermediates(
     return tuple(out)
 
 
-def _check_imported_root(p: _Problems, cert_pem: str, key_pem: str) -> None:
+def _check_imported_root(p: Problems, cert_pem: str, key_pem: str) -> None:
     """An imported root: one CA certificate, able to sign intermediates, valid now, matching its key."""
     from istio_mesh.ca_checks import ca_problems, key_matches, load_one_certificate
 

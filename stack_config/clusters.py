@@ -9,21 +9,21 @@ from typing import Any
 
 from istio_mesh.options import ClusterIstioSettings, GatewaySettings
 
-from .kubeconfig import _read_kubeconfig
+from .kubeconfig import read_kubeconfig
 from .model import ClusterSettings
 from .validators import (
-    _DNS1123_LABEL,
-    _LABEL_VALUE,
-    _bool,
-    _https_url,
-    _mapping,
-    _parse_values_only,
-    _path,
-    _positive_int,
-    _Problems,
-    _str,
-    _unknown,
-    _values,
+    DNS1123_LABEL,
+    LABEL_VALUE,
+    Problems,
+    as_bool,
+    as_helm_values,
+    as_https_url,
+    as_mapping,
+    as_path,
+    as_positive_int,
+    as_str,
+    parse_values_only,
+    unknown_keys,
 )
 
 _SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
@@ -42,10 +42,10 @@ _CLUSTER_KEYS = {
 _GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds", "values"}
 
 
-def _parse_gateway(p: _Problems, path: str, raw: Any) -> GatewaySettings:
-    data = _mapping(p, path, raw)
-    _unknown(p, f"{path}.", data, _GATEWAY_KEYS)
-    service_type = _str(p, f"{path}.serviceType", data.get("serviceType"), "LoadBalancer") or "LoadBalancer"
+def _parse_gateway(p: Problems, path: str, raw: Any) -> GatewaySettings:
+    data = as_mapping(p, path, raw)
+    unknown_keys(p, f"{path}.", data, _GATEWAY_KEYS)
+    service_type = as_str(p, f"{path}.serviceType", data.get("serviceType"), "LoadBalancer") or "LoadBalancer"
     if service_type not in _SERVICE_TYPES:
         p.add(
             f"{path}.serviceType",
@@ -61,58 +61,59 @@ def _parse_gateway(p: _Problems, path: str, raw: Any) -> GatewaySettings:
             ips.append(str(ipaddress.ip_address(str(ip))))
         except ValueError:
             p.add(f"{path}.externalIPs[{i}]", f"{ip!r} is not an IP address (e.g. 10.10.13.48)")
-    timeout = _positive_int(p, f"{path}.loadBalancerTimeoutSeconds", data.get("loadBalancerTimeoutSeconds"), 600)
+    timeout = as_positive_int(p, f"{path}.loadBalancerTimeoutSeconds", data.get("loadBalancerTimeoutSeconds"), 600)
     return GatewaySettings(
         service_type=service_type,
         external_ips=tuple(ips),
         load_balancer_timeout_seconds=timeout,
-        values=_values(p, f"{path}.values", data.get("values"), "gateway"),
+        values=as_helm_values(p, f"{path}.values", data.get("values"), "gateway"),
     )
 
 
-def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSettings | None:
+def parse_cluster(p: Problems, i: int, raw: Any, base_dir: str) -> ClusterSettings | None:
+    """``clusters[i]``, checked, with its kubeconfig read; None when it has a mistake (reported)."""
     path = f"clusters[{i}]"
-    data = _mapping(p, path, raw)
+    data = as_mapping(p, path, raw)
     if not data:
         if raw is not None and isinstance(raw, Mapping):
             p.add(path, "is empty; a cluster needs name, network and kubeconfig")
         return None
-    _unknown(p, f"{path}.", data, _CLUSTER_KEYS)
+    unknown_keys(p, f"{path}.", data, _CLUSTER_KEYS)
     before = len(p.items)
-    name = _str(p, f"{path}.name", data.get("name"), required=True)
-    if name is not None and (not _DNS1123_LABEL.match(name) or len(name) > 63):
+    name = as_str(p, f"{path}.name", data.get("name"), required=True)
+    if name is not None and (not DNS1123_LABEL.match(name) or len(name) > 63):
         p.add(
             f"{path}.name",
             f"{name!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters), e.g. cluster1",
         )
-    network = _str(p, f"{path}.network", data.get("network"), required=True)
-    if network is not None and (not _LABEL_VALUE.match(network) or len(network) > 63):
+    network = as_str(p, f"{path}.network", data.get("network"), required=True)
+    if network is not None and (not LABEL_VALUE.match(network) or len(network) > 63):
         p.add(
             f"{path}.network",
             f"{network!r} is not a valid Kubernetes label value (letters, digits, '-', '_', '.', "
             "starting and ending with a letter or digit, at most 63 characters), e.g. network1",
         )
-    kubeconfig_raw = _str(p, f"{path}.kubeconfig", data.get("kubeconfig"), required=True)
-    context = _str(p, f"{path}.context", data.get("context"))
-    api_server = _str(p, f"{path}.apiServer", data.get("apiServer"))
+    kubeconfig_raw = as_str(p, f"{path}.kubeconfig", data.get("kubeconfig"), required=True)
+    context = as_str(p, f"{path}.context", data.get("context"))
+    api_server = as_str(p, f"{path}.apiServer", data.get("apiServer"))
     if api_server is not None:
-        api_server = _https_url(p, f"{path}.apiServer", api_server)
+        api_server = as_https_url(p, f"{path}.apiServer", api_server)
     gateway = _parse_gateway(p, f"{path}.eastWestGateway", data.get("eastWestGateway"))
-    istio = ClusterIstioSettings(values=_parse_values_only(p, f"{path}.istio", data.get("istio"), "istiod"))
+    istio = ClusterIstioSettings(values=parse_values_only(p, f"{path}.istio", data.get("istio"), "istiod"))
     versions = _helloworld_versions(p, f"{path}.helloworldVersions", data.get("helloworldVersions"))
-    unreachable = _bool(p, f"{path}.unreachable", data.get("unreachable"), False)
+    unreachable = as_bool(p, f"{path}.unreachable", data.get("unreachable"), False)
     kube = None
     file: str | None = None
     if kubeconfig_raw:
-        file = _path(p, f"{path}.kubeconfig", kubeconfig_raw, base_dir)
+        file = as_path(p, f"{path}.kubeconfig", kubeconfig_raw, base_dir)
         if file:
-            kube = _read_kubeconfig(p, f"{path}.kubeconfig", file, context)
+            kube = read_kubeconfig(p, f"{path}.kubeconfig", file, context)
     if len(p.items) > before or kube is None or name is None or network is None:
         return None
     content, chosen_context, server = kube
     if api_server is None:
-        api_server = _https_url(p, f"{path}.kubeconfig", server)
+        api_server = as_https_url(p, f"{path}.kubeconfig", server)
         if api_server is None:
             return None
     return ClusterSettings(
@@ -130,7 +131,7 @@ def _parse_cluster(p: _Problems, i: int, raw: Any, base_dir: str) -> ClusterSett
     )
 
 
-def _helloworld_versions(p: _Problems, path: str, raw: Any) -> tuple[str, ...]:
+def _helloworld_versions(p: Problems, path: str, raw: Any) -> tuple[str, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):

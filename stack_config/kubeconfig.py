@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
-from .validators import _Problems
+from .validators import Problems
 
 
-def _read_kubeconfig(p: _Problems, path: str, file: str, context: str | None) -> tuple[str, str, str] | None:
+def read_kubeconfig(p: Problems, path: str, file: str, context: str | None) -> tuple[str, str, str] | None:
     """Returns (content, context, server) of ``file``; reports a missing file, context or server."""
     if not os.path.isfile(file):
         p.add(path, f"kubeconfig file {file!r} does not exist; point it at the cluster's kubeconfig")

@@ -11,9 +11,9 @@ from typing import Any
 from istio_mesh.chart_values import mesh_values_problems
 from istio_mesh.options import MeshGatewaySettings
 
-from .ca_settings import _parse_ca, _parse_external_intermediates
-from .clusters import _parse_cluster
-from .mesh_options import _parse_istio, _parse_remote_access, _parse_samples
+from .ca_settings import parse_ca, parse_external_intermediates
+from .clusters import parse_cluster
+from .mesh_options import parse_istio, parse_remote_access, parse_samples
 from .model import (
     CONFIG_NAMES,
     CONFIG_NAMESPACE,
@@ -23,7 +23,7 @@ from .model import (
     ConfigError,
     MeshSettings,
 )
-from .validators import _LABEL_VALUE, _bool, _parse_values_only, _Problems, _str, _unknown
+from .validators import LABEL_VALUE, Problems, as_bool, as_str, parse_values_only, unknown_keys
 
 _TOP_KEYS = {
     "meshId",
@@ -48,22 +48,22 @@ def parse_settings(
     ``secret_keys`` names the keys stored as secrets (``None``: unknown, not checked); private keys
     given in plain text are refused. Raises ``ConfigError`` listing every problem found.
     """
-    p = _Problems()
-    _unknown(p, "", raw, _TOP_KEYS)
-    mesh_id = _str(p, "meshId", raw.get("meshId"), required=True)
-    if mesh_id is not None and (not _LABEL_VALUE.match(mesh_id) or len(mesh_id) > 63):
+    p = Problems()
+    unknown_keys(p, "", raw, _TOP_KEYS)
+    mesh_id = as_str(p, "meshId", raw.get("meshId"), required=True)
+    if mesh_id is not None and (not LABEL_VALUE.match(mesh_id) or len(mesh_id) > 63):
         p.add("meshId", f"{mesh_id!r} is not a valid mesh ID (a Kubernetes label value, e.g. mesh1)")
-    lab = _bool(p, "lab", raw.get("lab"), False)
-    istio = _parse_istio(p, raw.get("istio"), base_dir)
-    ca = _parse_ca(
+    lab = as_bool(p, "lab", raw.get("lab"), False)
+    istio = parse_istio(p, raw.get("istio"), base_dir)
+    ca = parse_ca(
         p, raw.get("ca"), raw.get(ROOT_KEY_CONFIG), None if secret_keys is None else ROOT_KEY_CONFIG in secret_keys
     )
     if ca.source != "external" and raw.get(INTERMEDIATE_KEYS_CONFIG) is not None:
         p.add(INTERMEDIATE_KEYS_CONFIG, f"is only used when ca.source is external (it is {ca.source!r})")
-    samples = _parse_samples(p, raw.get("samples"))
-    remote_access = _parse_remote_access(p, raw.get("remoteAccess"))
+    samples = parse_samples(p, raw.get("samples"))
+    remote_access = parse_remote_access(p, raw.get("remoteAccess"))
     east_west_gateway = MeshGatewaySettings(
-        values=_parse_values_only(p, "eastWestGateway", raw.get("eastWestGateway"), "gateway")
+        values=parse_values_only(p, "eastWestGateway", raw.get("eastWestGateway"), "gateway")
     )
 
     clusters_raw = raw.get("clusters")
@@ -88,7 +88,7 @@ def parse_settings(
                     "cluster names must be unique (istiod uses them as cluster IDs)",
                 )
             seen.setdefault(c["name"], i)
-        parsed = _parse_cluster(p, i, c, base_dir)
+        parsed = parse_cluster(p, i, c, base_dir)
         if parsed:
             clusters.append(parsed)
             index.setdefault(parsed.name, i)
@@ -104,7 +104,7 @@ def parse_settings(
     if ca.source == "external":
         ca = dataclasses.replace(
             ca,
-            intermediates=_parse_external_intermediates(
+            intermediates=parse_external_intermediates(
                 p,
                 raw.get("ca"),
                 raw.get(INTERMEDIATE_KEYS_CONFIG),

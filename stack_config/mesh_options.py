@@ -19,26 +19,27 @@ from istio_mesh.options import (
     SampleSettings,
 )
 
-from .validators import _DNS1123_LABEL, _bool, _mapping, _path, _Problems, _str, _unknown, _values
+from .validators import DNS1123_LABEL, Problems, as_bool, as_helm_values, as_mapping, as_path, as_str, unknown_keys
 
 _ISTIO_KEYS = {"version", "chartRepository", "chartDirectory", "hub", "tag", "keepCRDs", "values"}
 _SAMPLE_KEYS = {"enabled", "namespace", "helloworldImagePrefix", "sleepImage"}
 _REMOTE_ACCESS_KEYS = {"reader", "readSecrets", "tokenGeneration"}
 
 
-def _parse_istio(p: _Problems, raw: Any, base_dir: str) -> IstioSettings:
-    data = _mapping(p, "istio", raw)
-    _unknown(p, "istio.", data, _ISTIO_KEYS)
-    version = _str(p, "istio.version", data.get("version"), DEFAULT_ISTIO_VERSION) or DEFAULT_ISTIO_VERSION
+def parse_istio(p: Problems, raw: Any, base_dir: str) -> IstioSettings:
+    """``istio``: the release, where its charts come from, images and istiod chart values."""
+    data = as_mapping(p, "istio", raw)
+    unknown_keys(p, "istio.", data, _ISTIO_KEYS)
+    version = as_str(p, "istio.version", data.get("version"), DEFAULT_ISTIO_VERSION) or DEFAULT_ISTIO_VERSION
     if not re.match(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$", version):
         p.add("istio.version", f"{version!r} is not an Istio release version, e.g. 1.28.0")
-    repo = _str(p, "istio.chartRepository", data.get("chartRepository"))
-    directory = _str(p, "istio.chartDirectory", data.get("chartDirectory"))
+    repo = as_str(p, "istio.chartRepository", data.get("chartRepository"))
+    directory = as_str(p, "istio.chartDirectory", data.get("chartDirectory"))
     charts = ChartSource()
     if repo and directory:
         p.add("istio", "set either chartRepository or chartDirectory, not both")
     elif directory:
-        resolved = _path(p, "istio.chartDirectory", directory, base_dir)
+        resolved = as_path(p, "istio.chartDirectory", directory, base_dir)
         if resolved:
             missing = [
                 c for c in ("base", "istiod", "gateway") if not os.path.isfile(os.path.join(resolved, c, "Chart.yaml"))
@@ -55,35 +56,38 @@ def _parse_istio(p: _Problems, raw: Any, base_dir: str) -> IstioSettings:
         if parsed.scheme not in ("https", "http", "oci") or not parsed.netloc:
             p.add("istio.chartRepository", f"{repo!r} is not a chart repository URL, e.g. {DEFAULT_CHART_REPOSITORY}")
         charts = ChartSource(repository=repo)
-    hub = _str(p, "istio.hub", data.get("hub"), DEFAULT_HUB) or DEFAULT_HUB
-    tag = _str(p, "istio.tag", data.get("tag"), version) or version
-    keep_crds = _bool(p, "istio.keepCRDs", data.get("keepCRDs"), True)
-    values = _values(p, "istio.values", data.get("values"), "istiod")
+    hub = as_str(p, "istio.hub", data.get("hub"), DEFAULT_HUB) or DEFAULT_HUB
+    tag = as_str(p, "istio.tag", data.get("tag"), version) or version
+    keep_crds = as_bool(p, "istio.keepCRDs", data.get("keepCRDs"), True)
+    values = as_helm_values(p, "istio.values", data.get("values"), "istiod")
     return IstioSettings(version=version, charts=charts, hub=hub, tag=tag, keep_crds=keep_crds, values=values)
 
 
-def _parse_samples(p: _Problems, raw: Any) -> SampleSettings:
-    data = _mapping(p, "samples", raw)
-    _unknown(p, "samples.", data, _SAMPLE_KEYS)
-    namespace = _str(p, "samples.namespace", data.get("namespace"), "sample") or "sample"
-    if not _DNS1123_LABEL.match(namespace):
+def parse_samples(p: Problems, raw: Any) -> SampleSettings:
+    """``samples``: whether the walkthrough's helloworld and sleep run, and where."""
+    data = as_mapping(p, "samples", raw)
+    unknown_keys(p, "samples.", data, _SAMPLE_KEYS)
+    namespace = as_str(p, "samples.namespace", data.get("namespace"), "sample") or "sample"
+    if not DNS1123_LABEL.match(namespace):
         p.add("samples.namespace", f"{namespace!r} is not a valid namespace name (DNS-1123 label)")
     defaults = SampleSettings()
     return SampleSettings(
-        enabled=_bool(p, "samples.enabled", data.get("enabled"), False),
+        enabled=as_bool(p, "samples.enabled", data.get("enabled"), False),
         namespace=namespace,
-        helloworld_image_prefix=_str(
+        helloworld_image_prefix=as_str(
             p, "samples.helloworldImagePrefix", data.get("helloworldImagePrefix"), defaults.helloworld_image_prefix
         )
         or defaults.helloworld_image_prefix,
-        sleep_image=_str(p, "samples.sleepImage", data.get("sleepImage"), defaults.sleep_image) or defaults.sleep_image,
+        sleep_image=as_str(p, "samples.sleepImage", data.get("sleepImage"), defaults.sleep_image)
+        or defaults.sleep_image,
     )
 
 
-def _parse_remote_access(p: _Problems, raw: Any) -> RemoteAccessSettings:
-    data = _mapping(p, "remoteAccess", raw)
-    _unknown(p, "remoteAccess.", data, _REMOTE_ACCESS_KEYS)
-    reader = _str(p, "remoteAccess.reader", data.get("reader"), READER_MESH) or READER_MESH
+def parse_remote_access(p: Problems, raw: Any) -> RemoteAccessSettings:
+    """``remoteAccess``: whose token the remote secrets carry, and its generation."""
+    data = as_mapping(p, "remoteAccess", raw)
+    unknown_keys(p, "remoteAccess.", data, _REMOTE_ACCESS_KEYS)
+    reader = as_str(p, "remoteAccess.reader", data.get("reader"), READER_MESH) or READER_MESH
     if reader not in (READER_MESH, READER_ISTIO):
         p.add(
             "remoteAccess.reader",
@@ -106,7 +110,7 @@ def _parse_remote_access(p: _Problems, raw: Any) -> RemoteAccessSettings:
                 f"expected an integer from 0 to 999999, got {value!r} (increment it to rotate every reader token)",
             )
             generation = 0
-    read_secrets = _bool(p, "remoteAccess.readSecrets", data.get("readSecrets"), True)
+    read_secrets = as_bool(p, "remoteAccess.readSecrets", data.get("readSecrets"), True)
     if reader == READER_ISTIO and not read_secrets:
         p.add(
             "remoteAccess.readSecrets",

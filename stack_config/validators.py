@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-class _Problems:
+class Problems:
     """Collects problems so one run reports them all."""
 
     def __init__(self) -> None:
@@ -28,13 +28,15 @@ class _Problems:
 _VALUES_ONLY_KEYS = {"values"}
 
 
-def _unknown(p: _Problems, path: str, data: Mapping[str, Any], known: set[str]) -> None:
+def unknown_keys(p: Problems, path: str, data: Mapping[str, Any], known: set[str]) -> None:
+    """Reports every key of ``data`` that is not in ``known`` (a misspelt setting is not ignored)."""
     for key in data:
         if key not in known:
             p.add(f"{path}{key}", f"unknown setting; valid settings here: {', '.join(sorted(known))}")
 
 
-def _mapping(p: _Problems, path: str, value: Any) -> Mapping[str, Any]:
+def as_mapping(p: Problems, path: str, value: Any) -> Mapping[str, Any]:
+    """``value`` as an object (``None``: empty); anything else is reported and read as empty."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -43,7 +45,8 @@ def _mapping(p: _Problems, path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
-def _str(p: _Problems, path: str, value: Any, default: str | None = None, required: bool = False) -> str | None:
+def as_str(p: Problems, path: str, value: Any, default: str | None = None, required: bool = False) -> str | None:
+    """``value`` as a non-empty string, or ``default``; reports a missing required or a wrong value."""
     if value is None:
         if required:
             p.add(path, "is required")
@@ -54,7 +57,8 @@ def _str(p: _Problems, path: str, value: Any, default: str | None = None, requir
     return value
 
 
-def _bool(p: _Problems, path: str, value: Any, default: bool) -> bool:
+def as_bool(p: Problems, path: str, value: Any, default: bool) -> bool:
+    """``value`` as true or false (YAML booleans or their spelling as text), or ``default``."""
     if value is None:
         return default
     if isinstance(value, bool):
@@ -65,7 +69,8 @@ def _bool(p: _Problems, path: str, value: Any, default: bool) -> bool:
     return default
 
 
-def _positive_int(p: _Problems, path: str, value: Any, default: int) -> int:
+def as_positive_int(p: Problems, path: str, value: Any, default: int) -> int:
+    """``value`` as a positive integer (a number or its text), or ``default``."""
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -82,7 +87,7 @@ def _positive_int(p: _Problems, path: str, value: Any, default: int) -> int:
     return number
 
 
-def _values(p: _Problems, path: str, raw: Any, chart: str) -> dict[str, Any]:
+def as_helm_values(p: Problems, path: str, raw: Any, chart: str) -> dict[str, Any]:
     """Helm values for ``chart`` at ``path``: an object (a mapping with string keys), copied."""
     if raw is None:
         return {}
@@ -102,7 +107,8 @@ def expand_path(raw: str, base_dir: str) -> str:
     return expanded if os.path.isabs(expanded) else os.path.normpath(os.path.join(base_dir, expanded))
 
 
-def _path(p: _Problems, path: str, raw: str, base_dir: str) -> str | None:
+def as_path(p: Problems, path: str, raw: str, base_dir: str) -> str | None:
+    """``raw`` as an absolute path (``expand_path``); reports an environment variable that is not set."""
     expanded = expand_path(raw, base_dir)
     unresolved = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
     if unresolved:
@@ -111,7 +117,8 @@ def _path(p: _Problems, path: str, raw: str, base_dir: str) -> str | None:
     return expanded
 
 
-def _https_url(p: _Problems, path: str, value: str) -> str | None:
+def as_https_url(p: Problems, path: str, value: str) -> str | None:
+    """``value`` as an API server URL, ``https://<host>[:<port>]`` without a trailing slash, or None."""
     parsed = urlparse(value)
     try:
         port = parsed.port
@@ -126,8 +133,8 @@ def _https_url(p: _Problems, path: str, value: str) -> str | None:
     return value.rstrip("/")
 
 
-def _parse_values_only(p: _Problems, path: str, raw: Any, chart: str) -> dict[str, Any]:
+def parse_values_only(p: Problems, path: str, raw: Any, chart: str) -> dict[str, Any]:
     """``values`` of a setting that holds nothing else (a cluster's ``istio``, the mesh's ``eastWestGateway``)."""
-    data = _mapping(p, path, raw)
-    _unknown(p, f"{path}.", data, _VALUES_ONLY_KEYS)
-    return _values(p, f"{path}.values", data.get("values"), chart)
+    data = as_mapping(p, path, raw)
+    unknown_keys(p, f"{path}.", data, _VALUES_ONLY_KEYS)
+    return as_helm_values(p, f"{path}.values", data.get("values"), chart)

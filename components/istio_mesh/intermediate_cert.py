@@ -167,7 +167,9 @@ def renewal_due(
     return min(now + datetime.timedelta(days=validity_days), root_end) > end
 
 
-def _renewal_due(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+def renewal_due_for(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+    """``renewal_due`` for a certificate's recorded outputs ``olds`` and new inputs ``news`` (the dynamic
+    provider's snake_case names; the plugin's signer maps its own onto them)."""
     try:
         return renewal_due(
             olds.get("not_after"),
@@ -210,7 +212,7 @@ class IntermediateCertificateProvider(dynamic.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         changed = [k for k in REPLACE_ON if olds.get(k) != news.get(k)]
-        if not changed and _renewal_due(olds, news):
+        if not changed and renewal_due_for(olds, news):
             changed = ["not_after"]  # renewal: the same inputs, signed again
         return dynamic.DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
 

@@ -25,7 +25,7 @@ from pulumi.runtime import proto, rpc
 from pulumi.runtime.proto import provider_pb2_grpc
 
 from .constants import PACKAGE
-from .intermediate_cert import PLUGIN_NAMES, REPLACE_ON, SigningError, _renewal_due, sign_intermediate
+from .intermediate_cert import PLUGIN_NAMES, REPLACE_ON, SigningError, renewal_due_for, sign_intermediate
 from .plugin_mesh import MultiPrimaryMesh
 
 #: Threads for the component's registrations (each waits on the engine while its resource is created).
@@ -63,7 +63,7 @@ def diff(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
     """The properties whose change replaces the certificate (``notAfter`` when renewal is due): the
     dynamic provider's rules, on the schema's names."""
     changed = [k for k in REPLACE_ON_PLUGIN if olds.get(k) != news.get(k)]
-    if not changed and _renewal_due(_snake(olds), _snake(news)):
+    if not changed and renewal_due_for(_snake(olds), _snake(news)):
         changed = ["notAfter"]
     return changed
 
@@ -148,6 +148,9 @@ class Servicer(ProviderServicer):
 def serve(schema: dict[str, Any], version: str, argv: list[str]) -> None:
     """Serves the plugin: prints the port on stdout (what the engine reads), then answers until stopped."""
     from pulumi.provider.experimental.component import ComponentProvider
+
+    # Private to Pulumi, and what its own provider hosts serve with (pulumi.provider.server: 400 MB messages,
+    # 30 min in the queue); the SDK offers no public name for them.
     from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
 
     parser = argparse.ArgumentParser(description="the istiomesh Pulumi plugin")
