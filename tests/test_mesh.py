@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 
 from istio_mesh import constants as c
 from istio_mesh.create_guard import CREATED_BY_ANNOTATION
-from istio_mesh.drift import delete_crds_on_destroy
 from istio_mesh.root_ca import pem_fingerprint
+from istio_mesh.transforms import delete_crds_on_destroy
 
 SECRET = "kubernetes:core/v1:Secret"
 CHART = "kubernetes:helm.sh/v4:Chart"

@@ -23,10 +23,9 @@ from .constants import (
     SKIP_AWAIT_ANNOTATION,
     TIMEOUT_ANNOTATION,
 )
-from .drift import delete_crds_on_destroy, ignore_istiod_managed_fields
 from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, SIGNER_DYNAMIC
 from .options import ExternalIntermediate, IstioSettings
-from .transforms import single_transform
+from .transforms import delete_crds_on_destroy, ignore_istiod_managed_fields, single_transform
 
 
 @dataclass(frozen=True)
