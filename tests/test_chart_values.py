@@ -11,7 +11,8 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import Recorded, mesh_program, run_program
+from support.mocks import Recorded, run_program
+from support.program import mesh_program
 
 from istio_mesh import (
     CASettings,

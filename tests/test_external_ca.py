@@ -7,11 +7,13 @@ import datetime
 from typing import Any
 
 import pytest
-from conftest import ca_certificate, mesh_program, private_key_pem, run_program
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.certs import ca_certificate, private_key_pem
+from support.mocks import run_program
+from support.program import mesh_program
 
 from stack_config import ConfigError, parse_settings
 

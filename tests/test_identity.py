@@ -10,7 +10,9 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import Recorded, Rendered, ca_certificate, mesh_program, run_program
+from support.certs import ca_certificate
+from support.mocks import Recorded, Rendered, run_program
+from support.program import mesh_program
 
 from istio_mesh.constants import CREATED_BY_ANNOTATION
 from istio_mesh.create_guard import (

@@ -10,10 +10,11 @@ from typing import Any
 import dill
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pulumi.dynamic.dynamic import serialize_provider
+from support.certs import NOW, ec_root_ca, private_key_pem, public_key_pem
 
 from istio_mesh.intermediate_cert import (
     IntermediateCertificateProvider,
@@ -21,48 +22,11 @@ from istio_mesh.intermediate_cert import (
     sign_intermediate,
 )
 
-NOW = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
-
-
-def _pem_key(key: Any) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def _pem_pub(key: Any) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-
-
-def _root(with_ski: bool = True, days: float = 3650) -> tuple[str, str, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"), x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    )
-    if with_ski:
-        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    cert = builder.sign(key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key), cert
-
 
 def _sign(**overrides: Any) -> x509.Certificate:
-    root_pem, root_key, _ = overrides.pop("root", None) or _root()
+    root_pem, root_key, _ = overrides.pop("root", None) or ec_root_ca()
     args: dict[str, Any] = {
-        "public_key_pem": _pem_pub(ec.generate_private_key(ec.SECP256R1())),
+        "public_key_pem": public_key_pem(ec.generate_private_key(ec.SECP256R1())),
         "cluster_name": "cluster1",
         "root_cert_pem": root_pem,
         "root_key_pem": root_key,
@@ -74,7 +38,7 @@ def _sign(**overrides: Any) -> x509.Certificate:
 
 
 def test_intermediate_has_every_istio_field_and_pathlen_zero() -> None:
-    root = _root()
+    root = ec_root_ca()
     ca = _sign(root=root)
     ca.verify_directly_issued_by(root[2])
     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
@@ -98,14 +62,14 @@ def test_intermediate_has_every_istio_field_and_pathlen_zero() -> None:
 
 
 def test_a_root_without_ski_still_gets_an_authority_key_id() -> None:
-    root = _root(with_ski=False)
+    root = ec_root_ca(with_ski=False)
     ca = _sign(root=root)
     aki = ca.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == x509.SubjectKeyIdentifier.from_public_key(root[2].public_key()).digest
 
 
 def test_each_signature_has_its_own_serial() -> None:
-    root = _root()
+    root = ec_root_ca()
     assert _sign(root=root).serial_number != _sign(root=root).serial_number
 
 
@@ -116,7 +80,10 @@ def test_each_signature_has_its_own_serial() -> None:
         ({"root_cert_pem": "not a cert"}, "root_cert_pem is not a PEM certificate"),
         ({"root_key_pem": "not a key"}, "root_key_pem is not an unencrypted PEM private key"),
         ({"public_key_pem": "nope"}, "public_key_pem is not a PEM public key"),
-        ({"root_key_pem": _pem_key(ec.generate_private_key(ec.SECP256R1()))}, "not the private key of root_cert_pem"),
+        (
+            {"root_key_pem": private_key_pem(ec.generate_private_key(ec.SECP256R1()))},
+            "not the private key of root_cert_pem",
+        ),
     ],
 )
 def test_bad_inputs_are_named(overrides: dict[str, Any], message: str) -> None:
@@ -126,7 +93,7 @@ def test_bad_inputs_are_named(overrides: dict[str, Any], message: str) -> None:
 
 def _props(root: tuple[str, str, x509.Certificate], **overrides: Any) -> dict[str, Any]:
     props = {
-        "public_key_pem": _pem_pub(ec.generate_private_key(ec.SECP256R1())),
+        "public_key_pem": public_key_pem(ec.generate_private_key(ec.SECP256R1())),
         "cluster_name": "cluster1",
         "root_cert_pem": root[0],
         "root_key_pem": root[1],
@@ -137,7 +104,7 @@ def _props(root: tuple[str, str, x509.Certificate], **overrides: Any) -> dict[st
 
 
 def test_provider_state_has_the_cert_and_never_the_root_key() -> None:
-    root = _root()
+    root = ec_root_ca()
     result = IntermediateCertificateProvider().create(_props(root))
     outs = result.outs or {}
     assert "root_key_pem" not in outs and root[1] not in repr(outs)
@@ -147,13 +114,13 @@ def test_provider_state_has_the_cert_and_never_the_root_key() -> None:
 
 
 def test_provider_replaces_on_any_input_change_and_is_quiet_otherwise() -> None:
-    root = _root()
+    root = ec_root_ca()
     provider = IntermediateCertificateProvider()
     props = _props(root)
     outs = provider.create(props).outs or {}
     same = provider.diff("id", outs, dict(props))
     assert same.changes is False and not same.replaces
-    for key, value in (("cluster_name", "cluster9"), ("validity_days", 730), ("root_cert_pem", _root()[0])):
+    for key, value in (("cluster_name", "cluster9"), ("validity_days", 730), ("root_cert_pem", ec_root_ca()[0])):
         changed = provider.diff("id", outs, {**props, key: value})
         assert changed.changes is True and changed.replaces == [key]
     # A refresh reads back exactly what was signed (the certificate lives only in state).
@@ -198,7 +165,7 @@ def test_the_provider_in_state_written_before_the_package_move_still_loads() -> 
 
 def _short_root(days: float) -> tuple[str, str, x509.Certificate]:
     """A root that ends ``days`` after NOW (and began a day before it)."""
-    return _root(with_ski=False, days=days)
+    return ec_root_ca(with_ski=False, days=days)
 
 
 def test_an_intermediate_is_never_valid_past_its_root() -> None:
@@ -212,7 +179,7 @@ def test_an_intermediate_is_never_valid_past_its_root() -> None:
 def test_renewal_is_due_within_the_window_and_only_when_it_helps() -> None:
     from istio_mesh.intermediate_cert import renewal_due
 
-    root_pem = _root()[0]  # ends NOW + 3650 days
+    root_pem = ec_root_ca()[0]  # ends NOW + 3650 days
     end = (NOW + datetime.timedelta(days=40)).isoformat()
     assert not renewal_due(end, 30, 365, root_pem, now=NOW)  # 40 days left: outside a 30-day window
     assert renewal_due(end, 30, 365, root_pem, now=NOW + datetime.timedelta(days=11))  # 29 days left
@@ -224,7 +191,7 @@ def test_renewal_is_due_within_the_window_and_only_when_it_helps() -> None:
 
 
 def test_provider_renews_when_due_with_the_same_inputs() -> None:
-    root = _root()
+    root = ec_root_ca()
     provider = IntermediateCertificateProvider()
     props = _props(root, renew_before_days=30)
     outs = provider.create(props).outs or {}

@@ -9,18 +9,11 @@ from typing import Any
 
 import pulumi
 import yaml
-from conftest import (
-    FAKE_CLUSTER_CA,
-    FAKE_TOKEN_PREFIX,
-    Recorded,
-    Registration,
-    mesh_program,
-    mock_private_key_pem,
-    run_program,
-)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
+from support.mocks import FAKE_CLUSTER_CA, FAKE_TOKEN_PREFIX, Recorded, Registration, mock_private_key_pem, run_program
+from support.program import mesh_program
 
 from istio_mesh import constants as c
 from istio_mesh.create_guard import CREATED_BY_ANNOTATION
@@ -146,11 +139,11 @@ def test_cacerts_holds_the_four_keys_with_chain_intermediate_then_root(mesh_sett
 
 def test_intermediate_state_never_holds_the_root_key(mesh_settings: Any) -> None:
     """The signer's outputs (what the engine stores as the resource's state) leave the root key out."""
-    from conftest import _run_dynamic_create
+    from support.mocks import run_dynamic_create
 
     rec = _build(mesh_settings())
     for reg in rec.of_type(INTERMEDIATE):
-        _, outs = _run_dynamic_create(reg.inputs)
+        _, outs = run_dynamic_create(reg.inputs)
         assert "root_key_pem" not in outs and ROOT_KEY not in repr(outs)
         assert "BEGIN CERTIFICATE" in outs["cert_pem"]
 

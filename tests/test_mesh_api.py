@@ -9,7 +9,7 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import Recorded, run_program
+from support.mocks import Recorded, run_program
 
 from istio_mesh import (
     CASettings,
@@ -292,9 +292,9 @@ def test_an_existing_root_is_given_as_inputs(mesh_settings: Any) -> None:
     gives): no root is generated, the intermediates are signed with it, and the key stays a secret."""
     import datetime
 
-    from conftest import ca_certificate, private_key_pem
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+    from support.certs import ca_certificate, private_key_pem
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)

@@ -136,7 +136,18 @@ print(json.dumps({"file": istio_mesh.__file__, "all": sorted(istio_mesh.__all__)
     assert seen["file"].startswith(fresh), seen["file"]
     assert {"MultiPrimaryMesh", "RootCA", "ClusterCA", "IstioControlPlane", "EastWestGateway"} <= set(seen["all"])
     assert "RemoteSecretPair" in seen["all"]
-    repository = {"components", "stack_config", "lab", "verify", "tests", "bench", "scripts", "toolchain", "conftest"}
+    repository = {
+        "components",
+        "stack_config",
+        "lab",
+        "verify",
+        "tests",
+        "bench",
+        "scripts",
+        "toolchain",
+        "conftest",
+        "support",
+    }
     assert not repository & set(seen["modules"]), sorted(repository & set(seen["modules"]))
 
 

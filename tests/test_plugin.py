@@ -15,10 +15,10 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import run_program
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_intermediate_cert import NOW, _pem_pub, _root
+from support.certs import NOW, ec_root_ca, public_key_pem
+from support.mocks import run_program
 
 from istio_mesh import CASettings, IstioSettings, RemoteAccessSettings
 from istio_mesh.constants import PACKAGE_VERSION
@@ -152,7 +152,7 @@ def test_the_mesh_the_plugin_builds_signs_with_the_plugins_resource(mesh_setting
 
 def _plugin_props(root: tuple[str, str, x509.Certificate], **overrides: Any) -> dict[str, Any]:
     return {
-        "publicKeyPem": _pem_pub(ec.generate_private_key(ec.SECP256R1())),
+        "publicKeyPem": public_key_pem(ec.generate_private_key(ec.SECP256R1())),
         "clusterName": "cluster1",
         "rootCertPem": root[0],
         "rootKeyPem": root[1],
@@ -163,7 +163,7 @@ def _plugin_props(root: tuple[str, str, x509.Certificate], **overrides: Any) -> 
 
 
 def test_the_plugins_certificate_is_an_istio_intermediate_and_never_returns_the_root_key() -> None:
-    root = _root()
+    root = ec_root_ca()
     id_, outs = create(_plugin_props(root), now=NOW)
     cert = x509.load_pem_x509_certificate(outs["certPem"].encode())
     constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
@@ -174,11 +174,11 @@ def test_the_plugins_certificate_is_an_istio_intermediate_and_never_returns_the_
 
 
 def test_the_plugins_certificate_is_replaced_on_any_input_change_and_on_renewal() -> None:
-    root = _root()
+    root = ec_root_ca()
     props = _plugin_props(root)
     _, outs = create(props, now=NOW)
     assert diff(outs, dict(props)) == []
-    for key, value in (("clusterName", "cluster9"), ("validityDays", 730), ("rootCertPem", _root()[0])):
+    for key, value in (("clusterName", "cluster9"), ("validityDays", 730), ("rootCertPem", ec_root_ca()[0])):
         assert diff(outs, {**props, key: value}) == [key]
     assert diff(outs, {**props, "renewBeforeDays": 1}) == []  # alone, never a reason
     # Within the renewal window (the certificate ends in 10 days), the next `up` signs again.

@@ -12,8 +12,8 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import RecordingMocks, RecordingMonitor, write_kubeconfig
-from test_settings import _run_main
+from support.mocks import RecordingMocks, RecordingMonitor
+from support.program import run_main, write_kubeconfig
 
 from stack_config import parse_settings
 from stack_config.preflight import api_server_error, preflight_problems
@@ -112,7 +112,7 @@ def test_the_program_registers_nothing_when_a_cluster_does_not_answer(
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="istio-mesh", stack="test", preview=False, monitor=monitor)
     with pytest.raises(Exception) as err:
-        pulumi.runtime.test(_run_main({"meshId": "mesh1", "clusters": clusters}, str(tmp_path)))()
+        pulumi.runtime.test(run_main({"meshId": "mesh1", "clusters": clusters}, str(tmp_path)))()
     assert "cannot reach every cluster (nothing was changed)" in str(err.value)
     assert "clusters[1] (cluster2, https://10.0.2.1:6443): the API server did not answer" in str(err.value)
     assert monitor.registrations == []

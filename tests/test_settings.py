@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import os
-import runpy
 from typing import Any
 
 import pulumi
 import pytest
-from conftest import ca_certificate, private_key_pem, run_program, write_kubeconfig
+from support.certs import ca_certificate, private_key_pem
+from support.mocks import run_program
+from support.program import run_main, write_kubeconfig
 
 from istio_mesh.options import is_loopback_url
 from stack_config import ConfigError, parse_settings
@@ -295,7 +295,7 @@ def test_imported_root_is_used_and_checked(kubeconfigs: Any) -> None:
 
 
 def test_imported_root_signs_intermediates_and_creates_no_root(kubeconfigs: Any) -> None:
-    from conftest import mesh_program
+    from support.program import mesh_program
 
     cert, key, _ = _ca_pair()
     s = parse_settings(_raw(kubeconfigs, ca={"source": "import", "rootCertPem": cert}, caRootKeyPem=key))
@@ -327,26 +327,8 @@ def test_loopback_detection() -> None:
 # ---- the program itself -----------------------------------------------------------------------------
 
 
-def _run_main(config: dict[str, Any], cwd: str) -> Any:
-    """Runs __main__.py under mocks with ``config`` as the stack's istio-mesh:* settings."""
-    env = {f"istio-mesh:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
-    main = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "__main__.py")
-
-    def build() -> dict[str, pulumi.Output[Any]]:
-        pulumi.runtime.set_all_config(env)
-        old = os.getcwd()
-        os.chdir(cwd)
-        try:
-            runpy.run_path(main, run_name="__main__")
-        finally:
-            os.chdir(old)
-        return {}
-
-    return build
-
-
 def test_main_rejects_bad_config_before_registering_anything(tmp_path: Any) -> None:
-    from conftest import RecordingMocks, RecordingMonitor
+    from support.mocks import RecordingMocks, RecordingMonitor
 
     path = write_kubeconfig(str(tmp_path), "cluster1", "https://10.0.1.1:6443")
     config = {"meshId": "mesh1", "clusters": [{"name": "cluster1", "network": "network1", "kubeconfig": path}]}
@@ -354,7 +336,7 @@ def test_main_rejects_bad_config_before_registering_anything(tmp_path: Any) -> N
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="istio-mesh", stack="test", preview=False, monitor=monitor)
     with pytest.raises(pulumi.RunError) as err:
-        pulumi.runtime.test(_run_main(config, str(tmp_path)))()
+        pulumi.runtime.test(run_main(config, str(tmp_path)))()
     assert "clusters: a multi-cluster mesh needs at least two clusters, got 1" in str(err.value)
     assert monitor.registrations == []
 
@@ -374,7 +356,7 @@ def test_main_builds_the_mesh_from_stack_config(tmp_path: Any, monkeypatch: pyte
         for i in (1, 2)
     ]
     # Relative kubeconfig paths resolve against the project directory (where pulumi runs the program).
-    rec = run_program(_run_main({"meshId": "mesh1", "clusters": clusters, "lab": "true"}, str(tmp_path)))
+    rec = run_program(run_main({"meshId": "mesh1", "clusters": clusters, "lab": "true"}, str(tmp_path)))
     assert len(rec.of_type("istiomesh:index:MultiPrimaryMesh")) == 1
     assert sorted(r.name for r in rec.of_type("pulumi:providers:kubernetes")) == ["k8s-cluster1", "k8s-cluster2"]
 
