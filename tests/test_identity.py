@@ -26,8 +26,8 @@ from istio_mesh.create_guard import (
     object_ref,
     refuse_existing,
 )
+from istio_mesh.fingerprint import pem_fingerprint
 from istio_mesh.multi_primary_mesh import pair_aliases, pair_name
-from istio_mesh.root_ca import pem_fingerprint
 from istio_mesh.root_guard import RootChangeError, root_change_refusal
 
 SECRET = "kubernetes:core/v1:Secret"

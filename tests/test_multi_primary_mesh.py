@@ -11,7 +11,7 @@ from support.mesh import CHART, CRD, SECRET, WEBHOOK, build
 from support.mocks import FAKE_TOKEN_PREFIX
 
 from istio_mesh.create_guard import CREATED_BY_ANNOTATION
-from istio_mesh.root_ca import pem_fingerprint
+from istio_mesh.fingerprint import pem_fingerprint
 
 
 def test_secrets_are_recreated_on_change_never_patched(mesh_settings: Any) -> None:

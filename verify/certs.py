@@ -1,18 +1,15 @@
-"""Certificate helpers: fingerprints, names, and whether one certificate issued another."""
+"""Certificate helpers: fingerprints (``pem_fingerprint``: the package's, so the report shows the format of
+the stack output ``rootCertificateFingerprint``), names, and whether one certificate issued another."""
 
 from __future__ import annotations
-
-import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from istio_mesh.fingerprint import pem_fingerprint
 
-def pem_fingerprint(pem: str) -> str:
-    """SHA-256 of the certificate's DER encoding (hex)."""
-    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
-    return hashlib.sha256(der).hexdigest()
+__all__ = ["chains", "der_to_pem", "is_self_signed_istiod_ca", "issuer_name", "pem_fingerprint"]
 
 
 def der_to_pem(der: bytes) -> str:

@@ -257,7 +257,7 @@ def check_roots(clusters: Sequence[ClusterFacts], root_pem: str | None) -> list[
             Finding(
                 name,
                 "root",
-                f"the root in {name}'s cacerts (sha256 {fp[:16]}...) is not the mesh root (sha256 {mesh_root[:16]}...)",
+                f"the root in {name}'s cacerts (sha256 {fp[:23]}...) is not the mesh root (sha256 {mesh_root[:23]}...)",
                 "pulumi up --refresh",
             )
             for name, fp in roots.items()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pulumi
 import pulumi_tls as tls
 
 from .constants import PACKAGE
+from .fingerprint import pem_fingerprint
 from .options import CASettings
 
 #: keyUsage of Istio's root and intermediate CAs (tools/certs/common.mk): digitalSignature,
@@ -15,16 +14,6 @@ from .options import CASettings
 CA_KEY_USAGES = ["digital_signature", "content_commitment", "key_encipherment", "cert_signing"]
 #: RSA size of Istio's CA tooling for both the root and the intermediates.
 CA_RSA_BITS = 4096
-
-
-def pem_fingerprint(pem: str) -> str:
-    """SHA-256 fingerprint of a PEM certificate, as colon-separated upper-case hex (openssl's format)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 class RootCA(pulumi.ComponentResource):

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .constants import CACERTS_SECRET, CREATED_BY_ANNOTATION, ISTIO_NAMESPACE, ROOT_CERT_KEY
-from .root_ca import pem_fingerprint
+from .fingerprint import pem_fingerprint
 
 
 class RootChangeError(Exception):
