@@ -96,7 +96,7 @@ def parse_replies(stdout: str, requests: int, missing: str) -> list[Reply]:
             http = line.rsplit(" ", 1)[-1]
         elif line.startswith(f"{MARK} exit "):
             code = line.rsplit(" ", 1)[-1]
-            replies.append(_reply(block, http, int(code) if code.isdigit() else -1))
+            replies.append(reply_of(block, http, int(code) if code.isdigit() else -1))
             block = None
         elif line:
             block.append(line)
@@ -106,8 +106,9 @@ def parse_replies(stdout: str, requests: int, missing: str) -> list[Reply]:
     return replies
 
 
-def _reply(lines: list[str], http: str | None, exit_code: int) -> Reply:
-    """One request: curl's exit code, the HTTP status (``000`` when there was no response), the output."""
+def reply_of(lines: list[str], http: str | None, exit_code: int) -> Reply:
+    """One request from curl's output lines (its ``curl: (N) ...`` error among them), the HTTP status (``000``
+    when there was no response) and curl's exit code: who answered, or why it failed."""
     body = [line for line in lines if not _CURL_ERROR.match(line)]
     text = " ".join(body)[:200]
     if exit_code != 0:
@@ -151,6 +152,49 @@ def find_sleep_pod(core: Any, namespace: str) -> str | None:
     return str(running[0]["metadata"]["name"]) if running else None
 
 
+def locate_sleep_pod(core: Any, namespace: str) -> tuple[str | None, str | None]:
+    """(``find_sleep_pod``, None), or (None, why there is no pod to send from)."""
+    try:
+        pod = find_sleep_pod(core, namespace)
+    except Exception as e:  # API and connection errors alike: the finding quotes them
+        return None, f"cannot list the pods labelled app={SLEEP_APP} in namespace {namespace}: {error_text(e)}"
+    if pod is None:
+        return None, f"{NO_SLEEP_POD} app={SLEEP_APP} in namespace {namespace}"
+    return pod, None
+
+
+def exec_place(namespace: str, pod: str) -> str:
+    """Where the command runs, as errors name it."""
+    return f"exec in pod {namespace}/{pod} (container {SLEEP_CONTAINER})"
+
+
+def open_exec(core: Any, namespace: str, pod: str, command: list[str], stream_fn: StreamFn | None = None) -> ExecStream:
+    """Starts ``command`` in the ``sleep`` container of ``pod`` through the API server's pod exec (``stream_fn``:
+    ``kubernetes.stream.stream`` by default) and returns the open stream. The client opens the websocket
+    without a timeout: bounded here by REQUEST_TIMEOUT (as the port-forwards are); raises what the exec raised."""
+    if stream_fn is None:
+        from kubernetes.stream import stream
+
+        stream_fn = stream
+    exec_fn: StreamFn = stream_fn
+    return bounded(
+        lambda: exec_fn(
+            core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            command=command,
+            container=SLEEP_CONTAINER,
+            stdin=False,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
+        ),
+        REQUEST_TIMEOUT,
+        exec_place(namespace, pod),
+    )
+
+
 def run_traffic(
     cluster: str,
     core: Any,
@@ -164,40 +208,12 @@ def run_traffic(
     for the cluster) and sends ``requests`` requests to ``url`` from its ``sleep`` container in one exec.
     Problems are recorded in the result (``error``, each reply's ``error``), never raised."""
     t = TrafficFacts(cluster=cluster, namespace=namespace, url=url, requests=requests)
-    try:
-        t.pod = find_sleep_pod(core, namespace)
-    except Exception as e:  # API and connection errors alike: the finding quotes them
-        t.error = f"cannot list the pods labelled app={SLEEP_APP} in namespace {namespace}: {error_text(e)}"
-        return t
+    t.pod, t.error = locate_sleep_pod(core, namespace)
     if t.pod is None:
-        t.error = f"{NO_SLEEP_POD} app={SLEEP_APP} in namespace {namespace}"
         return t
-    if stream_fn is None:
-        from kubernetes.stream import stream
-
-        stream_fn = stream
-    exec_fn: StreamFn = stream_fn
-    pod = t.pod
-    where = f"exec in pod {namespace}/{pod} (container {SLEEP_CONTAINER})"
-    command = traffic_command(url, requests, per_request_timeout)
+    where = exec_place(namespace, t.pod)
     try:
-        # The client opens the websocket without a timeout: bounded here (as the port-forwards are).
-        ws = bounded(
-            lambda: exec_fn(
-                core.connect_get_namespaced_pod_exec,
-                pod,
-                namespace,
-                command=command,
-                container=SLEEP_CONTAINER,
-                stdin=False,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                _preload_content=False,
-            ),
-            REQUEST_TIMEOUT,
-            where,
-        )
+        ws = open_exec(core, namespace, t.pod, traffic_command(url, requests, per_request_timeout), stream_fn)
     except Exception as e:  # refused (403, no such container), unreachable: the finding quotes it
         t.error = f"cannot {where}: {exec_error_text(e)}"
         return t
@@ -216,13 +232,13 @@ def run_traffic(
     finally:
         ws.close()
     if f"{MARK} request " not in stdout:
-        t.error = f"the requests did not run ({where}): {_status_message(status) or stderr.strip() or missing}"
+        t.error = f"the requests did not run ({where}): {status_message(status) or stderr.strip() or missing}"
         return t
     t.replies = parse_replies(stdout, requests, missing)
     return t
 
 
-def _status_message(status: str) -> str | None:
+def status_message(status: str) -> str | None:
     """The message of the exec's final status (``{"status": "Failure", "message": ...}``), None on success."""
     try:
         doc = json.loads(status) if status.strip() else {}
