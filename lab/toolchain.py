@@ -28,6 +28,16 @@ class Toolchain:
     def kwok_stages(self) -> Path:
         return self.dir / "share" / "kwok" / "default-stages.yaml"
 
+    @property
+    def envoy_bootstrap(self) -> Path:
+        """pilot-agent's template of Envoy's bootstrap (a file of Istio's proxy image)."""
+        return self.dir / "share" / "istio" / "envoy_bootstrap_tmpl.json"
+
+    @property
+    def kwok_crds(self) -> Path:
+        """KWOK's Exec and PortForward CRDs (the data plane's ``kubectl exec``/``port-forward``)."""
+        return self.dir / "share" / "kwok" / "crds.yaml"
+
 
 def find_toolchain() -> Toolchain:
     """The toolchain cache, complete (or a LabError saying how to build it)."""
@@ -54,8 +64,9 @@ def locate_toolchain(required: bool) -> Toolchain | None:
             return None
     tc = Toolchain(Path(d))
     missing = [comp.name for comp in COMPONENTS if not os.access(tc.bin(comp.name), os.X_OK)]
-    if not tc.kwok_stages.is_file():
-        missing.append(str(tc.kwok_stages))
+    for f in (tc.kwok_stages, tc.kwok_crds):
+        if not f.is_file():
+            missing.append(str(f))
     if missing and required:
         raise LabError(
             f"the toolchain in {tc.dir} lacks {', '.join(missing)}; build it with:\n"

@@ -10,6 +10,7 @@ namespace is deleted afterwards.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import ssl
 import tempfile
@@ -110,7 +111,8 @@ def verify_cluster(c: Cluster) -> float:
         _poll(f"{c.name}: Deployment {ns}/web Available with 2 replicas", available)
         pods = api.get(f"{base}/pods")["items"]
         ips = sorted(p["status"].get("podIP", "") for p in pods)
-        if len(pods) != 2 or not all(ip.startswith(c.pod_cidr.split(".0.0/")[0] + ".") for ip in ips):
+        cidr = ipaddress.ip_network(c.pod_cidr)
+        if len(pods) != 2 or not all(ip and ipaddress.ip_address(ip) in cidr for ip in ips):
             raise LabError(f"{c.name}: expected 2 pods with IPs in {c.pod_cidr}, got {ips}")
 
         data = _poll(
@@ -134,12 +136,12 @@ def verify_cluster(c: Cluster) -> float:
             f"{c.name}: LoadBalancer Service {ns}/gateway gets an ingress IP",
             lambda: api.get(f"{base}/services/gateway").get("status", {}).get("loadBalancer", {}).get("ingress"),
         )
-        if ingress[0].get("ip") != c.ip:
-            raise LabError(f"{c.name}: load-balancer IP {ingress} is not {c.ip}")
+        if ingress[0].get("ip") != c.load_balancer_ip:
+            raise LabError(f"{c.name}: load-balancer IP {ingress} is not {c.load_balancer_ip}")
         elapsed = time.monotonic() - t0
         print(
             f"[lab] {c.name}: ok in {elapsed:.1f}s (Deployment Available, pod IPs {', '.join(ips)}; "
-            f"token lists pods; LoadBalancer IP {c.ip})",
+            f"token lists pods; LoadBalancer IP {c.load_balancer_ip})",
             flush=True,
         )
         return elapsed

@@ -7,8 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-# test_verify.py imports write_kubeconfig from here.
 from support.program import write_kubeconfig
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -53,8 +54,8 @@ def test_the_egress_proxy_refuses_the_clusters_virtual_ranges_and_follows_the_ro
     assert f"--socket={c.dir / 'egress.sock'}" in args
     assert f"--routes-file={c.dir / 'egress-routes.json'}" in args
     assert {a for a in args if a.startswith("--virtual-network=")} == {
-        "--virtual-network=10.103.0.0/16",  # Service CIDR
-        "--virtual-network=10.3.0.0/16",  # pod CIDR
+        "--virtual-network=198.19.3.0/24",  # Service CIDR
+        "--virtual-network=198.18.12.0/22",  # pod CIDR
     }
     assert "--refused-wait=6" in args  # istiod restarting: a webhook call waits, within the API server's 10 s
     follower = agents.argv(c, "follower", Path("/tc/bin/pilot-discovery"))
@@ -63,7 +64,7 @@ def test_the_egress_proxy_refuses_the_clusters_virtual_ranges_and_follows_the_ro
 
 def test_webhooks_are_on_unless_no_webhooks(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
-    monkeypatch.setattr(cluster, "up", lambda n, webhooks, timeout, nodes: seen.append(webhooks))
+    monkeypatch.setattr(cluster, "up", lambda n, webhooks, timeout, nodes, data_plane: seen.append(webhooks))
     for argv, want in ((["up"], True), (["up", "--webhooks"], True), (["up", "--no-webhooks"], False)):
         assert cli.main(argv) == 0
         assert seen.pop() is want
@@ -128,3 +129,67 @@ def test_a_toolchain_without_a_component_binary_says_what_to_build(
     with pytest.raises(LabError, match=r"lacks kube-apiserver, kube-controller-manager, kwok, .*default-stages\.yaml"):
         locate_toolchain(required=True)
     assert locate_toolchain(required=False) == Toolchain(tmp_path)  # down/status make do with what is there
+
+
+def test_a_component_that_dies_while_starting_is_started_again_a_bounded_number_of_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KWOK 0.8 once died at start-up with a Go map race (about 1 start in 15): `up` starts such a
+    component again, says so, and gives up after START_ATTEMPTS with its log."""
+    monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
+    c = layout.Cluster(1)
+    starts: list[int] = []
+    pids = iter(range(1000, 1100))
+
+    def fake_start(tc: object, cl: layout.Cluster, comp: object, webhooks: bool) -> tuple[int, bool]:
+        starts.append(1)
+        return next(pids), True
+
+    def run(dies: int) -> None:
+        starts.clear()
+        monkeypatch.setattr(cluster, "_start_component", fake_start)
+        monkeypatch.setattr(procs, "exited", lambda pid: len(starts) <= dies)
+        monkeypatch.setattr(cluster, "healthy", lambda probe: len(starts) > dies)
+        monkeypatch.setattr(
+            cluster, "component", lambda name: type("C", (), {"name": name, "probe": lambda self, c: None})()
+        )
+        cluster._bring_up(None, [c], ("kwok",), True, 5.0)  # type: ignore[arg-type]
+
+    run(dies=1)
+    assert len(starts) == 2
+    assert "kwok (pid 1000) exited during start-up; starting it again (attempt 2 of 3)" in capsys.readouterr().out
+    with pytest.raises(LabError, match=r"kwok .* exited during start-up"):
+        run(dies=cluster.START_ATTEMPTS)
+    assert len(starts) == cluster.START_ATTEMPTS
+
+
+def test_a_lab_made_with_the_earlier_address_ranges_is_refused_with_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
+    c = layout.Cluster(1)
+    (c.dir / "etcd").mkdir(parents=True)
+    with pytest.raises(LabError, match=r"other address ranges .*down --purge"):
+        cluster._check_layout(c)  # an etcd from before the 198.18.0.0/15 ranges (no layout.json)
+    cluster._write_layout(c)
+    cluster._check_layout(c)  # the same ranges: fine
+    (c.dir / cluster.LAYOUT_FILE).write_text('{"serviceCIDR": "10.101.0.0/16"}')
+    with pytest.raises(LabError, match=re.escape("10.101.0.0/16 for Services; now 198.19.1.0/24")):
+        cluster._check_layout(c)
+
+
+def test_the_data_plane_names_every_missing_requirement_and_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab import netns
+
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: None if tool == "iptables" else f"/usr/bin/{tool}")
+    monkeypatch.setattr(cluster.shutil, "which", lambda tool: None)
+    with pytest.raises(LabError) as e:
+        cluster.dataplane_requirements(Toolchain(tmp_path))
+    text = str(e.value)
+    assert "root (network namespaces" in text
+    assert "`iptables` (Debian package iptables: apt-get install -y iptables" in text
+    assert "pilot-agent and" in text and "toolchain/build pilot-agent" in text
+    assert "`socat`" in text and "--no-data-plane" in text

@@ -34,7 +34,7 @@ OLD_LB_STAGE: dict[str, Any] = {
                     "subresource": "status",
                     "root": "status",
                     "type": "merge",
-                    "template": 'loadBalancer:\n  ingress:\n  - ip: "127.0.2.1"\n    ipMode: VIP\n',
+                    "template": 'loadBalancer:\n  ingress:\n  - ip: "198.19.200.2"\n    ipMode: VIP\n',
                 }
             ]
         },
@@ -80,7 +80,7 @@ def test_the_load_balancer_stage_loads_as_before(c: Cluster) -> None:
     new = yaml.safe_load(text)
     assert _with_template_loaded(new) == _with_template_loaded(OLD_LB_STAGE)
     assert _with_template_loaded(new)["spec"]["next"]["patches"][0]["template"] == {
-        "loadBalancer": {"ingress": [{"ip": "127.0.2.1", "ipMode": "VIP"}]}
+        "loadBalancer": {"ingress": [{"ip": "198.19.200.2", "ipMode": "VIP"}]}
     }
 
 

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
-from conftest import write_kubeconfig
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.program import write_kubeconfig
 
 from istio_mesh.intermediate_cert import sign_intermediate
 from verify import (

@@ -126,13 +126,16 @@ def run_verify(
     mesh_id: str | None,
     proxy_view: bool = False,
     client_app: str = DEFAULT_CLIENT,
-    traffic: bool = False,
+    traffic: bool | None = False,
     requests: int = DEFAULT_REQUESTS,
 ) -> dict[str, Any]:
     """Collects everything and returns the JSON report (``ok`` false when any finding). With ``proxy_view``
     each istiod is also asked over xDS what it sends a sidecar of ``client_app`` and the east-west gateway;
     with ``traffic`` each cluster's sleep pod sends ``requests`` requests to the service (``verify.traffic``)
-    while the istiods are read."""
+    while the istiods are read. ``traffic=None`` (the command line's default) runs the test where a sleep
+    pod runs and says where none does, without a finding; ``True`` makes a missing sleep pod a finding."""
+    required = traffic is True
+    traffic = traffic is not False
     svc_name, _, svc_ns = service.partition(".")
     svc_ns = svc_ns or "default"
     host = f"{svc_name}.{svc_ns}.svc.cluster.local"
@@ -205,7 +208,7 @@ def run_verify(
         sent = [s.result() for s in sending] if traffic else None
     findings = diagnose(clusters, istiods, root_pem, host)
     if sent is not None:
-        findings += check_traffic(sent, clusters, istiods, findings)
+        findings += check_traffic(sent, clusters, istiods, findings, required=required)
     return report_json(mesh_id, clusters, istiods, findings, host, tls_root, sent)
 
 
@@ -267,10 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--traffic",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=None,
         help="the guide's last step: from the sleep pod of every cluster (kubectl exec through the API server) "
         "send --requests requests to the service (http://NAME.NAMESPACE:PORT/hello) and check that every cluster "
-        "on another network that runs it answers (off by default)",
+        "on another network that runs it answers. By default it runs where a sleep pod runs and says where none "
+        "does; --traffic makes a missing sleep pod a finding; --no-traffic skips it",
     )
     ap.add_argument(
         "--requests",

@@ -80,7 +80,8 @@ def root_change_refusal(
         f"the running mesh to a root its workloads' certificates do not chain to, and mTLS between them would "
         f"fail until every proxy had new certificates. Nothing was taken over in cluster {cluster!r}. Restore "
         f"the stack's state (`pulumi stack import --file` of an export; the file backend also keeps a copy after "
-        f'each update under .pulumi/backups/<project>/<stack>/ in its directory: README, "A lost state"), or, '
+        f"each update under .pulumi/backups/<project>/<stack>/ in its directory: docs/operations.md, "
+        f'"A lost state"), or, '
         f"holding the old root's key, import it (stack config: ca.source import, ca.rootCertPem and the secret "
         f"caRootKeyPem). Only if this mesh carries no traffic: delete {CACERTS_SECRET} in every cluster "
         f"(`kubectl --context {cluster} -n {ISTIO_NAMESPACE} delete secret {CACERTS_SECRET}`) and rerun, which "

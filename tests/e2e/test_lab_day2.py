@@ -460,7 +460,7 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
     Deployments' update. Then `up` of the tag (istiod rolls; the lab's follower restarts it) and verify
     passes again. Then back."""
     network = {"cluster2": {"network": "network9"}}
-    gateway = {"cluster1": {"eastWestGateway": {"serviceType": "LoadBalancer", "externalIPs": ["192.0.2.1"]}}}
+    gateway = {"cluster1": {"eastWestGateway": {"serviceType": "LoadBalancer", "externalIPs": ["198.19.200.101"]}}}
     tag = {"tag": "1.30.4-day2"}
     try:
         write_config(stack.project, ("cluster1", "cluster2"), changes=network)
@@ -505,7 +505,7 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
         write_config(stack.project, ("cluster1", "cluster2"), changes={**network, **gateway})
         stack.up()
         out = stack.outputs()
-        assert out["clusters"]["cluster1"]["eastWestGatewayAddress"] == "192.0.2.1"
+        assert out["clusters"]["cluster1"]["eastWestGatewayAddress"] == "198.19.200.101"
         report = _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
         assert _istiod_pids(("cluster1", "cluster2")) == pids
         rolled = _pod_networks("cluster2")
@@ -514,7 +514,7 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
         # externalIP (verify passing already says each matches the config; this says the config moved).
         for i in report["istiods"]:
             gateways = {(g["network"], g["address"]) for g in i["gateways"]}
-            assert ("network1", "192.0.2.1") in gateways and "network9" in {n for n, _ in gateways}, i
+            assert ("network1", "198.19.200.101") in gateways and "network9" in {n for n, _ in gateways}, i
             assert {e["network"] for e in i["endpoints"] if e["cluster"] == "cluster2"} == {"network9"}, i
 
         write_config(stack.project, ("cluster1", "cluster2"), changes={**network, **gateway}, istio=tag)
@@ -573,7 +573,7 @@ def test_a_third_cluster_joins_and_the_running_istiods_sync_it(lab: Lab, stack: 
     for c in CLUSTERS:
         assert out["clusters"][c]["remoteSecrets"] == sorted(f"istio-remote-secret-{o}" for o in CLUSTERS if o != c)
     # cluster3 has the walkthrough's externalIPs (Pulumi.cluster-lab-3.yaml).
-    assert out["clusters"]["cluster3"]["eastWestGatewayAddress"] == "192.0.2.3"
+    assert out["clusters"]["cluster3"]["eastWestGatewayAddress"] == "198.19.200.103"
     # (That nothing else is pending shows in the next test: its preview holds only cluster3's deletes.)
 
 
@@ -816,6 +816,11 @@ def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: S
         assert data["root-cert.pem"] == root_pem
     assert stack.outputs()["rootCertificatePem"] == root_pem
     lab.istiod("restart", only="cluster1,cluster2")  # what the rollout does to a pod (the lab has no kubelet)
+    # A new root: the running proxies' certificates chain to the old one, so mTLS between them (and
+    # verify's requests) fails until they have new ones: restart the workloads, as the procedure says.
+    for c in TWO:
+        for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway")):
+            _core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
     _wait_for_verify_ok(stack, TWO)
     # The root key: nowhere. (Its base64 body, line by line: no line of it in any file the stack has.)
     key_lines = [line for line in (offline / "root-key.pem").read_text().splitlines() if "PRIVATE KEY" not in line]

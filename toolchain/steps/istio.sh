@@ -109,5 +109,23 @@ step_istioctl() {
   [[ "$v" == *"$ISTIO_VERSION"* ]] || { echo "istioctl does not report $ISTIO_VERSION" >&2; return 1; }
 }
 
+# pilot-agent: the istio-proxy container's entry point (the agent that fetches the workload certificate,
+# serves SDS and runs Envoy) and istio-init's `istio-iptables`; the lab's data plane runs it.
+# With it, the one file of the proxyv2 image pilot-agent reads: Envoy's bootstrap template
+# (tools/packaging/common/envoy_bootstrap.json, /var/lib/istio/envoy/envoy_bootstrap_tmpl.json in the image).
+step_pilot_agent() {
+  _istio_build istio.io/istio/pilot/cmd/pilot-agent pilot-agent
+  local v src
+  v="$("$TC_BIN/pilot-agent" version --short)"
+  echo "pilot-agent version --short: $v"
+  [[ "$v" == *"$ISTIO_VERSION"* ]] || { echo "pilot-agent does not report $ISTIO_VERSION" >&2; return 1; }
+  src="$(cd "$here/go/istio-bin" && go list -mod=readonly -m -f '{{.Dir}}' istio.io/istio)"
+  mkdir -p "$TC_DIR/share/istio"
+  cp "$src/tools/packaging/common/envoy_bootstrap.json" "$TC_DIR/share/istio/envoy_bootstrap_tmpl.json"
+  chmod 0644 "$TC_DIR/share/istio/envoy_bootstrap_tmpl.json"
+  ls -l "$TC_DIR/share/istio/envoy_bootstrap_tmpl.json"
+}
+
 register pilot-discovery step_pilot_discovery
+register pilot-agent step_pilot_agent
 register istioctl step_istioctl

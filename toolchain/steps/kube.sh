@@ -98,6 +98,16 @@ step_kwok() {
   done
   mv -f "$out.tmp" "$out"
   grep -c '^kind: Stage' "$out"
+  # The CRDs of KWOK's per-pod Exec and PortForward: the lab's data plane (lab/podexec.py) creates one
+  # of each for every pod it runs, so `kubectl exec` and `kubectl port-forward` reach that pod's own
+  # network namespace (KWOK is started with --enable-crds=Exec,PortForward).
+  out="$TC_DIR/share/kwok/crds.yaml"
+  : >"$out.tmp"
+  for f in kwok.x-k8s.io_execs.yaml kwok.x-k8s.io_portforwards.yaml; do
+    { echo "---"; echo "# sigs.k8s.io/kwok@$v kustomize/crd/bases/$f"; cat "$src/kustomize/crd/bases/$f"; } >>"$out.tmp"
+  done
+  mv -f "$out.tmp" "$out"
+  grep -c '^kind: CustomResourceDefinition' "$out"
 }
 
 register kube-apiserver step_kube_apiserver

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates go.mod/go.sum of this wrapper module from toolchain/pins.env: istiod (pilot-discovery)
-# and istioctl from istio.io/istio at ISTIO_MODULE_VERSION, the same commit the charts come from.
+# pilot-agent and istioctl from istio.io/istio at ISTIO_MODULE_VERSION, the same commit the charts come from.
 # Run it after changing a pin, then commit go.mod and go.sum; `toolchain/build` refuses to build when
 # they disagree with pins.env.
 #
@@ -25,6 +25,7 @@ go_line="$(awk '$1=="go"{print $2; exit}' "$imod")"
   echo
   echo "tool ("
   echo "	istio.io/istio/istioctl/cmd/istioctl"
+  echo "	istio.io/istio/pilot/cmd/pilot-agent"
   echo "	istio.io/istio/pilot/cmd/pilot-discovery"
   echo ")"
   echo
