@@ -33,7 +33,10 @@ One concept per module:
   the client and the east-west gateway over xDS, and the checks on it;
 * ``traffic``, ``traffic_checks`` — the traffic test (``--traffic``): requests sent from each cluster's
   ``sleep`` pod through the API server's exec, who answered, and the checks naming why a cluster is never
-  reached.
+  reached;
+* ``edits``, ``managed_fields``, ``edit_checks`` — edits by others (``--edits``, on by default): the
+  program's objects (those carrying its created-by annotation) read with their ``managedFields``, which
+  managers are the program, istiod and Kubernetes, and the warnings naming every other manager's fields.
 """
 
 from .access import DirectAccess, IstiodAccess, PortForwardAccess

@@ -23,6 +23,7 @@ from .access import DirectAccess, IstiodAccess, PortForwardAccess, hostport
 from .certs import pem_fingerprint
 from .checks import diagnose
 from .collect import collect_cluster, collect_istiod
+from .edit_checks import check_edits
 from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, ProxyFacts, Target, TrafficFacts
 from .kube import error_text
 from .proxy import collect_proxy
@@ -128,12 +129,15 @@ def run_verify(
     client_app: str = DEFAULT_CLIENT,
     traffic: bool | None = False,
     requests: int = DEFAULT_REQUESTS,
+    edits: bool = False,
 ) -> dict[str, Any]:
     """Collects everything and returns the JSON report (``ok`` false when any finding). With ``proxy_view``
     each istiod is also asked over xDS what it sends a sidecar of ``client_app`` and the east-west gateway;
     with ``traffic`` each cluster's sleep pod sends ``requests`` requests to the service (``verify.traffic``)
     while the istiods are read. ``traffic=None`` (the command line's default) runs the test where a sleep
-    pod runs and says where none does, without a finding; ``True`` makes a missing sleep pod a finding."""
+    pod runs and says where none does, without a finding; ``True`` makes a missing sleep pod a finding.
+    With ``edits`` the program's objects are read with their field managers, and those changed by others are
+    warnings (``verify.edit_checks``), which leave ``ok`` as it is."""
     required = traffic is True
     traffic = traffic is not False
     svc_name, _, svc_ns = service.partition(".")
@@ -155,6 +159,7 @@ def run_verify(
                     (svc_name, svc_ns),
                     client_app=client_app if proxy_view else None,
                     gateway_pods=traffic,
+                    edits=edits,
                 ),
                 targets,
             )
@@ -209,7 +214,8 @@ def run_verify(
     findings = diagnose(clusters, istiods, root_pem, host)
     if sent is not None:
         findings += check_traffic(sent, clusters, istiods, findings, required=required)
-    return report_json(mesh_id, clusters, istiods, findings, host, tls_root, sent)
+    warnings = check_edits(clusters) if edits else []
+    return report_json(mesh_id, clusters, istiods, findings, host, tls_root, sent, warnings)
 
 
 def _request_count(value: str) -> int:
@@ -283,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests per cluster for --traffic (default %(default)s, at most " + str(MAX_REQUESTS) + ")",
     )
+    ap.add_argument(
+        "--edits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="name the program's objects (Deployments, Services, ConfigMaps, Secrets, webhooks, ...) whose fields "
+        "someone other than the program, istiod or Kubernetes has changed, from their managedFields: warnings, "
+        "verify does not fail on them (on by default; --no-edits skips the reads)",
+    )
     ap.add_argument("--json", action="store_true", help="print the JSON report instead of text")
     ap.add_argument("--project-dir", default=os.getcwd(), help=argparse.SUPPRESS)
     return ap
@@ -351,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.client,
             traffic=args.traffic,
             requests=args.requests,
+            edits=args.edits,
         )
     except (VerifyUsageError, ValueError) as e:
         print(f"verify: {e}", file=sys.stderr)

@@ -31,6 +31,7 @@ from istio_mesh.constants import (
 
 from .access import IstiodAccess
 from .certs import der_to_pem
+from .edits import collect_mesh_objects
 from .facts import ClusterFacts, IstiodFacts, RemoteSecretFacts
 from .kube import client_for, error_text, is_ready, read, status_of
 
@@ -204,10 +205,12 @@ def collect_cluster(
     probe: Callable[[Mapping[str, Any]], tuple[str | None, list[str]]] = probe_remote_credentials,
     client_app: str | None = None,
     gateway_pods: bool = False,
+    edits: bool = False,
 ) -> ClusterFacts:
     """Reads one cluster through its admin kubeconfig; with ``client_app`` also what the proxy view needs
     (the service's ports, a running pod labelled ``app=<client_app>`` in its namespace, a running east-west
-    gateway pod, istiod's version); with ``gateway_pods`` whether each east-west gateway pod is ready."""
+    gateway pod, istiod's version); with ``gateway_pods`` whether each east-west gateway pod is ready; with
+    ``edits`` the program's objects and their field managers (``verify.edits``)."""
     import yaml
     from kubernetes import client
 
@@ -330,6 +333,8 @@ def collect_cluster(
             ISTIO_NAMESPACE,
         )
         f.istio_version = _image_tag(istiod)
+    if edits:
+        collect_mesh_objects(api, f)
     return f
 
 

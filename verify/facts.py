@@ -1,13 +1,13 @@
 """What verify reads from the mesh, as plain data, and what it concludes (``Finding``).
 
-The checks (``verify.checks``, ``verify.istiod_checks``, ``verify.proxy_checks``) are pure functions of
-these objects, so they are unit-tested with hand-written facts; ``verify.collect`` fills them from API
-servers and istiods.
+The checks (``verify.checks``, ``verify.istiod_checks``, ``verify.proxy_checks``, ``verify.edit_checks``) are
+pure functions of these objects, so they are unit-tested with hand-written facts; ``verify.collect`` fills
+them from API servers and istiods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,38 @@ class RemoteSecretFacts:
     access: dict[str, str | None] = field(default_factory=dict)
     #: Per data key: permissions the credentials lack, as "list endpointslices.discovery.k8s.io".
     missing_permissions: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FieldsEntry:
+    """One entry of an object's ``metadata.managedFields``: who set which fields (``fields``: the
+    ``fieldsV1`` tree), how (``Apply`` or ``Update``), when, and through which subresource ("" the object)."""
+
+    manager: str
+    operation: str
+    time: str | None
+    fields: Mapping[str, Any]
+    subresource: str = ""
+
+
+@dataclass(frozen=True)
+class MeshObject:
+    """An object the program created in a cluster (it carries ``CREATED_BY_ANNOTATION``: ``created_by``),
+    with the managers of its fields."""
+
+    kind: str
+    namespace: str | None
+    name: str
+    created_by: str
+    managed_fields: tuple[FieldsEntry, ...] = ()
+    #: The Helm chart that rendered it (its ``helm.sh/chart`` label without the version), None for none.
+    chart: str | None = None
+    #: Its ``pulumi.com/patchFieldManager`` annotation: when set, the program's field manager on it.
+    patch_field_manager: str | None = None
+
+    def describe(self) -> str:
+        """``Deployment istio-system/istiod``, ``Namespace istio-system``."""
+        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
 
 
 @dataclass
@@ -79,6 +111,11 @@ class ClusterFacts:
     gateway_pod: dict[str, Any] | None = None
     #: istiod's version (its Deployment's image tag), sent as the probe's ISTIO_VERSION.
     istio_version: str | None = None
+    #: The objects the program created here, with their field managers (the edits check, ``verify.edits``);
+    #: None: not read.
+    mesh_objects: list[MeshObject] | None = None
+    #: Lists of them that failed ("Deployments in istio-system: HTTP 403: ..."): nothing is said about those.
+    unread_objects: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -150,7 +187,8 @@ class TrafficFacts:
 
 @dataclass(frozen=True)
 class Finding:
-    """A failure: where, which check, the cause in one sentence, and what fixes it."""
+    """A failure: where, which check, the cause in one sentence, and what fixes it. The report's ``warnings``
+    have the same shape: something to look at that does not make verify fail (``verify.edit_checks``)."""
 
     cluster: str
     check: str

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .certs import issuer_name, pem_fingerprint
+from .edit_checks import edits_in
 from .facts import ClusterFacts, Finding, IstiodFacts, ProxyFacts, TrafficFacts, network_of
 from .traffic import instance_clusters, tally
 
@@ -19,9 +20,10 @@ def report_json(
     service_host: str,
     root_pem: str | None,
     traffic: Sequence[TrafficFacts] | None = None,
+    warnings: Sequence[Finding] = (),
 ) -> dict[str, Any]:
     """The machine-readable report (``--json``); ``traffic`` is the traffic test's results (``--traffic``),
-    ``None`` when it was not run."""
+    ``None`` when it was not run; ``warnings`` are shaped as findings and leave ``ok`` as it is."""
     gw_of = {}
     for i in istiods:
         per_network: dict[str, list[str]] = {}
@@ -38,6 +40,10 @@ def report_json(
         # --traffic: per source cluster, the requests from its sleep pod and who answered them.
         "traffic": None if traffic is None else [_traffic_json(t, clusters) for t in traffic],
         "findings": [asdict(f) for f in findings],
+        # Not failures (``ok`` ignores them): the program's objects changed by others, lists that failed.
+        "warnings": [asdict(w) for w in warnings],
+        # The program's objects changed by others, per object (None: not read, --no-edits).
+        "edits": _edits_json(clusters),
     }
     for i in istiods:
         local_net = net_of.get(i.cluster)
@@ -110,6 +116,11 @@ def render_text(doc: Mapping[str, Any]) -> str:
         lines.append("")
         lines += _traffic_lines(t)
     lines.append("")
+    if doc.get("warnings"):
+        lines.append(f"WARNING: {len(doc['warnings'])} warning(s), which do not fail verify")
+        for w in doc["warnings"]:
+            lines.append(f"  - [{w['cluster']}] {w['check']}: {w['cause']}")
+            lines.append(f"      fix: {w['fix']}")
     if doc["findings"]:
         lines.append(f"FAILED: {len(doc['findings'])} problem(s)")
         for f in doc["findings"]:
@@ -122,6 +133,27 @@ def render_text(doc: Mapping[str, Any]) -> str:
             + ("; every request from each cluster's sleep was answered" if doc.get("traffic") else "")
         )
     return "\n".join(lines)
+
+
+def _edits_json(clusters: Sequence[ClusterFacts]) -> list[dict[str, Any]] | None:
+    """Per object of the program changed by others: where, what, and per manager when and which fields."""
+    if all(c.mesh_objects is None for c in clusters):
+        return None
+    return [
+        {
+            "cluster": e.cluster,
+            "kind": e.obj.kind,
+            "namespace": e.obj.namespace,
+            "name": e.obj.name,
+            "createdBy": e.obj.created_by,
+            "changes": [
+                {"manager": c.manager, "operation": c.operation, "time": c.time, "fields": list(c.fields)}
+                for c in e.changes
+            ],
+        }
+        for cl in clusters
+        for e in edits_in(cl)
+    ]
 
 
 def _proxy_json(p: ProxyFacts) -> dict[str, Any]:
