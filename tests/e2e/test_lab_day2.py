@@ -111,11 +111,13 @@ def write_config(
     istio: dict[str, Any] | None = None,
     remote_access: dict[str, Any] | None = None,
     ca: dict[str, Any] | None = None,
+    lab_values: bool = True,
 ) -> None:
     """``Pulumi.cluster-lab.yaml`` with these lab clusters, in this order (entries from the repository's
     two- and three-cluster lab stacks; the encryption salt of cluster-lab's); ``changes`` are set on
     the named clusters' entries, ``istio`` on the ``istio`` settings, ``remote_access`` as the
-    ``remoteAccess`` settings, ``ca`` on the ``ca`` settings."""
+    ``remoteAccess`` settings, ``ca`` on the ``ca`` settings. ``lab_values=False`` leaves out the lab
+    stack's chart values (what upstream Envoy needs), which the previous main's config did not have."""
     two = yaml.safe_load((ROOT / "Pulumi.cluster-lab.yaml").read_text())
     three = yaml.safe_load((ROOT / "Pulumi.cluster-lab-3.yaml").read_text())
     entries = {c["name"]: c for c in three["config"]["istio-mesh:clusters"]}
@@ -124,7 +126,10 @@ def write_config(
     doc["config"] = {
         **two["config"],
         "istio-mesh:meshId": mesh_id,
-        "istio-mesh:istio": {**two["config"]["istio-mesh:istio"], **(istio or {})},
+        "istio-mesh:istio": {
+            **{k: v for k, v in two["config"]["istio-mesh:istio"].items() if lab_values or k != "values"},
+            **(istio or {}),
+        },
         "istio-mesh:clusters": [
             {**entries[c], **(changes or {}).get(c, {}), **({"unreachable": True} if c in unreachable else {})}
             for c in clusters
@@ -243,11 +248,13 @@ def test_a_stack_of_the_previous_main_upgrades_with_nothing_recreated(
     for c in ("cluster1", "cluster2"):
         wait_for(f"istiod of {c} to set its validators to Fail", lambda c=c: _validator_policies(c) == {"Fail"}, 90, 2)
     before = _uids()
-    write_config(stack.project, ("cluster1", "cluster2"), remote_access={"reader": "istio"})
+    # The same configuration as the previous main's stack: the program's upgrade alone (the lab's chart
+    # values for upstream Envoy, which came later, are applied at the end).
+    write_config(stack.project, ("cluster1", "cluster2"), remote_access={"reader": "istio"}, lab_values=False)
     try:
         steps = stack.preview_steps()
     finally:
-        write_config(stack.project, ("cluster1", "cluster2"))
+        write_config(stack.project, ("cluster1", "cluster2"), lab_values=False)
     names = {s["urn"].rsplit("::", 1)[1] for s in steps}
     assert "mesh-cluster1-cluster2-cluster1-reader-token" in names  # new names ...
     ops = _ops(steps)
@@ -284,6 +291,9 @@ def test_a_stack_of_the_previous_main_upgrades_with_nothing_recreated(
     for c, other in (("cluster1", "cluster2"), ("cluster2", "cluster1")):
         names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
         assert f"istio-mesh-reader-token-{other}" in names and f"istio-reader-token-{other}" not in names
+    # The lab stack's own configuration from here on: its chart values replace istiod's ConfigMaps.
+    write_config(stack.project, ("cluster1", "cluster2"))
+    stack.up()
 
 
 def test_reordering_clusters_changes_nothing(stack: Stack) -> None:
