@@ -1085,6 +1085,59 @@ def test_out_of_band_changes_are_reported_and_repaired(stack: Stack) -> None:
     stack.cli("preview", "--refresh", "--expect-no-changes")
 
 
+def test_verify_names_hand_edits_that_preview_refresh_misses(stack: Stack) -> None:
+    """Server-side apply makes `preview --refresh` see only the fields the program owns: an env var set on
+    istiod by hand goes unnoticed there, a ConfigMap edit does not. verify names both, with the manager
+    and the fields (warnings: `ok` stays as it is), and not a `rollout restart` (no behaviour change)."""
+    env = {"name": "PILOT_LAB_HAND_EDIT", "value": "1"}
+    apps("cluster2").patch_namespaced_deployment(
+        "istiod",
+        "istio-system",
+        {"spec": {"template": {"spec": {"containers": [{"name": "discovery", "env": [env]}]}}}},
+        field_manager="kubectl-set",
+    )
+    mesh = core("cluster1").read_namespaced_config_map("istio", "istio-system").data["mesh"]
+    core("cluster1").patch_namespaced_config_map(
+        "istio", "istio-system", {"data": {"mesh": mesh + "\n# edited by hand\n"}}, field_manager="kubectl-edit"
+    )
+    restarted = {"kubectl.kubernetes.io/restartedAt": "2026-12-07T00:00:00Z"}
+    apps("cluster1").patch_namespaced_deployment(
+        "istiod",
+        "istio-system",
+        {"spec": {"template": {"metadata": {"annotations": restarted}}}},
+        field_manager="kubectl-rollout",
+    )
+    try:
+        drift = stack.cli("preview", "--refresh", "--expect-no-changes", "--diff", check=False)
+        assert "PILOT_LAB_HAND_EDIT" not in drift.stdout  # not the program's field: not drift to Pulumi
+        assert "edited by hand" in drift.stdout  # the ConfigMap's data is the program's
+        doc = verify(stack)
+        edits = {
+            (w["cluster"], w["cause"].split(" was changed")[0]): w for w in doc["warnings"] if w["check"] == "edit"
+        }
+        named = edits.get(("cluster2", "Deployment istio-system/istiod"))
+        assert named and "by kubectl-set" in named["cause"], doc["warnings"]
+        assert "spec.template.spec.containers[name=discovery].env[name=PILOT_LAB_HAND_EDIT]" in named["cause"]
+        assert "pilot.env.PILOT_LAB_HAND_EDIT" in named["fix"], named
+        cm = edits.get(("cluster1", "ConfigMap istio-system/istio"))
+        assert cm and "by kubectl-edit" in cm["cause"] and "data.mesh" in cm["cause"], doc["warnings"]
+        assert not [w for w in doc["warnings"] if "kubectl-rollout" in w["cause"]], doc["warnings"]
+    finally:
+        apps("cluster2").patch_namespaced_deployment(
+            "istiod",
+            "istio-system",
+            [{"op": "remove", "path": "/spec/template/spec/containers/0/env/" + str(_env_index(env["name"]))}],
+        )
+        stack.up("--refresh")  # the ConfigMap back to what the program wrote
+    doc = verify(stack)
+    assert not [w for w in doc["warnings"] if "PILOT_LAB_HAND_EDIT" in w["cause"] or "kubectl-edit" in w["cause"]]
+
+
+def _env_index(name: str) -> int:
+    d = apps("cluster2").read_namespaced_deployment("istiod", "istio-system")
+    return next(i for i, e in enumerate(d.spec.template.spec.containers[0].env) if e.name == name)
+
+
 def test_once_istio_is_installed_its_crds_come_first_again(stack: Stack) -> None:
     """The `up`s after the first found Istio in each cluster: the state now records Istio's upgrade order
     (istiod's chart after the `base` chart), so an Istio upgrade applies the CRDs before a new istiod."""
