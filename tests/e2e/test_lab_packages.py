@@ -67,6 +67,12 @@ def project(tc_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     version = json.loads((ROOT / "components" / "istio_mesh" / "schema.json").read_text())["version"]
     assert added.pop("packages") == {"istiomesh": f"istiomesh@{version}"}
     assert added == doc  # the command changed nothing else
+    # The lab's pods run upstream Envoy: the mesh gets the chart values the lab stacks give it for that
+    # (the package's `istio.values`, taken from the lab stack: one source).
+    lab_istio = yaml.safe_load((ROOT / "Pulumi.cluster-lab.yaml").read_text())["config"]["istio-mesh:istio"]
+    written = yaml.safe_load((project / "Pulumi.yaml").read_text())
+    written["resources"]["mesh"]["properties"]["istio"]["values"] = lab_istio["values"]
+    (project / "Pulumi.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
     return project
 
 

@@ -4,6 +4,7 @@ classes (betterproto2 dataclasses), imported on first use (about a second)."""
 from __future__ import annotations
 
 import functools
+import threading
 import types
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,12 @@ def envoy_protos() -> types.SimpleNamespace:
     )
 
 
+#: betterproto2's message classes build their pydantic schema lazily, on first use, and that is not
+#: thread-safe: two istiods' responses decoded at once (verify reads every cluster in parallel) once failed
+#: with "'ConfigSource' object has no attribute '__pydantic_core_schema__'". Decoding is serialised.
+DECODE_LOCK = threading.Lock()
+
+
 def decode_resources(response: DiscoveryResponse, type_url: str) -> list[Any]:
     """The messages inside a response's ``Any`` resources, all of ``type_url``; ``XdsError`` otherwise."""
     pb = envoy_protos()
@@ -63,7 +70,8 @@ def decode_resources(response: DiscoveryResponse, type_url: str) -> list[Any]:
         if res.type_url != type_url:
             raise XdsError(f"resource {i} of a {short_type(type_url)} response is a {res.type_url!r}")
         try:
-            out.append(cls.parse(res.value))
+            with DECODE_LOCK:
+                out.append(cls.parse(res.value))
         except Exception as exc:  # betterproto2 raises EOFError/ValueError/... on a bad encoding
             raise XdsError(f"could not decode resource {i} of a {short_type(type_url)} response: {exc!r}") from exc
     return out

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from istio_mesh.constants import CROSS_NETWORK_PORT
 
-from .protos import TCP_PROXY_TYPE, XdsError, envoy_protos
+from .protos import DECODE_LOCK, TCP_PROXY_TYPE, XdsError, envoy_protos
 
 if TYPE_CHECKING:
     from envoy_data_plane.envoy.config.cluster.v3 import Cluster
@@ -252,7 +252,8 @@ def listener_view(listener: Listener) -> ListenerView:
             names.append(f.name or (f.typed_config.type_url if f.typed_config else ""))
             if f.typed_config is not None and f.typed_config.type_url == TCP_PROXY_TYPE:
                 try:
-                    tcp_cluster = envoy_protos().TcpProxy.parse(f.typed_config.value).cluster or None
+                    with DECODE_LOCK:  # see protos.DECODE_LOCK
+                        tcp_cluster = envoy_protos().TcpProxy.parse(f.typed_config.value).cluster or None
                 except Exception as exc:  # as in decode_resources: a bad encoding, whatever betterproto2 raises
                     raise XdsError(f"could not decode the tcp_proxy of listener {listener.name}: {exc!r}") from exc
         chains.append(
