@@ -1088,10 +1088,11 @@ def test_out_of_band_changes_are_reported_and_repaired(stack: Stack) -> None:
     stack.cli("preview", "--refresh", "--expect-no-changes")
 
 
-def test_verify_names_hand_edits_that_preview_refresh_misses(stack: Stack) -> None:
-    """Server-side apply makes `preview --refresh` see only the fields the program owns: an env var set on
-    istiod by hand goes unnoticed there, a ConfigMap edit does not. verify names both, with the manager
-    and the fields (warnings: `ok` stays as it is), and not a `rollout restart` (no behaviour change)."""
+def test_verify_names_who_edited_what_and_up_refresh_puts_it_back(stack: Stack) -> None:
+    """Hand edits: an env var set on istiod (kubectl-set), the istio ConfigMap edited (kubectl-edit), a
+    rollout restart (kubectl-rollout). `preview --refresh` shows both objects differ, istiod's as a
+    positional diff of its env list; verify names each edit with its manager and field (warnings: `ok`
+    stays), and not the restart (no behaviour change); `up --refresh` puts back what the program applies."""
     env = {"name": "PILOT_LAB_HAND_EDIT", "value": "1"}
     apps("cluster2").patch_namespaced_deployment(
         "istiod",
@@ -1112,33 +1113,24 @@ def test_verify_names_hand_edits_that_preview_refresh_misses(stack: Stack) -> No
     )
     try:
         ops = {s["urn"].rsplit("::", 1)[1]: s["op"] for s in stack.preview_steps("--refresh")}
-        assert ops["mesh-cluster2-istiod:istio-system/istiod"] == "same", ops  # not the program's field
+        assert ops["mesh-cluster2-istiod:istio-system/istiod"] == "update", ops
         assert ops["mesh-cluster1-istiod:istio-system/istio"] in ("update", "replace"), ops  # the program's data
         doc = verify(stack)
-        edits = {
-            (w["cluster"], w["cause"].split(" was changed")[0]): w for w in doc["warnings"] if w["check"] == "edit"
-        }
-        named = edits.get(("cluster2", "Deployment istio-system/istiod"))
+        edits = {w["cause"].split(" was changed")[0]: w for w in doc["warnings"] if w["check"] == "edit"}
+        named = edits.get("Deployment istio-system/istiod in cluster2")
         assert named and "by kubectl-set" in named["cause"], doc["warnings"]
         assert "spec.template.spec.containers[name=discovery].env[name=PILOT_LAB_HAND_EDIT]" in named["cause"]
         assert "pilot.env.PILOT_LAB_HAND_EDIT" in named["fix"], named
-        cm = edits.get(("cluster1", "ConfigMap istio-system/istio"))
+        cm = edits.get("ConfigMap istio-system/istio in cluster1")
         assert cm and "by kubectl-edit" in cm["cause"] and "data.mesh" in cm["cause"], doc["warnings"]
         assert not [w for w in doc["warnings"] if "kubectl-rollout" in w["cause"]], doc["warnings"]
     finally:
-        apps("cluster2").patch_namespaced_deployment(
-            "istiod",
-            "istio-system",
-            [{"op": "remove", "path": "/spec/template/spec/containers/0/env/" + str(_env_index(env["name"]))}],
-        )
-        stack.up("--refresh")  # the ConfigMap back to what the program wrote
+        stack.up("--refresh")
+    live = apps("cluster2").read_namespaced_deployment("istiod", "istio-system")
+    assert env["name"] not in [e.name for e in live.spec.template.spec.containers[0].env]
+    assert core("cluster1").read_namespaced_config_map("istio", "istio-system").data["mesh"] == mesh
     doc = verify(stack)
     assert not [w for w in doc["warnings"] if "PILOT_LAB_HAND_EDIT" in w["cause"] or "kubectl-edit" in w["cause"]]
-
-
-def _env_index(name: str) -> int:
-    d = apps("cluster2").read_namespaced_deployment("istiod", "istio-system")
-    return next(i for i, e in enumerate(d.spec.template.spec.containers[0].env) if e.name == name)
 
 
 def test_once_istio_is_installed_its_crds_come_first_again(stack: Stack) -> None:
