@@ -7,7 +7,6 @@ keys outside it are named here once.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,14 +26,8 @@ CONFIG_NAMESPACE = "istio-mesh"
 #: Secret config keys: the private key of an imported root CA; the intermediates' keys (external CA).
 ROOT_KEY_CONFIG = "caRootKeyPem"
 INTERMEDIATE_KEYS_CONFIG = "caIntermediateKeyPems"
-#: This config's spelling of the settings chart-value messages name: the schema's, but a cluster's
-#: gateway is ``eastWestGateway`` here (and its addresses ``externalIPs``).
-CONFIG_NAMES = dataclasses.replace(
-    SCHEMA_NAMES,
-    service_type="clusters[].eastWestGateway.serviceType",
-    external_ips="clusters[].eastWestGateway.externalIPs",
-    cluster_gateway_values="clusters[].eastWestGateway.values",
-)
+#: This config's spelling of the settings chart-value messages name: the package schema's (one spelling).
+CONFIG_NAMES = SCHEMA_NAMES
 
 
 class ConfigError(ValueError):

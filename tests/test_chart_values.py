@@ -464,27 +464,27 @@ def test_the_schema_offers_the_same_values_settings_as_the_stack_config() -> Non
     def ref(prop: Mapping[str, Any]) -> str:
         return str(prop["$ref"]).rsplit(":", 1)[-1]
 
-    # istio.values, clusters[].istio.values, eastWestGateway.values, clusters[].gateway.values.
+    # istio.values, clusters[].istio.values, eastWestGateway.values, clusters[].eastWestGateway.values.
     cluster = types["istiomesh:index:ClusterInputs"]["properties"]
     for prop in (
         values_of(ref(mesh["istio"])),
         values_of(ref(cluster["istio"])),
         values_of(ref(mesh["eastWestGateway"])),
-        values_of(ref(cluster["gateway"])),
+        values_of(ref(cluster["eastWestGateway"])),
     ):
         assert prop["type"] == "object" and prop["additionalProperties"]["$ref"] == "pulumi.json#/Any", prop
     # The message paths the plugin uses are these properties.
     assert (SCHEMA_NAMES.istio_values, SCHEMA_NAMES.cluster_istio_values) == ("istio.values", "clusters[].istio.values")
     assert (SCHEMA_NAMES.gateway_values, SCHEMA_NAMES.cluster_gateway_values) == (
         "eastWestGateway.values",
-        "clusters[].gateway.values",
+        "clusters[].eastWestGateway.values",
     )
 
 
 def test_the_plugin_maps_values_as_the_stack_config_does(kubeconfigs: Any) -> None:
     inputs = _plugin_inputs(istio={"values": LAB_VALUES}, eastWestGateway={"values": {"replicaCount": 2}})
     inputs["clusters"][1]["istio"] = {"values": {"replicaCount": 3}}
-    inputs["clusters"][1]["gateway"] = {"values": {"podAnnotations": {"a": "b"}}}
+    inputs["clusters"][1]["eastWestGateway"] = {"values": {"podAnnotations": {"a": "b"}}}
     args = plugin_mesh_args(inputs)  # type: ignore[arg-type]
     raw = _raw(kubeconfigs, istio={"values": LAB_VALUES}, eastWestGateway={"values": {"replicaCount": 2}})
     raw["clusters"][1]["istio"] = {"values": {"replicaCount": 3}}
@@ -498,9 +498,10 @@ def test_the_plugin_maps_values_as_the_stack_config_does(kubeconfigs: Any) -> No
 
 def test_the_plugin_refuses_contradicting_values_in_the_schemas_spelling() -> None:
     inputs = _plugin_inputs(istio={"values": {"pilot": {"env": {"EXTERNAL_CA": "ISTIOD_RA_KUBERNETES_API"}}}})
-    inputs["clusters"][0]["gateway"] = {"values": {"service": {"type": "ClusterIP"}}}
+    inputs["clusters"][0]["eastWestGateway"] = {"values": {"service": {"type": "ClusterIP"}}}
     with pytest.raises(ValueError) as err:
         plugin_mesh_args(inputs)  # type: ignore[arg-type]
     message = str(err.value)
     assert 'istio.values.pilot.env.EXTERNAL_CA: "ISTIOD_RA_KUBERNETES_API" contradicts' in message
-    assert 'clusters[0].gateway.values.service.type: "ClusterIP" contradicts clusters[0].gateway.serviceType' in message
+    gateway = "clusters[0].eastWestGateway"
+    assert f'{gateway}.values.service.type: "ClusterIP" contradicts {gateway}.serviceType' in message

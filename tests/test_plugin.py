@@ -109,14 +109,14 @@ def test_plugin_inputs_default_to_the_package_defaults() -> None:
 
 def test_plugin_inputs_map_onto_the_package_arguments() -> None:
     inputs = _inputs(
-        istio={"version": "1.30.1", "chartDirectory": "/charts", "keepCrds": False},
+        istio={"version": "1.30.1", "chartDirectory": "/charts", "keepCRDs": False},
         ca={"protect": False, "renewBeforeDays": 0, "intermediateValidityDays": 365},
         remoteAccess={"reader": "istio", "readSecrets": True, "tokenGeneration": 2},
         samples={"enabled": True},
         labels={"team": "mesh"},
         allowLoopbackApiServers=True,
     )
-    inputs["clusters"][0]["gateway"] = {"serviceType": "NodePort", "externalIps": ["10.0.1.10"]}
+    inputs["clusters"][0]["eastWestGateway"] = {"serviceType": "NodePort", "externalIPs": ["10.0.1.10"]}
     inputs["clusters"][0]["helloworldVersions"] = ["v1"]
     args = mesh_args(inputs)  # type: ignore[arg-type]
     assert args.istio.version == args.istio.tag == "1.30.1"

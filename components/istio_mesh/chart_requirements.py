@@ -86,19 +86,19 @@ class SettingNames:
         return name if index is None else name.replace("[]", f"[{index}]", 1)
 
 
-#: The plugin schema's spelling (the stack config's too, except for its per-cluster ``eastWestGateway``).
+#: The plugin schema's spelling, which is the stack config's.
 SCHEMA_NAMES = SettingNames(
     mesh_id="meshId",
     hub="istio.hub",
     tag="istio.tag",
     cluster_name="clusters[].name",
     network="clusters[].network",
-    service_type="clusters[].gateway.serviceType",
-    external_ips="clusters[].gateway.externalIps",
+    service_type="clusters[].eastWestGateway.serviceType",
+    external_ips="clusters[].eastWestGateway.externalIPs",
     istio_values="istio.values",
     cluster_istio_values="clusters[].istio.values",
     gateway_values="eastWestGateway.values",
-    cluster_gateway_values="clusters[].gateway.values",
+    cluster_gateway_values="clusters[].eastWestGateway.values",
 )
 #: ``MultiPrimaryMeshArgs``' spelling (Python field names).
 ARGS_NAMES = SettingNames(

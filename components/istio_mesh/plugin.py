@@ -6,8 +6,8 @@ module as the ``istiomesh`` resource plugin (``python -m istio_mesh.plugin``, st
 
 * ``istiomesh:index:MultiPrimaryMesh``, a remote component: the engine asks this plugin to construct
   it (``Construct``), and the mesh registers its children as the Python program would. Its inputs are
-  plain data (the ``*Inputs`` types of ``plugin_mesh``, camelCase in the schema); kubeconfigs are
-  secret strings.
+  plain data (the ``*Inputs`` types of ``plugin_mesh``, camelCase in the schema, each key spelt as in the
+  stack config; old spellings are marked deprecated); kubeconfigs are secret strings.
 * ``istiomesh:index:IntermediateCertificate``, a custom resource with create/diff/read/delete here:
   in a program that is not Python there is no Python dynamic-provider host, so the mesh built by this
   plugin signs its intermediates with this resource instead (same certificate: ``pathlen:0``).
@@ -23,6 +23,7 @@ from typing import Any
 
 from .constants import PACKAGE, PACKAGE_VERSION
 from .plugin_mesh import (
+    RENAMED_INPUTS,
     CAInputs,
     ClusterInputs,
     ClusterIstioInputs,
@@ -32,12 +33,14 @@ from .plugin_mesh import (
     MultiPrimaryMesh,
     MultiPrimaryMeshInputs,
     RemoteAccessInputs,
+    RenamedInput,
     SamplesInputs,
     mesh_args,
 )
 
 __all__ = [
     "INTERMEDIATE_TOKEN",
+    "RENAMED_INPUTS",
     "SECRET_INPUTS",
     "VERSION",
     "CAInputs",
@@ -49,6 +52,7 @@ __all__ = [
     "MultiPrimaryMesh",
     "MultiPrimaryMeshInputs",
     "RemoteAccessInputs",
+    "RenamedInput",
     "SamplesInputs",
     "main",
     "mesh_args",
@@ -73,6 +77,10 @@ def schema() -> dict[str, Any]:
     # Credentials are secrets in every language's SDK, and so in the consumer's state.
     for type_name, prop in SECRET_INPUTS:
         spec["types"][f"{PACKAGE}:index:{type_name}"]["properties"][prop]["secret"] = True
+    # Old spellings still work; the SDKs mark them deprecated, naming the new key.
+    for renamed in RENAMED_INPUTS:
+        props = spec["types"][f"{PACKAGE}:index:{renamed.holder.__name__}"]["properties"]
+        props[renamed.old]["deprecationMessage"] = renamed.deprecation_message
     return spec
 
 

@@ -1,11 +1,14 @@
 """``MultiPrimaryMesh`` as the ``istiomesh`` plugin serves it: its inputs as the package schema describes
-them (the ``*Inputs`` types, camelCase, plain data; kubeconfigs are secret strings), their mapping onto
-the package's ``MultiPrimaryMeshArgs`` (``mesh_args``), and the component the engine asks the plugin to
-construct. ``plugin`` generates the schema from these annotations and docstrings; ``plugin_server``
-serves the component.
+them (the ``*Inputs`` types, camelCase and spelt as the stack config's keys, plain data; kubeconfigs are
+secret strings), the old spellings it still reads (``RENAMED_INPUTS``), their mapping onto the package's
+``MultiPrimaryMeshArgs`` (``mesh_args``), and the component the engine asks the plugin to construct.
+``plugin`` generates the schema from these annotations and docstrings; ``plugin_server`` serves the
+component.
 """
 
-from typing import Any, Required, TypedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Required, TypedDict, cast, get_args, get_origin, is_typeddict
 
 import pulumi
 
@@ -31,10 +34,12 @@ class GatewayInputs(TypedDict, total=False):
 
     serviceType: str
     """Service type: LoadBalancer (default), NodePort or ClusterIP."""
+    externalIPs: list[str]
+    """Addresses the Service is reachable at without a load balancer (its spec.externalIPs)."""
     externalIps: list[str]
-    """Addresses the Service is reachable at without a load balancer (`externalIPs`)."""
+    """Deprecated spelling of externalIPs (still accepted)."""
     loadBalancerTimeoutSeconds: int
-    """How long to wait for a load balancer's address (LoadBalancer without externalIps); default 600."""
+    """How long to wait for a load balancer's address (LoadBalancer without externalIPs); default 600."""
     values: dict[str, Any]
     """Helm values of this cluster's gateway chart, over eastWestGateway.values (see istio.values)."""
 
@@ -50,7 +55,7 @@ class MeshGatewayInputs(TypedDict, total=False):
     """What every cluster's east-west gateway shares."""
 
     values: dict[str, Any]
-    """Helm values of every cluster's east-west gateway chart; each cluster's gateway.values go over them."""
+    """Helm values of every cluster's east-west gateway chart; each cluster's eastWestGateway.values go over them."""
 
 
 class ClusterInputs(TypedDict, total=False):
@@ -66,8 +71,10 @@ class ClusterInputs(TypedDict, total=False):
     """The kubeconfig's content (not a path): how the mesh reaches the cluster. Kept secret."""
     context: str
     """The kubeconfig context to use (its current context when not given)."""
-    gateway: GatewayInputs
+    eastWestGateway: GatewayInputs
     """How this cluster's east-west gateway is exposed (when the mesh spans more than one network)."""
+    gateway: GatewayInputs
+    """Deprecated spelling of eastWestGateway (still accepted)."""
     helloworldVersions: list[str]
     """helloworld versions this cluster runs when samples are enabled, e.g. ["v1"]."""
     istio: ClusterIstioInputs
@@ -87,8 +94,10 @@ class IstioInputs(TypedDict, total=False):
     """Image registry of Istio's images."""
     tag: str
     """Image tag (default: the version)."""
-    keepCrds: bool
+    keepCRDs: bool
     """Keep Istio's CRDs on destroy (default true): deleting a CRD deletes every resource of its kind."""
+    keepCrds: bool
+    """Deprecated spelling of keepCRDs (still accepted)."""
     values: dict[str, Any]
     """Helm values of the istiod chart in every cluster; the mesh's own go over them (a contradiction is refused)."""
 
@@ -159,9 +168,84 @@ class MultiPrimaryMeshInputs(TypedDict, total=False):
     """What every cluster's east-west gateway shares (its gateway chart values)."""
 
 
+@dataclass(frozen=True)
+class RenamedInput:
+    """An input the schema spelt differently before: the old key still works, marked deprecated in the
+    schema (``deprecationMessage``) and warned about when given; ``mesh_args`` reads only the new key."""
+
+    #: The ``*Inputs`` type that holds both keys.
+    holder: type
+    old: str
+    new: str
+
+    @property
+    def deprecation_message(self) -> str:
+        """The schema's ``deprecationMessage`` of the old key (the SDKs show it; it names the new key)."""
+        return f"Use {self.new}: {self.old} is its old spelling (still accepted)."
+
+
+#: The inputs spelt as the stack config and Kubernetes spell them, and their old spellings.
+RENAMED_INPUTS = (
+    RenamedInput(IstioInputs, "keepCrds", "keepCRDs"),
+    RenamedInput(ClusterInputs, "gateway", "eastWestGateway"),
+    RenamedInput(GatewayInputs, "externalIps", "externalIPs"),
+)
+
+
+def _new_spellings(
+    typ: type, given: Mapping[str, Any], problems: list[tuple[str, str]], old_at: str = "", new_at: str = ""
+) -> dict[str, Any]:
+    """``given`` (an input of type ``typ``, nested ones included) with every old spelling moved to its new key,
+    and one warning for each in the engine's log (naming the old key and the new). An old key given with a
+    different value than its new key is a problem (where, message) instead. ``old_at``/``new_at``: the
+    path of ``given`` as written and as newly spelt (``clusters[0].gateway.``, ``clusters[0].eastWestGateway.``)."""
+    # The annotations as written (evaluating them would need pulumi.Input's forward references).
+    hints = {
+        key: get_args(hint)[0] if get_origin(hint) is Required else hint for key, hint in typ.__annotations__.items()
+    }
+    renamed = {r.old: r.new for r in RENAMED_INPUTS if r.holder is typ}
+    spelt: dict[str, Any] = {}
+    # New keys first, so an old key given too is compared with its new one.
+    for key in sorted(given, key=lambda k: k in renamed):
+        new_key = renamed.get(key, key)
+        old_path, new_path = f"{old_at}{key}", f"{new_at}{new_key}"
+        value = _nested_spellings(hints.get(key), given[key], problems, old_path, new_path)
+        if key not in renamed:
+            spelt[key] = value
+        elif value is not None:
+            if spelt.get(new_key) is not None and spelt[new_key] != value:
+                problems.append(
+                    (
+                        old_path,
+                        f"the old spelling of {new_path}, which is given too, with another value: give only {new_path}",
+                    )
+                )
+                continue
+            pulumi.log.warn(f"MultiPrimaryMesh: {old_path} is deprecated; write {new_path} (the same setting)")
+            spelt[new_key] = value
+    return spelt
+
+
+def _nested_spellings(hint: Any, value: Any, problems: list[tuple[str, str]], old_path: str, new_path: str) -> Any:
+    """``value`` with the new spellings of the ``*Inputs`` it holds (an object or a list of them, by ``hint``)."""
+    if is_typeddict(hint) and isinstance(value, Mapping):
+        return _new_spellings(hint, value, problems, f"{old_path}.", f"{new_path}.")
+    (item,) = get_args(hint) if get_origin(hint) is list else (None,)
+    if is_typeddict(item) and isinstance(value, list):
+        return [
+            _nested_spellings(item, v, problems, f"{old_path}[{i}]", f"{new_path}[{i}]") for i, v in enumerate(value)
+        ]
+    return value
+
+
 def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
-    """The package's ``MultiPrimaryMeshArgs`` for the plugin's inputs (the schema's shape)."""
-    istio_in = inputs.get("istio") or {}
+    """The package's ``MultiPrimaryMeshArgs`` for the plugin's inputs (the schema's shape): the one place
+    the schema's keys meet the arguments' fields (``keepCRDs``: ``IstioSettings.keep_crds``,
+    ``clusters[].eastWestGateway``: ``MeshCluster.gateway``, its ``externalIPs``: ``external_ips``). Old
+    spellings (``RENAMED_INPUTS``) are read as their new keys, with a warning."""
+    problems: list[tuple[str, str]] = []
+    spelt = cast(MultiPrimaryMeshInputs, _new_spellings(MultiPrimaryMeshInputs, inputs, problems))
+    istio_in = spelt.get("istio") or {}
     defaults = IstioSettings()
     version = istio_in.get("version") or defaults.version
     charts = (
@@ -174,10 +258,10 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         charts=charts,
         hub=istio_in.get("hub") or defaults.hub,
         tag=istio_in.get("tag") or version,
-        keep_crds=istio_in.get("keepCrds", True) is not False,
+        keep_crds=istio_in.get("keepCRDs", True) is not False,
         values=istio_in.get("values") or {},
     )
-    ca_in = inputs.get("ca") or {}
+    ca_in = spelt.get("ca") or {}
     ca_defaults = CASettings()
     ca = CASettings(
         source=ca_in.get("source") or ca_defaults.source,
@@ -188,21 +272,21 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         root_cert_pem=ca_in.get("rootCertPem"),
         root_key_pem=ca_in.get("rootKeyPem"),
     )
-    ra_in = inputs.get("remoteAccess") or {}
+    ra_in = spelt.get("remoteAccess") or {}
     ra_defaults = RemoteAccessSettings()
     remote_access = RemoteAccessSettings(
         reader=ra_in.get("reader") or ra_defaults.reader,
         read_secrets=ra_in.get("readSecrets", True) is not False,
         token_generation=int(ra_in.get("tokenGeneration") or 0),
     )
-    samples_in = inputs.get("samples") or {}
+    samples_in = spelt.get("samples") or {}
     samples = SampleSettings(
         enabled=bool(samples_in.get("enabled", False)),
         namespace=samples_in.get("namespace") or SampleSettings().namespace,
     )
     clusters = []
-    for c in inputs.get("clusters") or []:
-        gw = c.get("gateway") or {}
+    for c in spelt.get("clusters") or []:
+        gw = c.get("eastWestGateway") or {}
         clusters.append(
             MeshCluster(
                 name=c["name"],
@@ -212,7 +296,7 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
                 context=c.get("context"),
                 gateway=GatewaySettings(
                     service_type=gw.get("serviceType") or "LoadBalancer",
-                    external_ips=tuple(gw.get("externalIps") or ()),
+                    external_ips=tuple(gw.get("externalIPs") or ()),
                     load_balancer_timeout_seconds=int(gw.get("loadBalancerTimeoutSeconds") or 600),
                     values=gw.get("values") or {},
                 ),
@@ -220,11 +304,11 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
                 istio=ClusterIstioSettings(values=(c.get("istio") or {}).get("values") or {}),
             )
         )
-    east_west_gateway = MeshGatewaySettings(values=(inputs.get("eastWestGateway") or {}).get("values") or {})
+    east_west_gateway = MeshGatewaySettings(values=(spelt.get("eastWestGateway") or {}).get("values") or {})
     # Chart values that contradict the mesh's, named as the schema spells them (the package's rules).
-    problems = mesh_values_problems(
+    problems += mesh_values_problems(
         SCHEMA_NAMES,
-        mesh_id=inputs["meshId"],
+        mesh_id=spelt["meshId"],
         istio=istio,
         east_west_gateway=east_west_gateway,
         clusters=enumerate(clusters),
@@ -235,16 +319,16 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
             + "\n  - ".join(f"{where}: {message}" for where, message in problems)
         )
     return mpm.MultiPrimaryMeshArgs(
-        mesh_id=inputs["meshId"],
+        mesh_id=spelt["meshId"],
         clusters=tuple(clusters),
         istio=istio,
         ca=ca,
         remote_access=remote_access,
         samples=samples,
-        refuse_existing_objects=inputs.get("refuseExistingObjects", True) is not False,
-        allow_loopback_api_servers=bool(inputs.get("allowLoopbackApiServers", False)),
-        labels=dict(inputs.get("labels") or {}),
-        annotations=dict(inputs.get("annotations") or {}),
+        refuse_existing_objects=spelt.get("refuseExistingObjects", True) is not False,
+        allow_loopback_api_servers=bool(spelt.get("allowLoopbackApiServers", False)),
+        labels=dict(spelt.get("labels") or {}),
+        annotations=dict(spelt.get("annotations") or {}),
         intermediate_signer=SIGNER_PLUGIN,
         east_west_gateway=east_west_gateway,
     )
