@@ -13,6 +13,9 @@ second and:
 * writes the egress route ``<istiod Service ClusterIP>:443 -> <cluster address>:<webhook port>`` so
   the API server reaches the sidecar injector and config validator (``lab/egress.py``,
   ``lab/egress_routes.py``);
+* while istiod runs: keeps its volumes (ConfigMap ``istio``, Secret ``cacerts``) up to date in place, as
+  a kubelet updates a mounted ConfigMap or Secret (``istiod_spec.sync_mounts``): istiod watches both
+  and reloads, so a changed mesh config or CA reaches it without a restart, as in a real cluster;
 * when the Deployment is deleted: stops istiod and removes the route.
 
 A manual ``lab istiod stop`` is respected (``istiod.stop_marker``): istiod stays stopped until the
@@ -37,7 +40,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import egress_routes, istiod, procs
+from . import egress_routes, istiod, istiod_spec, procs
 from .kubeapi import ApiError, Client
 from .layout import Cluster
 from .wait import wait_until
@@ -165,6 +168,7 @@ class Follower:
         self.retry_at = 0.0
         self.last_reason = ""
         self.last_error = ""
+        self.last_sync_error = ""
 
     def log(self, msg: str) -> None:
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.c.name} follower: {msg}", flush=True)
@@ -197,6 +201,8 @@ class Follower:
             if obs.stopped_by_hand and obs.stopped_for is None and obs.deployment is not None:
                 istiod.write_json(istiod.stop_marker(self.c), {"deployment": obs.deployment, "pinned": True})
             self.note(plan.reason)
+            if obs.istiod_running and not obs.stopped_by_hand:
+                self.sync_volumes()
             return
         if self.failed_for is not None and not same_deployment(obs.deployment, self.failed_for):
             # A new Deployment (or rollout) gets its chance at once: the back-off was for the old one.
@@ -229,6 +235,22 @@ class Follower:
             wait = backoff(self.failures)
             self.retry_at = time.monotonic() + wait
             self.log(f"{plan.istiod} failed ({self.failures} in a row; next try in {wait:g}s): {e}")
+
+    def sync_volumes(self) -> None:
+        """A changed ConfigMap ``istio`` or Secret ``cacerts`` reaches the running istiod the way a kubelet
+        updates a mounted volume: in place, the files swapped at once, no restart (istiod watches both)."""
+        try:
+            with istiod.lock(self.c):
+                _, changed = istiod_spec.sync_mounts(self.api, self.c)
+        except (OSError, ApiError, istiod.IstiodError, ValueError) as e:
+            msg = f"cannot update istiod's volumes: {e}"
+            if msg != self.last_sync_error:
+                self.log(msg + " (retrying every poll)")
+                self.last_sync_error = msg
+            return
+        self.last_sync_error = ""
+        for name in changed:
+            self.log(f"updated istiod's {name} volume in place ({istiod_spec.MOUNTS[name]}), as a kubelet does")
 
     def wait_ready(self) -> None:
         """Until istiod answers /ready, or the follower is stopping (SIGTERM ends the wait at once)."""

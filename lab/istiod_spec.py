@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import atomic_writer
 from .istiod_names import (
     CONTAINER,
     DEPLOYMENT,
@@ -148,6 +148,44 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
+#: istiod's two volumes from cluster objects: where the chart mounts each, relative to the working directory.
+MOUNTS = {"config": Path("etc/istio/config"), "cacerts": Path("etc/cacerts")}
+
+
+def mounted_files(api: Client, c: Cluster) -> dict[str, dict[str, bytes]]:
+    """What istiod's volumes hold now: ConfigMap ``istio`` (``mesh``, ``meshNetworks``) and, like the chart's
+    optional secret volume, Secret ``cacerts`` (no files when it is absent)."""
+    try:
+        cm = api.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/istio")
+    except ApiError as e:
+        raise IstiodError(f"{c.name}: ConfigMap {NAMESPACE}/istio is missing ({e}); reinstall the mesh") from None
+    data = cm.get("data") or {}
+    networks = data.get("meshNetworks", "networks: {}\n")
+    config = {"mesh": data.get("mesh", "").encode(), "meshNetworks": networks.encode()}
+    try:
+        secret = api.get(f"/api/v1/namespaces/{NAMESPACE}/secrets/cacerts")
+        cacerts = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        cacerts = {}
+    return {"config": config, "cacerts": cacerts}
+
+
+def sync_mounts(api: Client, c: Cluster) -> tuple[dict[str, dict[str, bytes]], list[str]]:
+    """Brings istiod's volumes up to date in place, as the kubelet does (``lab/atomic_writer.py``): a running
+    istiod sees the swap and reloads (its mesh config watcher, its ``cacerts`` watcher), no restart.
+    Returns the volumes' files and the names of those rewritten."""
+    wd = workdir(c)
+    files = mounted_files(api, c)
+    changed = [
+        name
+        for name, rel in MOUNTS.items()
+        if atomic_writer.write(wd / rel, files[name], 0o600 if name == "cacerts" else 0o644)
+    ]
+    return files, changed
+
+
 def materialize(api: Client, c: Cluster) -> tuple[list[str], dict[str, str], dict[str, Any]]:
     """Writes istiod's files from the cluster's objects; returns (args, env, facts for the log)."""
     wd = workdir(c)
@@ -155,30 +193,10 @@ def materialize(api: Client, c: Cluster) -> tuple[list[str], dict[str, str], dic
     container, sa = spec["container"], spec["sa"] or SERVICE_ACCOUNT
     source = identity(spec["deployment"], injector_present(api, spec["deployment"]))
 
-    # Mesh config, where the chart mounts ConfigMap istio (./etc/istio/config).
-    try:
-        cm = api.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/istio")
-    except ApiError as e:
-        raise IstiodError(f"{c.name}: ConfigMap {NAMESPACE}/istio is missing ({e}); reinstall the mesh") from None
-    data = cm.get("data") or {}
-    config_dir = wd / "etc" / "istio" / "config"
+    volumes, _ = sync_mounts(api, c)
+    cacerts = sorted(volumes["cacerts"])
+    config_dir, ca_dir = wd / MOUNTS["config"], wd / MOUNTS["cacerts"]
     files = {"mesh": config_dir / "mesh", "meshNetworks": config_dir / "meshNetworks", "kubeconfig": wd / "kubeconfig"}
-    _write(files["mesh"], data.get("mesh", ""))
-    _write(files["meshNetworks"], data.get("meshNetworks", "networks: {}\n"))
-
-    # Plugged-in CA, like the optional secret volume: present keys only, nothing when absent.
-    ca_dir = wd / "etc" / "cacerts"
-    shutil.rmtree(ca_dir, ignore_errors=True)
-    ca_dir.mkdir(parents=True)
-    try:
-        secret = api.get(f"/api/v1/namespaces/{NAMESPACE}/secrets/cacerts")
-        for key, value in (secret.get("data") or {}).items():
-            _write(ca_dir / key, base64.b64decode(value).decode(), 0o600)
-        cacerts = sorted(secret.get("data") or {})
-    except ApiError as e:
-        if e.status != 404:
-            raise
-        cacerts = []
 
     # istiod's own identity: a token of its ServiceAccount, not the lab admin.
     try:

@@ -225,3 +225,48 @@ def test_an_istiod_that_exits_with_the_lock_free_is_reported(lab_dir: Path, monk
     monkeypatch.setattr(istiod.procs, "tail", lambda path, n: "bind: address already in use")
     with pytest.raises(istiod.IstiodError, match=r"istiod exited during start-up(.|\n)*address already in use"):
         istiod.wait_ready(Path("/bin/true"), [C], timeout=10)
+
+
+class _Objects:
+    """The two objects istiod mounts, served by path as the lab's API client would."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, Any] = {
+            "/api/v1/namespaces/istio-system/configmaps/istio": {"data": {"mesh": "trustDomain: cluster.local\n"}},
+            "/api/v1/namespaces/istio-system/secrets/cacerts": {"data": {"root-cert.pem": _b64("old root")}},
+        }
+
+    def get(self, path: str) -> Any:
+        from lab.kubeapi import ApiError
+
+        if path not in self.objects:
+            raise ApiError(404, "not found")
+        return self.objects[path]
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_a_changed_secret_or_configmap_reaches_the_running_istiod_in_place_without_a_restart(
+    lab_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _Script(monkeypatch, [obs()])  # istiod runs from the current Deployment
+    api = _Objects()
+    f = follower.Follower(C, Path("/bin/true"), api=api)  # type: ignore[arg-type]
+    f.once()
+    root = lab_dir / C.name / "istiod" / "etc" / "cacerts" / "root-cert.pem"
+    assert root.read_text() == "old root" and root.is_symlink()
+    f.once()
+    assert capsys.readouterr().out.count("updated istiod's cacerts volume") == 1  # the first poll, not the second
+
+    api.objects["/api/v1/namespaces/istio-system/secrets/cacerts"]["data"]["root-cert.pem"] = _b64("old + new root")
+    api.objects["/api/v1/namespaces/istio-system/configmaps/istio"]["data"]["mesh"] = "trustDomain: other\n"
+    f.once()
+    assert root.read_text() == "old + new root"
+    assert (lab_dir / C.name / "istiod" / "etc" / "istio" / "config" / "mesh").read_text() == "trustDomain: other\n"
+    out = capsys.readouterr().out
+    assert "updated istiod's config volume" in out and "updated istiod's cacerts volume" in out
+    assert script.launches == []  # no start, no restart: istiod's own watchers reload

@@ -1138,6 +1138,29 @@ def test_verify_names_who_edited_what_and_up_refresh_puts_it_back(stack: Stack) 
     assert not [w for w in doc["warnings"] if "PILOT_LAB_HAND_EDIT" in w["cause"] or "kubectl-edit" in w["cause"]]
 
 
+def test_a_cacerts_changed_in_place_reaches_the_running_istiod_without_a_restart(stack: Stack) -> None:
+    """The lab updates istiod's mounted Secret in place, as a kubelet does (``lab/atomic_writer.py``):
+    istiod's own cacerts watcher reloads the plugged-in CA, no process restart. The change is one that
+    means nothing (a trailing newline after the chain); `up --refresh` puts the program's bytes back."""
+    lab_dir = Path(os.environ.get("LAB_DIR", ROOT / ".lab"))
+    log = lab_dir / "cluster1" / "logs" / "istiod.log"
+    reloaded = "Istiod has detected the newly added intermediate CA"
+    pid, before = _istiod_pid("cluster1"), log.read_text().count(reloaded)
+    chain = secret_data("cluster1", "istio-system", "cacerts")["cert-chain.pem"]
+    edited = base64.b64encode((chain + "\n").encode()).decode()
+    core("cluster1").patch_namespaced_secret("cacerts", "istio-system", {"data": {"cert-chain.pem": edited}})
+    try:
+        mounted = lab_dir / "cluster1" / "istiod" / "etc" / "cacerts" / "cert-chain.pem"
+        wait_for("the new cert-chain.pem in istiod's cacerts volume", lambda: mounted.read_text() == chain + "\n", 30)
+        wait_for("istiod to reload its plugged-in CA", lambda: log.read_text().count(reloaded) > before, 30)
+        assert _istiod_pid("cluster1") == pid  # reloaded by istiod itself, not restarted
+    finally:
+        stack.up("--refresh")
+    # (The program puts its bytes back by replacing the Secret, which rolls istiod: its pod template names
+    # the Secret's uid. The in-place reload is what a Secret edited in place gets.)
+    wait_for("the program's cert-chain.pem back in istiod's volume", lambda: mounted.read_text() == chain, 60)
+
+
 def test_once_istio_is_installed_its_crds_come_first_again(stack: Stack) -> None:
     """The `up`s after the first found Istio in each cluster: the state now records Istio's upgrade order
     (istiod's chart after the `base` chart), so an Istio upgrade applies the CRDs before a new istiod."""
