@@ -7,10 +7,10 @@ import os
 import sys
 
 from . import cluster, procs
+from .binaries import binary_name, find_toolchain, locate_toolchain
 from .errors import LabError
 from .istiod import IstiodError
 from .layout import MAX_NODES, NODES_PER_CLUSTER, existing_clusters
-from .toolchain import binary_name, find_toolchain, locate_toolchain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             istiod.start(binary, running, args.timeout, restart=args.action == "restart")
             return 0
         if args.cmd == "verify":
-            from .verify import verify
+            from .selfcheck import verify
 
             verify(existing_clusters())
             return 0

@@ -1,10 +1,10 @@
 """Bring the lab's clusters up, down, and report on them.
 
-Per cluster, five control-plane processes (``lab/components.py``: etcd, kube-apiserver,
+Per cluster, five control-plane processes (``lab/control_plane.py``: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler and KWOK, which plays the kubelet of the fake nodes,
 ``lab/kwok.py``); and two of the lab's own (``lab/agents.py``): the egress proxy the API server dials
 the cluster's network through, and the follower that runs istiod as its Deployment says. Binaries
-and KWOK's default stages come from the toolchain cache (``lab/toolchain.py``); nothing is
+and KWOK's default stages come from the toolchain cache (``lab/binaries.py``); nothing is
 downloaded at run time. This module is the order of things: what ``up`` starts and waits for, what
 ``down`` stops, what ``status`` reports.
 """
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from . import agents, dataplane, netns, network, podexec, procs, sandbox
-from .components import COMPONENTS, Component, component, healthy
+from .binaries import Toolchain, binary_name, find_toolchain, locate_toolchain
+from .control_plane import COMPONENTS, Component, component, healthy
 from .errors import LabError
 from .kubeapi import ApiError, Client, write_kubeconfigs, write_merged_kubeconfig
 from .kwok import (
@@ -37,7 +38,6 @@ from .kwok import (
 )
 from .layout import LAB_DIR, NODES_PER_CLUSTER, Cluster
 from .pki import CA_CERT, CA_DIR, ensure_cluster_pki
-from .toolchain import Toolchain, binary_name, find_toolchain, locate_toolchain
 from .wait import wait_for_each
 
 T = TypeVar("T")

@@ -14,10 +14,10 @@ import yaml
 
 from lab import __main__ as cli
 from lab import agents, cluster, layout, procs
-from lab.components import component
+from lab.binaries import Toolchain, locate_toolchain
+from lab.control_plane import component
 from lab.errors import LabError
 from lab.layout import Cluster
-from lab.toolchain import Toolchain, locate_toolchain
 
 TC = Toolchain(Path("/toolchain"))
 

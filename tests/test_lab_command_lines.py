@@ -1,6 +1,6 @@
 """The control-plane command lines, pinned argument by argument.
 
-Generated from lab/cluster.py's ``command_line`` before it became the table in lab/components.py
+Generated from lab/cluster.py's ``command_line`` before it became the table in lab/control_plane.py
 (issue 13): any change to a flag of etcd, kube-apiserver, kube-controller-manager, kube-scheduler or
 KWOK fails here, so a refactor provably starts the same processes. ``{lab}`` stands for the lab's
 directory (``LAB_DIR``).
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from lab import layout
-from lab.components import COMPONENTS, component
+from lab.binaries import Toolchain
+from lab.control_plane import COMPONENTS, component
 from lab.layout import Cluster
-from lab.toolchain import Toolchain
 
 TC = Toolchain(Path("/toolchain"))
 WEBHOOKS_OFF = "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook"

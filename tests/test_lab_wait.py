@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import procs, verify
+from lab import procs, selfcheck
 from lab.errors import LabError
 from lab.kubeapi import ApiError
 from lab.wait import WaitTimeoutError, wait_for_each, wait_until
@@ -120,15 +120,15 @@ def test_lab_verify_treats_api_errors_as_not_yet_and_names_the_last_one() -> Non
             raise a
         return a
 
-    assert verify._poll("a thing", fn, timeout=10) == {"ok": 1}
+    assert selfcheck._poll("a thing", fn, timeout=10) == {"ok": 1}
 
     def failing() -> object:
         raise ApiError(503, "unavailable")
 
     with pytest.raises(LabError, match=r"^timed out after 0s: a thing \(last error: HTTP 503: unavailable\)$"):
-        verify._poll("a thing", failing, timeout=0.3)
+        selfcheck._poll("a thing", failing, timeout=0.3)
     with pytest.raises(ValueError):  # anything else is not an API server that is not there yet
-        verify._poll("a thing", lambda: int("x"), timeout=10)
+        selfcheck._poll("a thing", lambda: int("x"), timeout=10)
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Per cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK (which plays the
 kubelet of the fake nodes), in start order. Each ``Component`` holds its command line (the binary
-comes from the toolchain, ``lab/toolchain.py``) and its health probe; ``lab/cluster.py`` starts them,
+comes from the toolchain, ``lab/binaries.py``) and its health probe; ``lab/cluster.py`` starts them,
 waits for the probes and stops them in reverse order.
 """
 
@@ -21,7 +21,7 @@ from .layout import Cluster
 from .pki import CA_CERT, CA_DIR
 
 if TYPE_CHECKING:
-    from .toolchain import Toolchain
+    from .binaries import Toolchain
 
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Admission webhooks are on by default: an in-cluster webhook (istiod's sidecar injector and config

@@ -1,6 +1,6 @@
 """Where the lab's binaries come from: the toolchain cache that ``toolchain/build`` fills.
 
-The control-plane binaries (``lab/components.py``), ``pilot-discovery`` for istiod, and KWOK's default
+The control-plane binaries (``lab/control_plane.py``), ``pilot-discovery`` for istiod, and KWOK's default
 stages; nothing is downloaded at run time. The cache is ``$ISTIO_MESH_TOOLCHAIN`` when set, else the
 directory ``toolchain/build --dir`` names.
 """
@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from .components import COMPONENTS
+from .control_plane import COMPONENTS
 from .errors import LabError
 from .layout import REPO
 
