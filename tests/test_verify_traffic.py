@@ -696,3 +696,25 @@ def test_run_verify_sends_the_traffic_from_every_cluster_only_when_asked(
     assert sorted(asked) == [("cluster1", "sample", URL, 12), ("cluster2", "sample", URL, 12)]
     assert doc["ok"] is True, doc["findings"]
     assert [(t["cluster"], t["answered"]) for t in doc["traffic"]] == [("cluster1", 12), ("cluster2", 12)]
+
+
+def test_an_exec_opens_on_an_api_client_of_its_own() -> None:
+    """kubernetes.stream.stream swaps ``api_client.request`` while it opens the websocket: a pod list made
+    meanwhile on the same client from another thread would go out as a websocket (the load's "(0)"
+    errors). open_exec therefore opens on its own ApiClient, with the same configuration."""
+    from kubernetes import client
+
+    from verify.traffic import open_exec
+
+    configuration = client.Configuration()
+    configuration.host = "https://127.0.1.1:20143"
+    core = client.CoreV1Api(client.ApiClient(configuration))
+    seen: dict[str, Any] = {}
+
+    def stream(api_method: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["client"] = api_method.__self__.api_client
+        return object()
+
+    open_exec(core, "sample", "sleep-1", ["true"], stream_fn=stream)
+    assert seen["client"] is not core.api_client
+    assert seen["client"].configuration.host == "https://127.0.1.1:20143"

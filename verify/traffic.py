@@ -168,6 +168,19 @@ def exec_place(namespace: str, pod: str) -> str:
     return f"exec in pod {namespace}/{pod} (container {SLEEP_CONTAINER})"
 
 
+def own_client(core: Any) -> Any:
+    """A ``CoreV1Api`` on an ApiClient of its own, same configuration. ``kubernetes.stream.stream`` opens
+    the websocket by swapping ``api_client.request`` for as long as the call lasts: any other request made
+    meanwhile on the same ApiClient, from another thread (the load listing pods while it opens execs),
+    goes out as a websocket and fails with status 0. (Fakes without a real ApiClient are kept as they are.)"""
+    from kubernetes import client
+
+    api_client = getattr(core, "api_client", None)
+    if not isinstance(api_client, client.ApiClient):
+        return core
+    return client.CoreV1Api(client.ApiClient(api_client.configuration))
+
+
 def open_exec(core: Any, namespace: str, pod: str, command: list[str], stream_fn: StreamFn | None = None) -> ExecStream:
     """Starts ``command`` in the ``sleep`` container of ``pod`` through the API server's pod exec (``stream_fn``:
     ``kubernetes.stream.stream`` by default) and returns the open stream. The client opens the websocket
@@ -177,6 +190,7 @@ def open_exec(core: Any, namespace: str, pod: str, command: list[str], stream_fn
 
         stream_fn = stream
     exec_fn: StreamFn = stream_fn
+    core = own_client(core)
     return bounded(
         lambda: exec_fn(
             core.connect_get_namespaced_pod_exec,
