@@ -15,7 +15,7 @@ loopback address. kube-apiserver's egress selector is the way round it: with
 ``127.0.<i>.1:<istiod webhook port>``) is dialled at the mapped address, any other destination as
 asked, so kubelet traffic keeps working. One proxy per cluster; run it in a thread or as a process::
 
-    python -m lab.egress --socket PATH [--route 10.101.0.10:443=127.0.1.1:20117 ...] [--routes-file F]
+    python -m lab.egress --socket PATH [--route 198.19.1.10:443=127.0.1.1:20117 ...] [--routes-file F]
 
 A process re-reads ``--routes-file`` (JSON, ``lab/egress_routes.py``) whenever it changes, so the route to
 istiod can be added once the Istio chart has given its Service a ClusterIP.

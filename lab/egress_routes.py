@@ -46,7 +46,7 @@ def parse_route(text: str) -> tuple[Address, Address]:
     """``TARGET=DESTINATION``, both ``HOST:PORT``: CONNECTs to TARGET are dialled at DESTINATION."""
     target, sep, dest = text.partition("=")
     if not sep:
-        raise ValueError(f"route {text!r} is not TARGET=DESTINATION (e.g. 10.101.0.10:443=127.0.1.1:20117)")
+        raise ValueError(f"route {text!r} is not TARGET=DESTINATION (e.g. 198.19.1.10:443=127.0.1.1:20117)")
     return parse_address(target), parse_address(dest)
 
 

@@ -117,8 +117,8 @@ def exchange(s: socket.socket, payload: bytes) -> bytes:
 
 
 def test_a_routed_target_reaches_the_mapped_address(proxy: egress.EgressProxy, echo_a: EchoServer) -> None:
-    proxy.set_route(("10.101.0.10", 443), echo_a.address)
-    s, status, extra = open_tunnel(proxy.socket_path, "10.101.0.10:443")
+    proxy.set_route(("198.19.1.10", 443), echo_a.address)
+    s, status, extra = open_tunnel(proxy.socket_path, "198.19.1.10:443")
     # The API server refuses the tunnel if any byte follows the 200 response before TLS starts.
     assert status == "HTTP/1.1 200 Connection established" and extra == b""
     s.settimeout(0.3)
@@ -131,7 +131,7 @@ def test_a_routed_target_reaches_the_mapped_address(proxy: egress.EgressProxy, e
 def test_an_unrouted_target_passes_through(
     proxy: egress.EgressProxy, echo_a: EchoServer, echo_b: EchoServer, log: io.StringIO
 ) -> None:
-    proxy.set_route(("10.101.0.10", 443), echo_a.address)
+    proxy.set_route(("198.19.1.10", 443), echo_a.address)
     s, status, _ = open_tunnel(proxy.socket_path, egress_routes.format_address(echo_b.address))
     assert status == "HTTP/1.1 200 Connection established"
     assert exchange(s, b"kubelet") == b"B:kubelet"
@@ -143,24 +143,24 @@ def test_an_unrouted_target_passes_through(
 
 
 def test_virtual_networks_are_never_dialled_without_a_route(tmp_path: Path, echo_a: EchoServer) -> None:
-    # Nothing routes the lab's Service range; dialled as asked, 10.101.x.y leaves through the host's
+    # Nothing routes the lab's Service range; dialled as asked, 198.19.x.y leaves through the host's
     # default route (on a sandboxed host, a transparent proxy answered it with its own certificate).
     with egress.EgressProxy(
         tmp_path / "e.sock",
-        {("10.101.0.10", 443): echo_a.address},
-        virtual_networks=["10.101.0.0/16"],
+        {("198.19.1.10", 443): echo_a.address},
+        virtual_networks=["198.19.0.0/16"],
         log=io.StringIO(),
     ) as p:
-        s, status, _ = open_tunnel(p.socket_path, "10.101.0.11:443")
+        s, status, _ = open_tunnel(p.socket_path, "198.19.1.11:443")
         s.close()
-        assert status == "HTTP/1.1 502 Bad Gateway: no route for 10.101.0.11:443 (virtual network 10.101.0.0/16)"
-        assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"r") == b"A:r"
+        assert status == "HTTP/1.1 502 Bad Gateway: no route for 198.19.1.11:443 (virtual network 198.19.0.0/16)"
+        assert exchange(open_tunnel(p.socket_path, "198.19.1.10:443")[0], b"r") == b"A:r"
 
 
 def test_a_failed_dial_answers_a_5xx_status_line_and_closes(proxy: egress.EgressProxy) -> None:
     dead = free_port()
-    proxy.set_route(("10.101.0.10", 443), ("127.0.0.1", dead))
-    for target in ("10.101.0.10:443", f"127.0.0.1:{dead}"):
+    proxy.set_route(("198.19.1.10", 443), ("127.0.0.1", dead))
+    for target in ("198.19.1.10:443", f"127.0.0.1:{dead}"):
         s, status, _ = open_tunnel(proxy.socket_path, target)
         with s:
             assert status == f"HTTP/1.1 503 Service Unavailable: dial 127.0.0.1:{dead}: connection refused"
@@ -184,12 +184,12 @@ def test_a_routed_destination_that_refuses_is_retried_for_refused_wait(tmp_path:
         late.append(server)
 
     with egress.EgressProxy(
-        tmp_path / "r.sock", {("10.101.0.10", 443): ("127.0.0.1", port)}, log=io.StringIO(), refused_wait=5.0
+        tmp_path / "r.sock", {("198.19.1.10", 443): ("127.0.0.1", port)}, log=io.StringIO(), refused_wait=5.0
     ) as p:
         t = threading.Thread(target=listen_later)
         t.start()
         t0 = time.monotonic()
-        s, status, _ = open_tunnel(p.socket_path, "10.101.0.10:443")
+        s, status, _ = open_tunnel(p.socket_path, "198.19.1.10:443")
         assert status == "HTTP/1.1 200 Connection established" and 0.5 < time.monotonic() - t0 < 5
         assert exchange(s, b"x") == b"L:x"
         t.join()
@@ -205,10 +205,10 @@ def test_a_routed_destination_that_refuses_is_retried_for_refused_wait(tmp_path:
 def test_a_routed_destination_refusing_past_refused_wait_is_503(tmp_path: Path) -> None:
     dead = free_port()
     with egress.EgressProxy(
-        tmp_path / "r.sock", {("10.101.0.10", 443): ("127.0.0.1", dead)}, log=io.StringIO(), refused_wait=0.5
+        tmp_path / "r.sock", {("198.19.1.10", 443): ("127.0.0.1", dead)}, log=io.StringIO(), refused_wait=0.5
     ) as p:
         t0 = time.monotonic()
-        s, status, _ = open_tunnel(p.socket_path, "10.101.0.10:443")
+        s, status, _ = open_tunnel(p.socket_path, "198.19.1.10:443")
         s.close()
         assert 0.4 < time.monotonic() - t0 < 3
         assert status == (
@@ -231,12 +231,12 @@ def test_requests_other_than_connect_are_refused(proxy: egress.EgressProxy) -> N
 def test_route_updates_apply_to_new_connections_only(
     proxy: egress.EgressProxy, echo_a: EchoServer, echo_b: EchoServer
 ) -> None:
-    target = ("10.101.0.10", 443)
+    target = ("198.19.1.10", 443)
     proxy.set_route(target, echo_a.address)
-    before, status, _ = open_tunnel(proxy.socket_path, "10.101.0.10:443")
+    before, status, _ = open_tunnel(proxy.socket_path, "198.19.1.10:443")
     assert status.startswith("HTTP/1.1 200 ")
     proxy.set_route(target, echo_b.address)
-    after, _, _ = open_tunnel(proxy.socket_path, "10.101.0.10:443")
+    after, _, _ = open_tunnel(proxy.socket_path, "198.19.1.10:443")
     assert exchange(after, b"x") == b"B:x"
     assert exchange(before, b"y") == b"A:y"  # an open tunnel keeps its destination
     proxy.remove_route(target)
@@ -245,15 +245,15 @@ def test_route_updates_apply_to_new_connections_only(
 
 def test_a_routes_file_is_followed_when_it_changes(tmp_path: Path, echo_a: EchoServer, echo_b: EchoServer) -> None:
     routes = tmp_path / "routes.json"
-    target = ("10.101.0.10", 443)
+    target = ("198.19.1.10", 443)
     with egress.EgressProxy(tmp_path / "e.sock", {target: echo_a.address}, routes_file=routes, log=io.StringIO()) as p:
-        assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"1") == b"A:1"
+        assert exchange(open_tunnel(p.socket_path, "198.19.1.10:443")[0], b"1") == b"A:1"
         egress_routes.write_routes(routes, {target: echo_b.address})
-        assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"2") == b"B:2"
+        assert exchange(open_tunnel(p.socket_path, "198.19.1.10:443")[0], b"2") == b"B:2"
         routes.write_text("not json")  # a broken file keeps the table that was in effect
-        assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"3") == b"B:3"
+        assert exchange(open_tunnel(p.socket_path, "198.19.1.10:443")[0], b"3") == b"B:3"
         routes.unlink()
-        assert exchange(open_tunnel(p.socket_path, "10.101.0.10:443")[0], b"4") == b"A:4"
+        assert exchange(open_tunnel(p.socket_path, "198.19.1.10:443")[0], b"4") == b"A:4"
 
 
 def test_close_ends_tunnels_joins_threads_and_removes_the_socket(tmp_path: Path, echo_a: EchoServer) -> None:
@@ -309,7 +309,7 @@ def test_the_egress_selector_configuration_sends_cluster_traffic_to_the_socket(t
 
 
 def test_addresses_and_routes_parse_strictly() -> None:
-    assert egress_routes.parse_route("10.101.0.10:443=127.0.1.1:20117") == (("10.101.0.10", 443), ("127.0.1.1", 20117))
+    assert egress_routes.parse_route("198.19.1.10:443=127.0.1.1:20117") == (("198.19.1.10", 443), ("127.0.1.1", 20117))
     assert egress_routes.parse_address("[::1]:443") == ("::1", 443)
     assert egress_routes.format_address(("::1", 443)) == "[::1]:443"
     for bad in ("10.0.0.1", "10.0.0.1:0", "10.0.0.1:http", ":443"):
@@ -321,7 +321,7 @@ def test_addresses_and_routes_parse_strictly() -> None:
 
 def test_as_a_process_it_serves_until_sigterm(tmp_path: Path, echo_a: EchoServer) -> None:
     sock, log = tmp_path / "egress.sock", tmp_path / "egress.log"
-    route = f"10.101.0.10:443={egress_routes.format_address(echo_a.address)}"
+    route = f"198.19.1.10:443={egress_routes.format_address(echo_a.address)}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab.egress", "--socket", str(sock), "--log", str(log), "--route", route],
         cwd=REPO,
@@ -329,7 +329,7 @@ def test_as_a_process_it_serves_until_sigterm(tmp_path: Path, echo_a: EchoServer
     )
     try:
         wait_for(sock.exists, f"{sock} (stderr: {proc.stderr})", 10)
-        assert exchange(open_tunnel(sock, "10.101.0.10:443")[0], b"p") == b"A:p"
+        assert exchange(open_tunnel(sock, "198.19.1.10:443")[0], b"p") == b"A:p"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
