@@ -76,23 +76,26 @@ class Project:
         return time.monotonic() - t0
 
 
-def core(lab_dir: Path, cluster: str) -> Any:
-    from kubernetes import client, config
+def api_client(lab_dir: Path, cluster: str) -> Any:
+    """A Kubernetes ApiClient for a lab cluster, from the kubeconfig the lab wrote."""
+    from kubernetes import config
 
-    doc = yaml.safe_load((lab_dir / cluster / "kubeconfig").read_text())
-    return client.CoreV1Api(config.new_client_from_config_dict(doc))
+    return config.new_client_from_config_dict(yaml.safe_load((lab_dir / cluster / "kubeconfig").read_text()))
+
+
+def core(lab_dir: Path, cluster: str) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client(lab_dir, cluster))
 
 
 def apps(lab_dir: Path, cluster: str) -> Any:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    doc = yaml.safe_load((lab_dir / cluster / "kubeconfig").read_text())
-    return client.AppsV1Api(config.new_client_from_config_dict(doc))
+    return client.AppsV1Api(api_client(lab_dir, cluster))
 
 
-def measure(
-    lab_dir: Path, clusters: list[str], change: str, apply: Callable[[], str], settle: int = 0
-) -> tuple[list[load.Row], str]:
+def measure(lab_dir: Path, clusters: list[str], change: str, apply: Callable[[], str]) -> tuple[list[load.Row], str]:
     """Run the load from every cluster's sleep pod, apply the change after ``BEFORE`` seconds; the rows per
     phase and a note (what was done, how long it took)."""
     sources = [load.Cluster(c, core(lab_dir, c)) for c in clusters]
@@ -103,8 +106,6 @@ def measure(
     note = apply()
     took = time.monotonic() - t0
     run.mark("after")
-    if settle:
-        time.sleep(settle)
     log(f"{change}: applied in {took:.1f}s ({note}); waiting for the load to end")
     result = run.result()
     print(load.details(result), flush=True)
@@ -200,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only.split(",")) if args.only else None
     table: list[load.Row] = []
     notes = []
-    state: dict[str, Any] = {}
     for name, senders, apply in changes:
         if wanted and name not in wanted:
             continue
@@ -214,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
             continue
         table += rows
         notes.append(note)
-        state[name] = True
         time.sleep(5)
     text = (
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores; the lab's real data plane (upstream "

@@ -56,6 +56,6 @@ def write(target: Path, files: Mapping[str, bytes], mode: int = 0o644) -> bool:
     for entry in target.iterdir():
         if entry.is_symlink() and not entry.name.startswith("..") and entry.name not in files:
             entry.unlink()  # a key the new set no longer has
-    if old is not None and old != fresh.resolve() and old.parent == target.resolve():
+    if old is not None and old.parent == target.resolve():  # the set before, now unreferenced
         shutil.rmtree(old, ignore_errors=True)
     return True
