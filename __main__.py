@@ -40,4 +40,6 @@ mesh = MultiPrimaryMesh(
 pulumi.export("meshId", mesh.mesh_id)
 pulumi.export("rootCertificatePem", mesh.root_cert_pem)
 pulumi.export("rootCertificateFingerprint", mesh.root_fingerprint)
+if mesh.rotating:  # (only then: a mesh that never rotated keeps exactly the outputs it had)
+    pulumi.export("trustedRootsPem", mesh.trusted_roots_pem)
 pulumi.export("clusters", mesh.clusters)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .layout import REPO, Cluster
+from .layout import LAB_DIR, REPO, Cluster
 from .pod_spec import PROXY_CONTAINER, PROXY_UID, container_ports
 
 KWOK_API = "kwok.x-k8s.io/v1alpha1"
@@ -34,6 +34,10 @@ SHIM = REPO / "lab" / "podexec-shim"
 PROXY_PORTS = (15000, 15020, 15021, 15090)
 #: The PATH the shim runs programs with.
 REAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The proxy container's programs besides the host's: Istio's agent, as in its image (``pilot-agent request
+#: GET certs``, what istioctl and the rotation gate ask a proxy), from the lab's copy (``cluster.py``).
+PROXY_PROGRAMS = ("pilot-agent",)
+PROXY_PATH = f"{LAB_DIR / 'bin'}:{REAL_PATH}"
 
 
 def exec_path(c: Cluster) -> Path:
@@ -50,7 +54,7 @@ def write_exec_path(c: Cluster) -> Path:
         p = Path(entry)
         if p.is_dir():
             names.update(x.name for x in p.iterdir() if os.access(x, os.X_OK) and not x.is_dir())
-    for name in sorted(names):
+    for name in sorted(names | set(PROXY_PROGRAMS)):
         link = d / name
         if not link.is_symlink():
             link.unlink(missing_ok=True)
@@ -75,7 +79,11 @@ def exec_object(pod: Mapping[str, Any], netns_name: str, workdir: Path) -> dict[
                     "containers": [PROXY_CONTAINER],
                     "local": {
                         "workDir": str(workdir),
-                        "envs": [*base, {"name": "LAB_POD_UID", "value": str(PROXY_UID)}],
+                        "envs": [
+                            {"name": "LAB_POD_NETNS", "value": netns_name},
+                            {"name": "LAB_REAL_PATH", "value": PROXY_PATH},
+                            {"name": "LAB_POD_UID", "value": str(PROXY_UID)},
+                        ],
                     },
                 },
                 {"local": {"workDir": str(workdir), "envs": base}},

@@ -6,9 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from istio_mesh.options import CA_SOURCES, CASettings, ExternalIntermediate
+from istio_mesh.options import (
+    CA_SOURCES,
+    NEXT_ROOT_SOURCES,
+    ROTATION_PHASES,
+    CASettings,
+    ExternalIntermediate,
+    NextRoot,
+    RootRotation,
+)
 
-from .model import CONFIG_NAMESPACE, INTERMEDIATE_KEYS_CONFIG, ROOT_KEY_CONFIG
+from .model import CONFIG_NAMESPACE, INTERMEDIATE_KEYS_CONFIG, NEXT_ROOT_KEY_CONFIG, ROOT_KEY_CONFIG
 from .validators import Problems, as_bool, as_mapping, as_positive_int, as_str, unknown_keys
 
 _CA_KEYS = {
@@ -19,11 +27,22 @@ _CA_KEYS = {
     "renewBeforeDays",
     "rootCertPem",
     "intermediates",
+    "generation",
+    "rotation",
 }
+_ROTATION_KEYS = {"phase", "nextRoot"}
+_NEXT_ROOT_KEYS = {"source", "rootCertPem"}
 _INTERMEDIATE_KEYS = {"certPem", "chainPem"}
 
 
-def parse_ca(p: Problems, raw: Any, root_key: str | None, root_key_is_secret: bool | None) -> CASettings:
+def parse_ca(
+    p: Problems,
+    raw: Any,
+    root_key: str | None,
+    root_key_is_secret: bool | None,
+    next_key: str | None = None,
+    next_key_is_secret: bool | None = None,
+) -> CASettings:
     """``ca`` and the imported root's key (secret), checked; an external CA's intermediates come later."""
     data = as_mapping(p, "ca", raw)
     unknown_keys(p, "ca.", data, _CA_KEYS)
@@ -68,7 +87,14 @@ def parse_ca(p: Problems, raw: Any, root_key: str | None, root_key_is_secret: bo
         p.add("ca.source", "is 'generate' but a root certificate or key was given; set ca.source to import to use them")
     if source != "external" and data.get("intermediates") is not None:
         p.add("ca.intermediates", f"is only used when ca.source is external (it is {source!r})")
+    generation_raw = data.get("generation")
+    generation = 0 if generation_raw in (None, 0, "0") else as_positive_int(p, "ca.generation", generation_raw, 0)
+    rotation = _parse_rotation(p, data.get("rotation"), next_key, next_key_is_secret)
+    if rotation is None and next_key:
+        p.add(NEXT_ROOT_KEY_CONFIG, "is given but no rotation is in progress (ca.rotation); remove it")
     return CASettings(
+        generation=generation,
+        rotation=rotation,
         source=source,
         protect=protect,
         root_validity_days=root_days,
@@ -78,6 +104,70 @@ def parse_ca(p: Problems, raw: Any, root_key: str | None, root_key_is_secret: bo
         if source in ("import", "external")
         else None,
         root_key_pem=root_key if source == "import" else None,
+    )
+
+
+def _parse_rotation(
+    p: Problems, raw: Any, next_key: str | None, next_key_is_secret: bool | None
+) -> RootRotation | None:
+    """``ca.rotation`` (``phase`` and ``nextRoot``) with the imported next root's key (secret), checked."""
+    if raw is None:
+        return None
+    data = as_mapping(p, "ca.rotation", raw)
+    unknown_keys(p, "ca.rotation.", data, _ROTATION_KEYS)
+    phase = as_str(p, "ca.rotation.phase", data.get("phase"), required=True)
+    if phase is not None and phase not in ROTATION_PHASES:
+        p.add(
+            "ca.rotation.phase",
+            f"{phase!r} is not a phase; the phases, one `up` each, in order: {', '.join(ROTATION_PHASES)}",
+        )
+    nxt = as_mapping(p, "ca.rotation.nextRoot", data.get("nextRoot"))
+    unknown_keys(p, "ca.rotation.nextRoot.", nxt, _NEXT_ROOT_KEYS)
+    source = as_str(p, "ca.rotation.nextRoot.source", nxt.get("source"), "generate") or "generate"
+    if source not in NEXT_ROOT_SOURCES:
+        p.add(
+            "ca.rotation.nextRoot.source",
+            f"{source!r} is not supported for a next root; valid: {', '.join(NEXT_ROOT_SOURCES)} "
+            "(a next root with an offline key, external, is not supported yet)",
+        )
+    cert = as_str(p, "ca.rotation.nextRoot.rootCertPem", nxt.get("rootCertPem"))
+    if source == "import":
+        if not cert:
+            p.add("ca.rotation.nextRoot.rootCertPem", "is required when the next root is imported (PEM)")
+        if not next_key:
+            p.add(
+                NEXT_ROOT_KEY_CONFIG,
+                f"is required when the next root is imported: `pulumi config set --secret {NEXT_ROOT_KEY_CONFIG} "
+                "< next-root-key.pem`",
+            )
+        elif next_key_is_secret is False:
+            p.add(
+                NEXT_ROOT_KEY_CONFIG,
+                "is stored in plain text in the stack's config file; a private key must be a secret",
+            )
+        if cert and next_key:
+            checked = Problems()
+            _check_imported_root(checked, cert, next_key)
+            for item in checked.items:
+                p.items.append(
+                    item.replace("ca.rootCertPem", "ca.rotation.nextRoot.rootCertPem").replace(
+                        ROOT_KEY_CONFIG, NEXT_ROOT_KEY_CONFIG
+                    )
+                )
+    elif cert or next_key:
+        p.add(
+            "ca.rotation.nextRoot.source",
+            "is 'generate' but a certificate or key was given; set it to import to use them",
+        )
+    if phase is None or phase not in ROTATION_PHASES:
+        return None
+    return RootRotation(
+        phase=phase,
+        next_root=NextRoot(
+            source=source,
+            root_cert_pem=cert if source == "import" else None,
+            root_key_pem=next_key if source == "import" else None,
+        ),
     )
 
 

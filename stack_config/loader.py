@@ -18,6 +18,7 @@ from .model import (
     CONFIG_NAMES,
     CONFIG_NAMESPACE,
     INTERMEDIATE_KEYS_CONFIG,
+    NEXT_ROOT_KEY_CONFIG,
     ROOT_KEY_CONFIG,
     ClusterSettings,
     ConfigError,
@@ -36,6 +37,7 @@ _TOP_KEYS = {
     "eastWestGateway",
     ROOT_KEY_CONFIG,
     INTERMEDIATE_KEYS_CONFIG,
+    NEXT_ROOT_KEY_CONFIG,
 }
 
 
@@ -56,7 +58,12 @@ def parse_settings(
     lab = as_bool(p, "lab", raw.get("lab"), False)
     istio = parse_istio(p, raw.get("istio"), base_dir)
     ca = parse_ca(
-        p, raw.get("ca"), raw.get(ROOT_KEY_CONFIG), None if secret_keys is None else ROOT_KEY_CONFIG in secret_keys
+        p,
+        raw.get("ca"),
+        raw.get(ROOT_KEY_CONFIG),
+        None if secret_keys is None else ROOT_KEY_CONFIG in secret_keys,
+        raw.get(NEXT_ROOT_KEY_CONFIG),
+        None if secret_keys is None else NEXT_ROOT_KEY_CONFIG in secret_keys,
     )
     if ca.source != "external" and raw.get(INTERMEDIATE_KEYS_CONFIG) is not None:
         p.add(INTERMEDIATE_KEYS_CONFIG, f"is only used when ca.source is external (it is {ca.source!r})")

@@ -25,6 +25,8 @@ from istio_mesh.options import (
 CONFIG_NAMESPACE = "istio-mesh"
 #: Secret config keys: the private key of an imported root CA; the intermediates' keys (external CA).
 ROOT_KEY_CONFIG = "caRootKeyPem"
+#: The private key of an imported next root (``ca.rotation.nextRoot.source: import``).
+NEXT_ROOT_KEY_CONFIG = "caNextRootKeyPem"
 INTERMEDIATE_KEYS_CONFIG = "caIntermediateKeyPems"
 #: This config's spelling of the settings chart-value messages name: the package schema's (one spelling).
 CONFIG_NAMES = SCHEMA_NAMES

@@ -13,7 +13,7 @@ import pytest
 
 from istio_mesh.plugin import mesh_args, schema
 from stack_config import parse_settings
-from stack_config.ca_settings import _CA_KEYS
+from stack_config.ca_settings import _CA_KEYS, _NEXT_ROOT_KEYS, _ROTATION_KEYS
 from stack_config.clusters import _CLUSTER_KEYS, _GATEWAY_KEYS
 from stack_config.loader import _TOP_KEYS
 from stack_config.mesh_options import _ISTIO_KEYS, _REMOTE_ACCESS_KEYS, _SAMPLE_KEYS
@@ -30,6 +30,8 @@ STACK_KEYS: dict[str, set[str]] = {
     "IstioInputs": _ISTIO_KEYS,
     "MeshGatewayInputs": _VALUES_ONLY_KEYS,
     "CAInputs": _CA_KEYS,
+    "RotationInputs": _ROTATION_KEYS,
+    "NextRootInputs": _NEXT_ROOT_KEYS,
     "RemoteAccessInputs": _REMOTE_ACCESS_KEYS,
     "SamplesInputs": _SAMPLE_KEYS,
 }
@@ -37,7 +39,7 @@ STACK_KEYS: dict[str, set[str]] = {
 STACK_ONLY: dict[str, set[str]] = {
     # lab: the stack runs on the local lab (the package's allowLoopbackApiServers is part of it); the root's
     # and the external intermediates' keys are secret config keys outside ca.
-    "MultiPrimaryMesh": {"lab", "caRootKeyPem", "caIntermediateKeyPems"},
+    "MultiPrimaryMesh": {"lab", "caRootKeyPem", "caIntermediateKeyPems", "caNextRootKeyPem"},
     # A lost cluster stays listed in the stack config so its objects leave the state.
     "ClusterInputs": {"unreachable"},
     # An external CA (root key offline) is the stack's only.
@@ -50,6 +52,8 @@ SCHEMA_ONLY: dict[str, set[str]] = {
     "MultiPrimaryMesh": {"refuseExistingObjects", "allowLoopbackApiServers", "labels", "annotations"},
     # The stack's is caRootKeyPem (a secret config key outside ca).
     "CAInputs": {"rootKeyPem"},
+    # The stack's is caNextRootKeyPem (a secret config key outside ca).
+    "NextRootInputs": {"rootKeyPem"},
 }
 #: The schema's old spellings, by type, and the key each is the old spelling of.
 OLD_SPELLINGS = {

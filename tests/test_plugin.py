@@ -75,6 +75,7 @@ def test_credentials_are_secret_in_the_schema() -> None:
     assert secret == {
         "istiomesh:index:ClusterInputs.kubeconfig",
         "istiomesh:index:CAInputs.rootKeyPem",
+        "istiomesh:index:NextRootInputs.rootKeyPem",
         f"{PLUGIN_CERT}.inputProperties.rootKeyPem",
     }
     # The signer never returns the root key.

@@ -22,8 +22,10 @@ from istio_mesh.constants import (
     REMOTE_SECRET_PREFIX,
     ROOT_CERT_KEY,
 )
+from istio_mesh.rotation import split_pems
+from istio_mesh.trust_gate import fingerprints
 
-from .certs import chains, pem_fingerprint
+from .certs import chains
 from .facts import ClusterFacts, Finding, IstiodFacts, is_multi_network, network_of, stale_network_pods
 from .istiod_checks import check_istiod_ca, check_istiod_endpoints, check_istiod_gateways, check_sync
 from .proxy_checks import check_gateway_listener, check_proxy_endpoints
@@ -120,7 +122,7 @@ def check_cacerts(c: ClusterFacts) -> list[Finding]:
                 "without Pulumi: recreate it, then kubectl -n istio-system rollout restart deploy/istiod",
             )
         ]
-    if not chains(c.intermediate_pem, c.root_pem):
+    if not any(chains(c.intermediate_pem, root) for root in split_pems(c.root_pem)):
         return [
             Finding(
                 c.name,
@@ -246,18 +248,19 @@ def check_remote_secrets(c: ClusterFacts, names: Sequence[str]) -> list[Finding]
 
 def check_roots(clusters: Sequence[ClusterFacts], root_pem: str | None) -> list[Finding]:
     """Every cluster's ``cacerts`` carries the mesh root (or, without a known root, the same root)."""
+    # During a root rotation ``root_pem`` and each cacerts hold two roots: compared as sets.
     roots = {
-        c.name: pem_fingerprint(c.root_pem)
+        c.name: ", ".join(sorted(f[:23] + "..." for f in fingerprints(c.root_pem)))
         for c in clusters
         if c.root_pem and c.intermediate_pem and not c.api_error and c.istio_namespace_exists
     }
     if root_pem:
-        mesh_root = pem_fingerprint(root_pem)
+        mesh_root = ", ".join(sorted(f[:23] + "..." for f in fingerprints(root_pem)))
         return [
             Finding(
                 name,
                 "root",
-                f"the root in {name}'s cacerts (sha256 {fp[:23]}...) is not the mesh root (sha256 {mesh_root[:23]}...)",
+                f"the root in {name}'s cacerts (sha256 {fp}) is not the mesh root (sha256 {mesh_root})",
                 "pulumi up --refresh",
             )
             for name, fp in roots.items()

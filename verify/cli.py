@@ -28,6 +28,7 @@ from .facts import DEFAULT_CLIENT, DEFAULT_SERVICE, IstiodFacts, ProxyFacts, Tar
 from .kube import error_text
 from .proxy import collect_proxy
 from .report import render_text, report_json
+from .roots import check_roots, collect_roots, roots_json
 from .traffic import DEFAULT_REQUESTS, service_url, traffic_from
 from .traffic_checks import check_traffic
 from .xds import envoy_protos
@@ -130,6 +131,7 @@ def run_verify(
     traffic: bool | None = False,
     requests: int = DEFAULT_REQUESTS,
     edits: bool = False,
+    read_roots: bool = False,
 ) -> dict[str, Any]:
     """Collects everything and returns the JSON report (``ok`` false when any finding). With ``proxy_view``
     each istiod is also asked over xDS what it sends a sidecar of ``client_app`` and the east-west gateway;
@@ -137,7 +139,9 @@ def run_verify(
     while the istiods are read. ``traffic=None`` (the command line's default) runs the test where a sleep
     pod runs and says where none does, without a finding; ``True`` makes a missing sleep pod a finding.
     With ``edits`` the program's objects are read with their field managers, and those changed by others are
-    warnings (``verify.edit_checks``), which leave ``ok`` as it is."""
+    warnings (``verify.edit_checks``), which leave ``ok`` as it is. With ``read_roots`` every proxy's trusted roots
+    and certificate are read, and a proxy that would reject another's certificate is a finding
+    (``verify.roots``)."""
     required = traffic is True
     traffic = traffic is not False
     svc_name, _, svc_ns = service.partition(".")
@@ -209,13 +213,21 @@ def run_verify(
                     )
             return facts
 
+        reading = [workers.submit(collect_roots, t) for t in targets] if read_roots else None
         istiods = list(workers.map(istiod_of, targets))
+        trust = [r.result() for r in reading] if reading is not None else None
         sent = [s.result() for s in sending] if traffic else None
     findings = diagnose(clusters, istiods, root_pem, host)
     if sent is not None:
         findings += check_traffic(sent, clusters, istiods, findings, required=required)
     warnings = check_edits(clusters) if edits else []
-    return report_json(mesh_id, clusters, istiods, findings, host, tls_root, sent, warnings)
+    if trust is not None:
+        root_findings, root_warnings = check_roots(trust)
+        findings += root_findings
+        warnings += root_warnings
+    doc = report_json(mesh_id, clusters, istiods, findings, host, tls_root, sent, warnings)
+    doc["roots"] = roots_json(trust, root_pem) if trust is not None else None
+    return doc
 
 
 def _request_count(value: str) -> int:
@@ -297,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         "someone other than the program, istiod or Kubernetes has changed, from their managedFields: warnings, "
         "verify does not fail on them (on by default; --no-edits skips the reads)",
     )
+    ap.add_argument(
+        "--roots",
+        action="store_true",
+        help="read every proxy's trusted roots and certificate (one exec per proxy): during a root rotation, "
+        "which roots each proxy trusts and presents, and any proxy that would reject another",
+    )
     ap.add_argument("--json", action="store_true", help="print the JSON report instead of text")
     ap.add_argument("--project-dir", default=os.getcwd(), help=argparse.SUPPRESS)
     return ap
@@ -319,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             raw, outputs = stack_inputs(args.stack, args.project_dir)
             mesh_id, targets = targets_from_config(raw, args.project_dir)
-            root_pem = outputs.get("rootCertificatePem")
+            # During a root rotation the clusters trust both roots (the program's trustedRootsPem).
+            root_pem = outputs.get("trustedRootsPem") or outputs.get("rootCertificatePem")
         if args.root_cert:
             try:
                 with open(args.root_cert) as fh:
@@ -366,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traffic=args.traffic,
             requests=args.requests,
             edits=args.edits,
+            read_roots=args.roots,
         )
     except (VerifyUsageError, ValueError) as e:
         print(f"verify: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any
 from .certs import issuer_name, pem_fingerprint
 from .edit_checks import edits_in
 from .facts import ClusterFacts, Finding, IstiodFacts, ProxyFacts, TrafficFacts, network_of
+from .roots import roots_lines
 from .traffic import instance_clusters, tally
 
 
@@ -115,6 +116,8 @@ def render_text(doc: Mapping[str, Any]) -> str:
     for t in doc.get("traffic") or []:
         lines.append("")
         lines += _traffic_lines(t)
+    if doc.get("roots") is not None:
+        lines += roots_lines(doc["roots"], doc["rootFingerprintSha256"])
     lines.append("")
     if doc.get("warnings"):
         lines.append(f"WARNING: {len(doc['warnings'])} warning(s), which do not fail verify")

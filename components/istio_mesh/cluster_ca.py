@@ -27,6 +27,7 @@ from .intermediate_cert import (
 )
 from .options import ExternalIntermediate
 from .root_ca import CA_RSA_BITS
+from .rotation import intermediate_name
 
 __all__ = ["INTERMEDIATE_SAN", "ClusterCA", "ClusterCAArgs"]
 
@@ -49,6 +50,12 @@ class ClusterCAArgs:
     external: ExternalIntermediate | None = None
     #: ``dynamic``: the Python dynamic provider signs; ``plugin``: the istiomesh plugin's resource does.
     signer: str = "dynamic"
+    #: ``root-cert.pem``, when it is not just ``root_cert_pem``: every root the cluster trusts (a root
+    #: rotation's bundle, see ``rotation``). ``root_cert_pem`` is then the one the intermediate chains to.
+    trust_bundle_pem: pulumi.Input[str] | None = None
+    #: The generation of the root that signs the intermediate: names its key and certificate
+    #: (``rotation.intermediate_name``), so a rotation's new intermediate is a new resource with a new key.
+    generation: int = 0
 
 
 def _chain(cert: str, between: str, root: str) -> str:
@@ -99,12 +106,13 @@ class ClusterCA(pulumi.ComponentResource):
         else:
             if args.root_key_pem is None:
                 raise ValueError(f"ClusterCA {name!r}: give root_key_pem (to sign an intermediate) or external")
-            key = tls.PrivateKey(f"{name}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
+            prefix = intermediate_name(name, args.generation)
+            key = tls.PrivateKey(f"{prefix}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
             # Signed by our own dynamic provider, not tls.LocallySignedCert: only this way does the
             # intermediate get pathlen:0 (see intermediate_cert.py).
             signer = PluginIntermediateCertificate if args.signer == SIGNER_PLUGIN else IntermediateCertificate
             cert = signer(
-                f"{name}-cert",
+                f"{prefix}-cert",
                 public_key_pem=key.public_key_pem,
                 cluster_name=args.cluster_name,
                 root_cert_pem=args.root_cert_pem,
@@ -116,7 +124,8 @@ class ClusterCA(pulumi.ComponentResource):
             cert_pem, key_pem = cert.cert_pem, key.private_key_pem
         root = pulumi.Output.from_input(args.root_cert_pem)
         chain = pulumi.Output.all(cert_pem, root).apply(lambda pems: _chain(pems[0], between, pems[1]))
-        data: pulumi.Output[dict[str, str]] = pulumi.Output.all(cert_pem, key_pem, root, chain).apply(
+        trusted = root if args.trust_bundle_pem is None else pulumi.Output.from_input(args.trust_bundle_pem)
+        data: pulumi.Output[dict[str, str]] = pulumi.Output.all(cert_pem, key_pem, trusted, chain).apply(
             lambda v: {
                 CA_CERT_KEY: _b64(v[0]),
                 CA_KEY_KEY: _b64(v[1]),

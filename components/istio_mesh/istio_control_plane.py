@@ -25,6 +25,7 @@ from .constants import (
 )
 from .intermediate_cert import DEFAULT_RENEW_BEFORE_DAYS, SIGNER_DYNAMIC
 from .options import ExternalIntermediate, IstioSettings
+from .rotation import MULTI_ROOT_VALUES
 from .transforms import delete_crds_on_destroy, ignore_istiod_managed_fields, single_transform
 
 
@@ -53,6 +54,12 @@ class IstioControlPlaneArgs:
     #: This cluster's own ``istiod`` chart values, deep-merged over ``istio.values`` (see ``chart_values``;
     #: ``MultiPrimaryMeshArgs`` refuses values that contradict the mesh's, which go over them regardless).
     cluster_values: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: ``root-cert.pem`` when it holds more than ``root_cert_pem`` (a root rotation, see ``rotation``).
+    trust_bundle_pem: pulumi.Input[str] | None = None
+    #: The generation of ``root_cert_pem`` (names the intermediate, see ``ClusterCAArgs.generation``).
+    intermediate_generation: int = 0
+    #: istiod and proxies set up for root rotations (``rotation.MULTI_ROOT_VALUES``).
+    multi_root: bool = False
 
 
 def chart_args(
@@ -86,7 +93,9 @@ def istiod_values(args: IstioControlPlaneArgs) -> dict[str, object]:
         hub=args.istio.hub,
         tag=args.istio.tag,
     )
-    return chart_values([args.istio.values, args.cluster_values], requirements)
+    # Over the user's values: a rotation depends on them.
+    rotation = [MULTI_ROOT_VALUES] if args.multi_root else []
+    return chart_values([args.istio.values, args.cluster_values, *rotation], requirements)
 
 
 def services_are_not_awaited(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
@@ -169,6 +178,8 @@ class IstioControlPlane(pulumi.ComponentResource):
                     renew_before_days=args.intermediate_renew_before_days,
                     external=args.external_intermediate,
                     signer=args.intermediate_signer,
+                    trust_bundle_pem=args.trust_bundle_pem,
+                    generation=args.intermediate_generation,
                 ),
                 opts=child,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Mapping, Sequence
@@ -16,12 +17,15 @@ from .chart_values import mesh_values_problems
 from .constants import PACKAGE
 from .create_guard import ClusterObjects, guard_creates, mark_created_by, refuse_existing_objects
 from .east_west_gateway import EastWestGateway, EastWestGatewayArgs
+from .fingerprint import pem_fingerprint
 from .install_order import crds_first
 from .intermediate_cert import SIGNER_DYNAMIC, SIGNERS
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
 from .options import (
     CA_SOURCES,
+    NEXT_ROOT_SOURCES,
     READER_ISTIO,
+    ROTATION_PHASES,
     CASettings,
     IstioSettings,
     MeshCluster,
@@ -32,6 +36,7 @@ from .options import (
 from .remote_reader import RemoteReader, RemoteReaderArgs
 from .remote_secret_pair import MeshMember, RemoteSecretPair, RemoteSecretPairArgs
 from .root_ca import RootCA
+from .rotation import PHASE_SUMMARIES, bundle, multi_root, phase_plan, root_ca_name
 from .sample_apps import SampleApps, SampleAppsArgs
 from .transforms import Transform, compose
 
@@ -108,6 +113,13 @@ def args_problems(name: str, args: MultiPrimaryMeshArgs) -> list[str]:
                 "or set refuse_existing_objects=False"
             )
     problems.extend(_ca_problems(args.ca, [c.name for c in args.clusters]))
+    if args.ca.rotation is not None or args.ca.generation > 0:
+        problems.extend(
+            f"clusters[{i}] ({c.name!r}): a root rotation's gate reads every cluster's proxies with its kubeconfig: "
+            "give kubeconfig"
+            for i, c in enumerate(args.clusters)
+            if c.kubeconfig is None
+        )
     # Chart values: the mesh's required ones are not the user's to change (see chart_values).
     problems.extend(
         f"{where}: {message}"
@@ -156,6 +168,22 @@ def _ca_problems(ca: CASettings, clusters: Sequence[str]) -> list[str]:
             problems.append(f"ca.{field_name} must be at least 1, got {getattr(ca, field_name)}")
     if ca.renew_before_days < 0:
         problems.append(f"ca.renew_before_days must be 0 (never) or more, got {ca.renew_before_days}")
+    if ca.generation < 0:
+        problems.append(f"ca.generation must be 0 or more (the root rotations finished), got {ca.generation}")
+    rotation = ca.rotation
+    if rotation is not None:
+        if rotation.phase not in ROTATION_PHASES:
+            problems.append(f"ca.rotation.phase {rotation.phase!r} is not one of {', '.join(ROTATION_PHASES)}")
+        nxt = rotation.next_root
+        if nxt.source not in NEXT_ROOT_SOURCES:
+            problems.append(
+                f"ca.rotation.next_root.source {nxt.source!r} is not one of {', '.join(NEXT_ROOT_SOURCES)} "
+                "(a next root with an offline key is not supported yet)"
+            )
+        if nxt.source == "import" and (nxt.root_cert_pem is None or nxt.root_key_pem is None):
+            problems.append("ca.rotation.next_root.source 'import' needs root_cert_pem and root_key_pem")
+        if nxt.source == "generate" and (nxt.root_cert_pem is not None or nxt.root_key_pem is not None):
+            problems.append("ca.rotation.next_root is generated, but a certificate or key was given: source 'import'")
     return problems
 
 
@@ -203,6 +231,99 @@ def alias_names(opts: pulumi.ResourceOptions | None) -> list[str]:
     return names
 
 
+@dataclass
+class _Trust:
+    """What every cluster's ``cacerts`` trusts and which root signs, during a root rotation or outside one
+    (see ``rotation``), with the rotation's gate in front of the bundle (``trust_gate``)."""
+
+    #: The root whose intermediate signs (the current one, or the next from ``sign-with-next`` on).
+    signer: RootCA
+    signer_generation: int
+    #: ``root-cert.pem``; ``None``: just the root (meshes that never rotated, byte for byte as before).
+    bundle_pem: pulumi.Output[str] | None
+    #: Every root the clusters are told to trust (``root-cert.pem`` without the gate): what the lost-state guard
+    #: compares a live ``cacerts`` with (any root in common passes) and what ``verify`` expects.
+    trusted_pem: pulumi.Output[str]
+
+    @staticmethod
+    def of(mesh: pulumi.ComponentResource, name: str, args: MultiPrimaryMeshArgs, root: RootCA) -> _Trust:
+        ca = args.ca
+        rotation = ca.rotation
+        if rotation is None:
+            if ca.generation == 0:
+                return _Trust(root, 0, None, root.cert_pem)
+            # After a rotation: the last phase's bundle, once the clusters allow it (finishing a rotation
+            # before drop-old held would drop a root in use).
+            bundle_pem = root.cert_pem.apply(lambda pem: bundle([pem]))
+            gated = _gated(name, args, root.cert_pem, root.cert_pem, bundle_pem, "finishing the root rotation")
+            return _Trust(root, ca.generation, gated, bundle_pem)
+        nxt = rotation.next_root
+        next_root = RootCA(
+            root_ca_name(name, ca.generation + 1),
+            CASettings(
+                source=nxt.source,
+                protect=ca.protect,
+                root_validity_days=ca.root_validity_days,
+                root_cert_pem=nxt.root_cert_pem,
+                root_key_pem=nxt.root_key_pem,
+            ),
+            opts=pulumi.ResourceOptions(parent=mesh),
+        )
+        plan = pulumi.Output.all(root.cert_pem, next_root.cert_pem).apply(
+            lambda pems: phase_plan(rotation.phase, pems[0], pems[1])
+        )
+        bundle_pem = plan.apply(lambda p: p.root_cert_pem)
+        signer = next_root if plan_signs_with_next(rotation.phase) else root
+        gated = _gated(
+            name,
+            args,
+            root.cert_pem,
+            next_root.cert_pem,
+            bundle_pem,
+            f"root rotation phase {rotation.phase!r}",
+            signer_pem=signer.cert_pem,
+        )
+        pulumi.log.info(
+            f"root rotation, phase {rotation.phase!r} ({ROTATION_PHASES.index(rotation.phase) + 1} of "
+            f"{len(ROTATION_PHASES)}): {PHASE_SUMMARIES[rotation.phase]}",
+            resource=mesh,
+        )
+        return _Trust(signer, ca.generation + (1 if signer is next_root else 0), gated, bundle_pem)
+
+
+def plan_signs_with_next(phase: str) -> bool:
+    return phase_plan(phase, "", "").next_signs
+
+
+def _gated(
+    name: str,
+    args: MultiPrimaryMeshArgs,
+    current_pem: pulumi.Output[str],
+    next_pem: pulumi.Output[str],
+    bundle_pem: pulumi.Output[str],
+    what: str,
+    signer_pem: pulumi.Output[str] | None = None,
+) -> pulumi.Output[str]:
+    """``bundle_pem``, once ``trust_gate.check`` has found that the clusters allow writing it (it raises,
+    naming what is in the way, otherwise): every ``cacerts`` waits for it, so a refused phase changes none."""
+    import asyncio
+
+    from .trust_gate import ClusterReader, Target, check, fingerprints
+
+    async def gate(values: list[Any]) -> str:
+        current, nxt, text, signer, *kubeconfigs = values
+        labels = {pem_fingerprint(nxt): "next", pem_fingerprint(current): "current"}
+        target = Target(trust=fingerprints(text), signer=pem_fingerprint(signer), labels=labels)
+        readers = [ClusterReader(c.name, kc, c.context) for c, kc in zip(args.clusters, kubeconfigs, strict=True)]
+        await asyncio.get_running_loop().run_in_executor(
+            None, check, target, readers, f"MultiPrimaryMesh {name!r}: {what}"
+        )
+        return text
+
+    kubeconfigs = [c.kubeconfig for c in args.clusters]
+    return pulumi.Output.all(current_pem, next_pem, bundle_pem, signer_pem or current_pem, *kubeconfigs).apply(gate)
+
+
 class MultiPrimaryMesh(pulumi.ComponentResource):
     """A multi-primary Istio mesh: every cluster runs istiod and reads every other cluster.
 
@@ -228,6 +349,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
     """The mesh root certificate (public)."""
     root_fingerprint: pulumi.Output[str]
     """SHA-256 fingerprint of the root certificate."""
+
     clusters: pulumi.Output[dict[str, dict[str, object]]]
     """Per cluster: network, east-west gateway address, remote secrets it holds."""
 
@@ -240,7 +362,14 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
         multi_network = len({c.network for c in args.clusters}) > 1
         ca = args.ca
 
-        root = RootCA(f"{name}-root-ca", ca, opts=pulumi.ResourceOptions(parent=self))
+        rotation = ca.rotation
+        # The current root; once a rotation drops it, unprotected, so finishing the rotation can delete it.
+        root = RootCA(
+            root_ca_name(name, ca.generation),
+            dataclasses.replace(ca, protect=ca.protect and not (rotation and rotation.phase == "drop-old")),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        trust = _Trust.of(self, name, args, root)
         if ca.renew_before_days >= ca.intermediate_validity_days:
             pulumi.log.warn(
                 f"ca.renewBeforeDays ({ca.renew_before_days}) is not less than ca.intermediateValidityDays "
@@ -267,7 +396,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
         # One create guard per cluster: creating an object that already exists there fails, naming it; and
         # nothing is taken back in a cluster whose running mesh has another root (a lost state).
         guards = {
-            c: refuse_existing_objects(f"{name}-{c}-refuse-existing-objects", c, lookup, root.cert_pem)
+            c: refuse_existing_objects(f"{name}-{c}-refuse-existing-objects", c, lookup, trust.trusted_pem)
             for c, lookup in lookups.items()
             if args.refuse_existing_objects
         }
@@ -294,11 +423,14 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     cluster_name=c.name,
                     network=c.network,
                     istio=args.istio,
-                    root_cert_pem=root.cert_pem,
-                    root_key_pem=root.key_pem,
+                    root_cert_pem=trust.signer.cert_pem,
+                    root_key_pem=trust.signer.key_pem,
                     intermediate_validity_days=ca.intermediate_validity_days,
                     intermediate_renew_before_days=ca.renew_before_days,
-                    external_intermediate=ca.intermediate(c.name),
+                    external_intermediate=ca.intermediate(c.name) if trust.signer is root else None,
+                    trust_bundle_pem=trust.bundle_pem,
+                    intermediate_generation=trust.signer_generation,
+                    multi_root=multi_root(ca),
                     intermediate_signer=args.intermediate_signer,
                     # Istio's CRDs before istiod, unless the cluster has no Istio yet.
                     crds_first=crds_first(lookups.get(c.name)),
@@ -394,6 +526,11 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
         self.mesh_id = pulumi.Output.from_input(args.mesh_id)
         self.root_cert_pem = root.cert_pem
         self.root_fingerprint = root.fingerprint
+        # (Not annotated on the class: the plugin's schema is inferred from the annotations, and these are not
+        # outputs of the package yet.) Every root each cluster's cacerts trusts: the root, or during a
+        # rotation both; and whether a rotation is in progress or has happened (they may differ then).
+        self.trusted_roots_pem: pulumi.Output[str] = trust.trusted_pem
+        self.rotating: bool = multi_root(ca)
         self.clusters = pulumi.Output.all(**{c.name: cluster_output(c.name) for c in args.clusters}).apply(dict)
         self.register_outputs(
             {

@@ -85,7 +85,7 @@ def schema() -> dict[str, Any]:
 
 
 #: (type, property) of every input that carries a credential.
-SECRET_INPUTS = (("ClusterInputs", "kubeconfig"), ("CAInputs", "rootKeyPem"))
+SECRET_INPUTS = (("ClusterInputs", "kubeconfig"), ("CAInputs", "rootKeyPem"), ("NextRootInputs", "rootKeyPem"))
 
 
 def _intermediate_schema() -> dict[str, Any]:

@@ -24,7 +24,9 @@ from .options import (
     IstioSettings,
     MeshCluster,
     MeshGatewaySettings,
+    NextRoot,
     RemoteAccessSettings,
+    RootRotation,
     SampleSettings,
 )
 
@@ -102,6 +104,26 @@ class IstioInputs(TypedDict, total=False):
     """Helm values of the istiod chart in every cluster; the mesh's own go over them (a contradiction is refused)."""
 
 
+class NextRootInputs(TypedDict, total=False):
+    """The root a rotation moves the mesh to."""
+
+    source: str
+    """generate (default: a second root kept, encrypted, in the state) or import (rootCertPem and rootKeyPem)."""
+    rootCertPem: pulumi.Input[str]
+    """import: the next root's certificate (PEM)."""
+    rootKeyPem: pulumi.Input[str]
+    """import: the next root's private key (PEM); kept secret, never written into a cluster."""
+
+
+class RotationInputs(TypedDict, total=False):
+    """A root rotation in progress: one phase per update, each refused until the previous holds everywhere."""
+
+    phase: str
+    """trust-both, then sign-with-next, then drop-old (one update each)."""
+    nextRoot: NextRootInputs
+    """The root the mesh moves to."""
+
+
 class CAInputs(TypedDict, total=False):
     """The mesh's root CA and each cluster's intermediate."""
 
@@ -119,6 +141,10 @@ class CAInputs(TypedDict, total=False):
     """import: the root certificate (PEM)."""
     rootKeyPem: pulumi.Input[str]
     """import: the root's private key (PEM); kept secret, never written into a cluster."""
+    generation: int
+    """Root rotations finished (default 0); raise it by one, with the next root as the root, to finish one."""
+    rotation: RotationInputs
+    """A root rotation in progress (phase and next root)."""
 
 
 class RemoteAccessInputs(TypedDict, total=False):
@@ -271,6 +297,8 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         renew_before_days=int(ca_in.get("renewBeforeDays", ca_defaults.renew_before_days)),
         root_cert_pem=ca_in.get("rootCertPem"),
         root_key_pem=ca_in.get("rootKeyPem"),
+        generation=int(ca_in.get("generation") or 0),
+        rotation=_rotation(ca_in.get("rotation")),
     )
     ra_in = spelt.get("remoteAccess") or {}
     ra_defaults = RemoteAccessSettings()
@@ -353,3 +381,18 @@ class MultiPrimaryMesh(mpm.MultiPrimaryMesh):
 
     def __init__(self, name: str, args: MultiPrimaryMeshInputs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(name, mesh_args(args), opts)
+
+
+def _rotation(raw: Mapping[str, Any] | None) -> RootRotation | None:
+    """``ca.rotation`` as the package's ``RootRotation`` (checked by ``MultiPrimaryMeshArgs``)."""
+    if not raw:
+        return None
+    nxt = raw.get("nextRoot") or {}
+    return RootRotation(
+        phase=str(raw.get("phase") or ""),
+        next_root=NextRoot(
+            source=nxt.get("source") or "generate",
+            root_cert_pem=nxt.get("rootCertPem"),
+            root_key_pem=nxt.get("rootKeyPem"),
+        ),
+    )

@@ -38,6 +38,12 @@ def _fingerprint(pem: str) -> str | None:
         return None
 
 
+def _fingerprints(bundle_pem: str) -> list[str]:
+    from .rotation import split_pems
+
+    return [fp for fp in (_fingerprint(p) for p in split_pems(bundle_pem)) if fp]
+
+
 def live_root_pem(cacerts: Mapping[str, Any]) -> str | None:
     """The root certificate a live ``cacerts`` Secret holds (``data`` is base64), if readable."""
     data = cacerts.get("data")
@@ -66,11 +72,14 @@ def root_change_refusal(
     made_by = annotations.get(CREATED_BY_ANNOTATION) if isinstance(annotations, Mapping) else None
     if not isinstance(made_by, str) or not made_by.startswith(stack_prefix):
         return None
-    new = _fingerprint(new_root_pem)
+    # Bundles during a root rotation (``rotation``): one root in common is the same mesh.
+    new_all = _fingerprints(new_root_pem)
     live_pem = live_root_pem(cacerts)
-    live = _fingerprint(live_pem) if live_pem is not None else None
-    if live is not None and live == new:
+    live_all = _fingerprints(live_pem) if live_pem is not None else []
+    if set(live_all) & set(new_all):
         return None
+    new = ", ".join(new_all) or "that cannot be read"
+    live = ", ".join(live_all) or None
     held = f"the root CA with SHA-256 fingerprint {live}" if live else "a root certificate that cannot be read"
     return (
         f"Cluster {cluster!r} already runs this stack's mesh under another root CA: its "

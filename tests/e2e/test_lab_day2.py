@@ -3,7 +3,8 @@ nothing recreated; reordering clusters is no change; a new meshId updates istiod
 ``cacerts`` is refused, not taken over; a cluster's network, gateway address and Istio's image tag
 change exactly their objects; a third cluster joins (its peers' running istiods sync it without a
 restart) and leaves again (only its remote secrets leave the others); a frozen API server stops a run
-before anything changes; a cluster gone for good leaves the mesh; every reader token is rotated.
+before anything changes; a cluster gone for good leaves the mesh; every reader token is rotated; an
+offline root replaces the generated one; the root is rotated in phases under load.
 
 Tests run in file order and share one lab and one stack (``cluster-lab`` on its own backend). The stack
 config is rewritten between steps in a scratch project directory (the program, components, stack_config
@@ -177,7 +178,7 @@ def _uids() -> dict[tuple[str, str], str]:
     return uids
 
 
-def _verify(stack: Stack) -> dict[str, Any]:
+def _verify(stack: Stack, *extra: str) -> dict[str, Any]:
     python = str(ROOT / ".venv/bin/python")
     proc = run(
         [
@@ -186,6 +187,7 @@ def _verify(stack: Stack) -> dict[str, Any]:
             "verify",
             *("--stack", STACK, "--istiod-addresses", str(LAB_DIR / "clusters.json"), "--json"),
             *("--project-dir", str(stack.project)),
+            *extra,
         ],
         stack.env,
         check=False,
@@ -790,13 +792,18 @@ def test_a_new_token_generation_rotates_every_reader_token_without_restarting_is
 STACK_ARGS = ("--stack", STACK, "--non-interactive")
 
 
-def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: Stack, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ "The offline machine" of ``scripts/offline-ca``: its root and intermediates (the rotation starts there)."""
+    return tmp_path_factory.mktemp("offline-ca") / "offline"
+
+
+def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: Stack, offline: Path) -> None:
     """`ca.source: generate` -> `external`: `scripts/offline-ca` makes a root and each cluster's
     intermediate on "the offline machine" (a directory the stack never sees); the stack gets the root
     certificate, the intermediates and their keys (secret config). `up` replaces each `cacerts` (istiod
     rolls) and the generated root leaves the state; `verify` passes under the new root; the root key is
     in neither the config nor the state, not even in the export with secrets shown."""
-    offline = tmp_path / "offline"
     script = str(ROOT / "scripts" / "offline-ca")
     run([script, "root", str(offline)], stack.env)
     for c in TWO:
@@ -841,3 +848,124 @@ def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: S
         assert not [line for line in key_lines[:3] if line in text], f"the root key is in {where}"
     types = {r["type"] for r in json.loads(shown)["deployment"]["resources"]}
     assert not {t for t in types if t.startswith("tls:") or t.endswith("IntermediateCertificate")}, types
+
+
+# ---- root rotation ---------------------------------------------------------------------------------------
+
+
+def _set_external_keys(stack: Stack, offline: Path) -> None:
+    """The offline intermediates' keys as secret config (``write_config`` rewrites the file without them)."""
+    for c in TWO:
+        run(
+            [*("pulumi", "config", "set", "--secret", "--path", f"istio-mesh:caIntermediateKeyPems.{c}"), *STACK_ARGS],
+            stack.env,
+            cwd=stack.project,
+            input_text=(offline / c / "ca-key.pem").read_text(),
+        )
+
+
+def _write_rotation(stack: Stack, root_pem: str, offline: Path, phase: str) -> None:
+    """The offline root's settings (the previous test's) with ``ca.rotation.phase``."""
+    ca = {
+        "source": "external",
+        "rootCertPem": root_pem,
+        "intermediates": {c: {"certPem": (offline / c / "ca-cert.pem").read_text()} for c in TWO},
+        "rotation": {"phase": phase},
+    }
+    write_config(stack.project, TWO, ca=ca)
+    _set_external_keys(stack, offline)
+
+
+def _up_when_allowed(stack: Stack, what: str, timeout: float = 150) -> float:
+    """`pulumi up`, rerun while the rotation's gate refuses it (proxies still starting or re-signing);
+    returns how long it took. A refusal for any other reason fails the test."""
+    started = time.monotonic()
+    refusals: list[str] = []
+
+    def attempt() -> bool:
+        proc = stack.cli("up", "--yes", "--skip-preview", check=False)
+        if proc.returncode == 0:
+            return True
+        assert "refused at" in proc.stdout + proc.stderr, f"{what}: up failed:\n{(proc.stdout + proc.stderr)[-3000:]}"
+        refusals.append(proc.stdout[-2000:])
+        return False
+
+    try:
+        wait_for(f"the {what} phase to be allowed", attempt, timeout=timeout, interval=5)
+    except AssertionError:
+        raise AssertionError(f"{what}: still refused:\n{refusals[-1] if refusals else ''}") from None
+    return time.monotonic() - started
+
+
+def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
+    lab: Lab, stack: Stack, offline: Path
+) -> None:
+    """From the offline root of the previous test to a generated one, in the three phases (one `up` each),
+    with a rollback from phase 2 to phase 1 on the way, then finished (`ca.generation: 1`). Phase 2 is first
+    refused: the proxies running since before the rotation began cannot take a pushed trust bundle, and the
+    refusal names each one with the way out (restart it), which is then taken. From there a bounded load
+    (10 requests/s from each cluster's sleep, across the networks through the east-west gateways) runs
+    through every later phase and loses no request; afterwards every proxy trusts only the new root and
+    presents a certificate under it (`verify --roots`)."""
+    sys.path.append(str(ROOT / "bench"))
+    import load  # bench/load.py
+
+    outputs = stack.outputs()
+    old_root = outputs["rootCertificatePem"]
+    _write_rotation(stack, old_root, offline, "trust-both")
+    stack.up()
+    for c in TWO:
+        data = _core(c).read_namespaced_secret("cacerts", "istio-system").data
+        assert base64.b64decode(data["root-cert.pem"]).decode().startswith(old_root.strip()), c
+    next_root = stack.outputs()["trustedRootsPem"].replace(old_root.strip() + "\n", "", 1)
+
+    # Phase 2 is refused while a proxy would reject what it signs, naming each proxy and the way out.
+    _write_rotation(stack, old_root, offline, "sign-with-next")
+    refused = stack.cli("preview", check=False)
+    assert refused.returncode != 0
+    text = refused.stdout + refused.stderr
+    assert "root rotation phase 'sign-with-next': refused at" in text and "nothing was changed" in text, text[-3000:]
+    for c in TWO:
+        for pod in _core(c).list_namespaced_pod("sample").items:
+            assert f"proxy sample/{pod.metadata.name} in {c} does not trust the next root" in text, text[-3000:]
+        assert f"kubectl --context {c} -n sample delete pod" in text
+    assert "PROXY_CONFIG_XDS_AGENT is not set" in text
+    for c in TWO:  # the way out the refusal gives: restart them (their new pods take pushed bundles)
+        for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway")):
+            _core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
+    _wait_for_verify_ok(stack, TWO)
+
+    clusters = [load.Cluster(c, _core(c)) for c in TWO]
+    running = load.start(clusters, rate=10, duration=130)  # (the phases take about 80 s on the lab)
+    time.sleep(5)  # (the first phase, before any change: the baseline)
+    timings: dict[str, float] = {}
+    for phase in ("sign-with-next", "rollback to trust-both", "sign-with-next again", "drop-old"):
+        running.mark(phase)
+        setting = phase.removeprefix("rollback to ").removesuffix(" again")
+        _write_rotation(stack, old_root, offline, setting)
+        timings[phase] = _up_when_allowed(stack, phase)
+    running.mark("finished (ca.generation: 1)")
+    finished = {"source": "generate", "generation": 1}
+    write_config(stack.project, TWO, ca=finished)
+    started = time.monotonic()
+    stack.up()
+    timings["finished"] = time.monotonic() - started
+    result = running.result()
+    table = load.render_table(load.rows("root rotation", result, by_phase=True))
+    print(table, "\n", {k: round(v, 1) for k, v in timings.items()})
+    for c in TWO:
+        for phase, _ in result.phases():
+            s = result.stats(c, phase)
+            assert not s.error and s.sent > 0 and s.failed == 0, (c, phase, s, table)
+        assert {cluster for (_, cluster) in result.stats(c).answers} == set(TWO), table  # both networks answered
+
+    # Afterwards: the new root everywhere, in cacerts, in every proxy's trust and in every certificate.
+    assert stack.outputs()["rootCertificatePem"].strip() == next_root.strip()
+    doc = _verify(stack, "--roots")
+    assert doc["ok"], doc["findings"]
+    new_fp = doc["rootFingerprintSha256"]
+    for c in doc["roots"]:
+        assert c["cacerts"] == {"trusts": [new_fp], "signsUnder": new_fp}, c
+        assert len(c["proxies"]) == 3, c  # helloworld, sleep, the east-west gateway
+        for p in c["proxies"]:
+            assert (p["trusted"], p["chains_to"]) == ([new_fp], new_fp), p
