@@ -86,7 +86,8 @@ def roots_json(trust: Sequence[ClusterTrust], root_pem: str | None) -> list[dict
             "error": c.error,
             "cacerts": {"trusts": list(c.cacerts_trust or []), "signsUnder": c.cacerts_signer},
             "proxies": [
-                {k: v for k, v in asdict(p).items() if k != "cluster"} | {"meshRootTrusted": mesh_root in p.trusted}
+                {k: v for k, v in asdict(p).items() if k != "cluster"}
+                | {"trusted": list(p.trusted), "meshRootTrusted": mesh_root in p.trusted}
                 for p in c.proxies
             ],
         }
