@@ -308,15 +308,17 @@ def _gated(
     naming what is in the way, otherwise): every ``cacerts`` waits for it, so a refused phase changes none."""
     import asyncio
 
-    from .trust_gate import ClusterReader, Target, check, fingerprints
+    from .trust_gate import GATE_THREADS, ClusterReader, Target, check, fingerprints
 
     async def gate(values: list[Any]) -> str:
         current, nxt, text, signer, *kubeconfigs = values
         labels = {pem_fingerprint(nxt): "next", pem_fingerprint(current): "current"}
         target = Target(trust=fingerprints(text), signer=pem_fingerprint(signer), labels=labels)
         readers = [ClusterReader(c.name, kc, c.context) for c, kc in zip(args.clusters, kubeconfigs, strict=True)]
+        # On the gate's own threads, as the create guard's lookups: registrations hold the default executor's
+        # threads while they wait for the engine (a deadlock when that pool is small, as in the plugin).
         await asyncio.get_running_loop().run_in_executor(
-            None, check, target, readers, f"MultiPrimaryMesh {name!r}: {what}"
+            GATE_THREADS, check, target, readers, f"MultiPrimaryMesh {name!r}: {what}"
         )
         return text
 

@@ -42,6 +42,8 @@ ROOT_CONFIGMAP = "istio-ca-root-cert"
 SECRETS_COMMAND = ["pilot-agent", "request", "GET", "config_dump?resource=dynamic_active_secrets"]
 #: Seconds one API request or exec may take.
 TIMEOUT_SECONDS = 20.0
+#: The thread the gate runs on in a program (it reads the clusters on threads of its own, ``read_mesh``).
+GATE_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rotation-gate")
 
 
 class RotationRefused(pulumi.RunError):
