@@ -31,7 +31,7 @@ _CA_KEYS = {
     "rotation",
 }
 _ROTATION_KEYS = {"phase", "nextRoot"}
-_NEXT_ROOT_KEYS = {"source", "rootCertPem"}
+_NEXT_ROOT_KEYS = {"source", "rootCertPem", "intermediates"}
 _INTERMEDIATE_KEYS = {"certPem", "chainPem"}
 
 
@@ -127,10 +127,20 @@ def _parse_rotation(
     if source not in NEXT_ROOT_SOURCES:
         p.add(
             "ca.rotation.nextRoot.source",
-            f"{source!r} is not supported for a next root; valid: {', '.join(NEXT_ROOT_SOURCES)} "
-            "(a next root with an offline key, external, is not supported yet)",
+            f"{source!r} is not a source for a next root; valid: {', '.join(NEXT_ROOT_SOURCES)}",
         )
     cert = as_str(p, "ca.rotation.nextRoot.rootCertPem", nxt.get("rootCertPem"))
+    if source == "external":
+        if not cert:
+            p.add("ca.rotation.nextRoot.rootCertPem", "is required when the next root is external (PEM: public)")
+        else:
+            checked = Problems()
+            _check_external_root(checked, cert)
+            p.items.extend(i.replace("ca.rootCertPem", "ca.rotation.nextRoot.rootCertPem") for i in checked.items)
+        if next_key:
+            p.add(NEXT_ROOT_KEY_CONFIG, "is given but the next root is external: its key stays offline; remove it")
+    elif nxt.get("intermediates") is not None:
+        p.add("ca.rotation.nextRoot.intermediates", f"is only used when the next root is external (it is {source!r})")
     if source == "import":
         if not cert:
             p.add("ca.rotation.nextRoot.rootCertPem", "is required when the next root is imported (PEM)")
@@ -154,7 +164,7 @@ def _parse_rotation(
                         ROOT_KEY_CONFIG, NEXT_ROOT_KEY_CONFIG
                     )
                 )
-    elif cert or next_key:
+    elif source == "generate" and (cert or next_key):
         p.add(
             "ca.rotation.nextRoot.source",
             "is 'generate' but a certificate or key was given; set it to import to use them",
@@ -165,7 +175,9 @@ def _parse_rotation(
         phase=phase,
         next_root=NextRoot(
             source=source,
-            root_cert_pem=cert if source == "import" else None,
+            root_cert_pem=(cert.strip() + "\n" if source == "external" and cert else cert)
+            if source != "generate"
+            else None,
             root_key_pem=next_key if source == "import" else None,
         ),
     )
@@ -189,55 +201,59 @@ def parse_external_intermediates(
     keys_are_secret: bool | None,
     members: Sequence[str],
     root_pem: str | None,
+    path: str = "ca.intermediates",
+    keys_config: str = INTERMEDIATE_KEYS_CONFIG,
 ) -> tuple[tuple[str, ExternalIntermediate], ...]:
     """``ca.intermediates.<cluster>`` (certificate, chain) and ``caIntermediateKeyPems.<cluster>`` (key,
-    secret) for every member cluster, each checked against the root (see ``ca_checks.intermediate_problems``)."""
+    secret) for every member cluster, each checked against the root (see ``ca_checks.intermediate_problems``).
+    A rotation's external next root has its own (``path``: ``ca.rotation.nextRoot.intermediates``,
+    ``keys_config``: ``caNextIntermediateKeyPems``; ``raw_ca`` is then ``ca.rotation.nextRoot``)."""
     import json
 
     from istio_mesh.ca_checks import intermediate_problems
 
-    data = as_mapping(p, "ca.intermediates", raw_ca.get("intermediates") if isinstance(raw_ca, Mapping) else None)
+    when = "ca.source is external" if path == "ca.intermediates" else "the next root is external"
+    data = as_mapping(p, path, raw_ca.get("intermediates") if isinstance(raw_ca, Mapping) else None)
     if isinstance(raw_keys, str):  # the whole map set as one secret value (JSON)
         try:
             raw_keys = json.loads(raw_keys)
         except json.JSONDecodeError:
-            p.add(INTERMEDIATE_KEYS_CONFIG, "is not a map of cluster name to PEM private key")
+            p.add(keys_config, "is not a map of cluster name to PEM private key")
             raw_keys = {}
-    keys = as_mapping(p, INTERMEDIATE_KEYS_CONFIG, raw_keys)
+    keys = as_mapping(p, keys_config, raw_keys)
     if keys and keys_are_secret is False:
         p.add(
-            INTERMEDIATE_KEYS_CONFIG,
+            keys_config,
             "is stored in plain text in the stack's config file; private keys must be secrets: "
-            f"`pulumi config set --secret --path '{CONFIG_NAMESPACE}:{INTERMEDIATE_KEYS_CONFIG}.<cluster>' "
+            f"`pulumi config set --secret --path '{CONFIG_NAMESPACE}:{keys_config}.<cluster>' "
             '"$(cat ca-key.pem)"` for each cluster',
         )
     for name in data:
         if name not in members:
-            p.add(
-                f"ca.intermediates.{name}", f"no cluster of the mesh is named {name!r}; clusters: {', '.join(members)}"
-            )
+            p.add(f"{path}.{name}", f"no cluster of the mesh is named {name!r}; clusters: {', '.join(members)}")
     for name in keys:
         if name not in members:
-            p.add(f"{INTERMEDIATE_KEYS_CONFIG}.{name}", f"no cluster of the mesh is named {name!r}")
+            p.add(f"{keys_config}.{name}", f"no cluster of the mesh is named {name!r}")
     out = []
     for name in members:
-        entry = as_mapping(p, f"ca.intermediates.{name}", data.get(name))
-        unknown_keys(p, f"ca.intermediates.{name}.", entry, _INTERMEDIATE_KEYS)
-        cert = as_str(p, f"ca.intermediates.{name}.certPem", entry.get("certPem"))
+        entry = as_mapping(p, f"{path}.{name}", data.get(name))
+        unknown_keys(p, f"{path}.{name}.", entry, _INTERMEDIATE_KEYS)
+        cert = as_str(p, f"{path}.{name}.certPem", entry.get("certPem"))
         chain_raw = entry.get("chainPem")
-        chain = "" if chain_raw == "" else as_str(p, f"ca.intermediates.{name}.chainPem", chain_raw, "") or ""
-        key = as_str(p, f"{INTERMEDIATE_KEYS_CONFIG}.{name}", keys.get(name))
+        chain = "" if chain_raw == "" else as_str(p, f"{path}.{name}.chainPem", chain_raw, "") or ""
+        key = as_str(p, f"{keys_config}.{name}", keys.get(name))
         if not cert:
-            p.add(f"ca.intermediates.{name}.certPem", "is required when ca.source is external (its intermediate, PEM)")
+            p.add(f"{path}.{name}.certPem", f"is required when {when} (its intermediate, PEM)")
         if not key:
             p.add(
-                f"{INTERMEDIATE_KEYS_CONFIG}.{name}",
-                f"is required when ca.source is external: `pulumi config set --secret --path "
-                f"'{CONFIG_NAMESPACE}:{INTERMEDIATE_KEYS_CONFIG}.{name}' \"$(cat ca-key.pem)\"`",
+                f"{keys_config}.{name}",
+                f"is required when {when}: `pulumi config set --secret --path "
+                f"'{CONFIG_NAMESPACE}:{keys_config}.{name}' \"$(cat ca-key.pem)\"`",
             )
         if cert and key and root_pem:
             for field_path, message in intermediate_problems(name, cert, chain, key, root_pem):
-                p.add(field_path, message)
+                where = field_path.replace("ca.intermediates", path, 1).replace(INTERMEDIATE_KEYS_CONFIG, keys_config)
+                p.add(where, message)
         if cert and key:
             # PEM text as files have it (`pulumi config set` drops the final newline of a value).
             out.append(

@@ -18,6 +18,7 @@ from .model import (
     CONFIG_NAMES,
     CONFIG_NAMESPACE,
     INTERMEDIATE_KEYS_CONFIG,
+    NEXT_INTERMEDIATE_KEYS_CONFIG,
     NEXT_ROOT_KEY_CONFIG,
     ROOT_KEY_CONFIG,
     ClusterSettings,
@@ -38,6 +39,7 @@ _TOP_KEYS = {
     ROOT_KEY_CONFIG,
     INTERMEDIATE_KEYS_CONFIG,
     NEXT_ROOT_KEY_CONFIG,
+    NEXT_INTERMEDIATE_KEYS_CONFIG,
 }
 
 
@@ -119,6 +121,27 @@ def parse_settings(
                 [c.name for c in clusters if not c.unreachable],
                 ca.root_cert_pem if isinstance(ca.root_cert_pem, str) else None,  # from config: always a str
             ),
+        )
+    rotation = ca.rotation
+    if rotation is not None and rotation.next_root.source == "external":
+        raw_ca = raw.get("ca")
+        raw_rotation = raw_ca.get("rotation") if isinstance(raw_ca, Mapping) else None
+        raw_next = raw_rotation.get("nextRoot") if isinstance(raw_rotation, Mapping) else None
+        intermediates = parse_external_intermediates(
+            p,
+            raw_next,
+            raw.get(NEXT_INTERMEDIATE_KEYS_CONFIG),
+            None if secret_keys is None else NEXT_INTERMEDIATE_KEYS_CONFIG in secret_keys,
+            [c.name for c in clusters if not c.unreachable],
+            rotation.next_root.root_cert_pem if isinstance(rotation.next_root.root_cert_pem, str) else None,
+            path="ca.rotation.nextRoot.intermediates",
+            keys_config=NEXT_INTERMEDIATE_KEYS_CONFIG,
+        )
+        next_root = dataclasses.replace(rotation.next_root, intermediates=intermediates)
+        ca = dataclasses.replace(ca, rotation=dataclasses.replace(rotation, next_root=next_root))
+    elif raw.get(NEXT_INTERMEDIATE_KEYS_CONFIG) is not None:
+        p.add(
+            NEXT_INTERMEDIATE_KEYS_CONFIG, "is only used when a rotation's next root is external (ca.rotation.nextRoot)"
         )
     if clusters and all(c.unreachable for c in clusters):
         p.add("clusters", "every cluster is marked unreachable; at least one must remain in the mesh")

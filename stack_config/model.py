@@ -27,6 +27,8 @@ CONFIG_NAMESPACE = "istio-mesh"
 ROOT_KEY_CONFIG = "caRootKeyPem"
 #: The private key of an imported next root (``ca.rotation.nextRoot.source: import``).
 NEXT_ROOT_KEY_CONFIG = "caNextRootKeyPem"
+#: The keys of an external next root's intermediates (``ca.rotation.nextRoot.source: external``).
+NEXT_INTERMEDIATE_KEYS_CONFIG = "caNextIntermediateKeyPems"
 INTERMEDIATE_KEYS_CONFIG = "caIntermediateKeyPems"
 #: This config's spelling of the settings chart-value messages name: the package schema's (one spelling).
 CONFIG_NAMES = SCHEMA_NAMES

@@ -39,11 +39,18 @@ STACK_KEYS: dict[str, set[str]] = {
 STACK_ONLY: dict[str, set[str]] = {
     # lab: the stack runs on the local lab (the package's allowLoopbackApiServers is part of it); the root's
     # and the external intermediates' keys are secret config keys outside ca.
-    "MultiPrimaryMesh": {"lab", "caRootKeyPem", "caIntermediateKeyPems", "caNextRootKeyPem"},
+    "MultiPrimaryMesh": {
+        "lab",
+        "caRootKeyPem",
+        "caIntermediateKeyPems",
+        "caNextRootKeyPem",
+        "caNextIntermediateKeyPems",
+    },
     # A lost cluster stays listed in the stack config so its objects leave the state.
     "ClusterInputs": {"unreachable"},
-    # An external CA (root key offline) is the stack's only.
+    # An external CA (root key offline) is the stack's only, and so is an external next root.
     "CAInputs": {"intermediates"},
+    "NextRootInputs": {"intermediates"},
     # The plugin runs the walkthrough's images.
     "SamplesInputs": {"helloworldImagePrefix", "sleepImage"},
 }

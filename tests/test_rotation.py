@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from support.certs import ca_certificate
+from support.certs import ca_certificate, private_key_pem
 from support.mesh import SECRET, b64d, build
 
 from istio_mesh import trust_gate
@@ -216,7 +216,7 @@ def test_the_stack_config_declares_a_rotation(kubeconfigs: Any) -> None:
         )
     text = str(e.value)
     assert "ca.rotation.phase: 'swap' is not a phase; the phases, one `up` each, in order: trust-both" in text
-    assert "ca.rotation.nextRoot.source: 'external' is not supported for a next root" in text
+    assert "ca.rotation.nextRoot.rootCertPem: is required when the next root is external" in text
     assert "ca.generation" in text
     with pytest.raises(ConfigError, match="caNextRootKeyPem: is required when the next root is imported"):
         parse_settings(
@@ -281,3 +281,44 @@ def test_the_phases_under_the_mocks(mesh_settings: Any, gate_targets: list[Targe
         )
     # The old root, unused from drop-old on, is no longer protected, so finishing can delete it.
     assert three.one("tls:index/privateKey:PrivateKey", name_contains="mesh-root-ca-key").protect is False
+
+
+def _intermediate_pem(issuer: tuple[Any, Any], cluster: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = ca_certificate(
+        key, cn=f"Intermediate CA {cluster}", issuer=issuer, path_length=0, not_before=NOW, not_after=LATER
+    )
+    return _pem(cert), private_key_pem(key)
+
+
+def test_an_offline_next_root_brings_its_own_intermediates_and_no_key(
+    kubeconfigs: Any, gate_targets: list[Target]
+) -> None:
+    """``nextRoot.source: external``: the next root's certificate and, per cluster, an intermediate signed
+    under it elsewhere with its key (secret config); from ``sign-with-next`` on they are what ``cacerts``
+    holds, and nothing is signed here."""
+    nxt = {c: _intermediate_pem((NEW, NEW_KEY), c) for c in ("cluster1", "cluster2")}
+    rotation = {
+        "phase": "sign-with-next",
+        "nextRoot": {
+            "source": "external",
+            "rootCertPem": NEW_PEM,
+            "intermediates": {c: {"certPem": v[0]} for c, v in nxt.items()},
+        },
+    }
+    raw = {"meshId": "mesh1", "clusters": kubeconfigs(2), "ca": {"rotation": rotation}}
+    keys = {c: v[1] for c, v in nxt.items()}
+    with pytest.raises(ConfigError) as e:
+        parse_settings(raw)
+    assert "caNextIntermediateKeyPems.cluster1: is required when the next root is external" in str(e.value)
+    with pytest.raises(ConfigError, match=r"caNextIntermediateKeyPems\.cluster2: does not match"):
+        parse_settings({**raw, "caNextIntermediateKeyPems": {**keys, "cluster2": keys["cluster1"]}})
+    settings = parse_settings({**raw, "caNextIntermediateKeyPems": keys}, secret_keys={"caNextIntermediateKeyPems"})
+    assert settings.ca.rotation is not None and settings.ca.rotation.next_root.intermediate("cluster1") is not None
+    rec = build(settings)
+    for c, data in _cacerts(rec).items():
+        assert (data["ca-cert.pem"], data["ca-key.pem"]) == nxt[c], c
+        assert pem_fingerprint(split_pems(data["root-cert.pem"])[0]) == NEW_FP
+    assert not [r for r in rec.of_type("tls:index/selfSignedCert:SelfSignedCert") if "root-ca-g1" in r.name]
+    assert not [r for r in rec.of_type("pulumi-python:dynamic/istiomesh:IntermediateCertificate") if "-g1-" in r.name]
+    assert gate_targets[-1].signer == NEW_FP

@@ -27,6 +27,7 @@ from .options import (
     READER_ISTIO,
     ROTATION_PHASES,
     CASettings,
+    ExternalIntermediate,
     IstioSettings,
     MeshCluster,
     MeshGatewaySettings,
@@ -184,6 +185,17 @@ def _ca_problems(ca: CASettings, clusters: Sequence[str]) -> list[str]:
             problems.append("ca.rotation.next_root.source 'import' needs root_cert_pem and root_key_pem")
         if nxt.source == "generate" and (nxt.root_cert_pem is not None or nxt.root_key_pem is not None):
             problems.append("ca.rotation.next_root is generated, but a certificate or key was given: source 'import'")
+        if nxt.source == "external":
+            if nxt.root_cert_pem is None or nxt.root_key_pem is not None:
+                problems.append("ca.rotation.next_root.source 'external' needs root_cert_pem and no root_key_pem")
+            missing = [c for c in clusters if nxt.intermediate(c) is None]
+            if missing:
+                problems.append(
+                    "ca.rotation.next_root.source 'external' needs an intermediate for every cluster; "
+                    f"none for {missing}"
+                )
+        elif nxt.intermediates:
+            problems.append("ca.rotation.next_root.intermediates is given but its source is not 'external'")
     return problems
 
 
@@ -244,6 +256,15 @@ class _Trust:
     #: Every root the clusters are told to trust (``root-cert.pem`` without the gate): what the lost-state guard
     #: compares a live ``cacerts`` with (any root in common passes) and what ``verify`` expects.
     trusted_pem: pulumi.Output[str]
+    #: Whether ``signer`` is the rotation's next root (its external intermediates are the next root's).
+    next_signs: bool = False
+
+    def external_intermediate(self, ca: CASettings, cluster: str) -> ExternalIntermediate | None:
+        """The intermediate signed elsewhere that ``cluster``'s ``cacerts`` carries, if the signing root is
+        external (the current root's from ``ca.intermediates``, the next root's from its own)."""
+        if self.next_signs:
+            return ca.rotation.next_root.intermediate(cluster) if ca.rotation else None
+        return ca.intermediate(cluster)
 
     @staticmethod
     def of(mesh: pulumi.ComponentResource, name: str, args: MultiPrimaryMeshArgs, root: RootCA) -> _Trust:
@@ -266,6 +287,7 @@ class _Trust:
                 root_validity_days=ca.root_validity_days,
                 root_cert_pem=nxt.root_cert_pem,
                 root_key_pem=nxt.root_key_pem,
+                intermediates=nxt.intermediates,
             ),
             opts=pulumi.ResourceOptions(parent=mesh),
         )
@@ -288,7 +310,9 @@ class _Trust:
             f"{len(ROTATION_PHASES)}): {PHASE_SUMMARIES[rotation.phase]}",
             resource=mesh,
         )
-        return _Trust(signer, ca.generation + (1 if signer is next_root else 0), gated, bundle_pem)
+        return _Trust(
+            signer, ca.generation + (1 if signer is next_root else 0), gated, bundle_pem, next_signs=signer is next_root
+        )
 
 
 def plan_signs_with_next(phase: str) -> bool:
@@ -429,7 +453,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     root_key_pem=trust.signer.key_pem,
                     intermediate_validity_days=ca.intermediate_validity_days,
                     intermediate_renew_before_days=ca.renew_before_days,
-                    external_intermediate=ca.intermediate(c.name) if trust.signer is root else None,
+                    external_intermediate=trust.external_intermediate(ca, c.name),
                     trust_bundle_pem=trust.bundle_pem,
                     intermediate_generation=trust.signer_generation,
                     multi_root=multi_root(ca),
