@@ -29,6 +29,7 @@ _CA_KEYS = {
     "intermediates",
     "generation",
     "rotation",
+    "intermediateGeneration",
 }
 _ROTATION_KEYS = {"phase", "nextRoot"}
 _NEXT_ROOT_KEYS = {"source", "rootCertPem", "intermediates"}
@@ -90,11 +91,18 @@ def parse_ca(
     generation_raw = data.get("generation")
     generation = 0 if generation_raw in (None, 0, "0") else as_positive_int(p, "ca.generation", generation_raw, 0)
     rotation = _parse_rotation(p, data.get("rotation"), next_key, next_key_is_secret)
+    inter_raw = data.get("intermediateGeneration")
+    inter_generation = (
+        0 if inter_raw in (None, 0, "0") else as_positive_int(p, "ca.intermediateGeneration", inter_raw, 0)
+    )
+    if inter_generation and source == "external":
+        p.add("ca.intermediateGeneration", "is not used when ca.source is external: set new intermediates instead")
     if rotation is None and next_key:
         p.add(NEXT_ROOT_KEY_CONFIG, "is given but no rotation is in progress (ca.rotation); remove it")
     return CASettings(
         generation=generation,
         rotation=rotation,
+        intermediate_generation=inter_generation,
         source=source,
         protect=protect,
         root_validity_days=root_days,

@@ -322,3 +322,18 @@ def test_an_offline_next_root_brings_its_own_intermediates_and_no_key(
     assert not [r for r in rec.of_type("tls:index/selfSignedCert:SelfSignedCert") if "root-ca-g1" in r.name]
     assert not [r for r in rec.of_type("pulumi-python:dynamic/istiomesh:IntermediateCertificate") if "-g1-" in r.name]
     assert gate_targets[-1].signer == NEW_FP
+
+
+def test_a_new_intermediate_generation_gives_every_cluster_a_new_key_under_the_same_root(
+    mesh_settings: Any, gate_targets: list[Target]
+) -> None:
+    before = build(mesh_settings(2))
+    after = build(mesh_settings(2, ca={"intermediateGeneration": 1}))
+    assert not gate_targets  # the same root: nothing for the gate to check
+    root = x509.load_pem_x509_certificate(before.outputs["rootCertificatePem"].encode())
+    assert after.outputs["rootCertificatePem"] == before.outputs["rootCertificatePem"]
+    for c in ("cluster1", "cluster2"):
+        old, new = _cacerts(before)[c], _cacerts(after)[c]
+        assert new["ca-key.pem"] != old["ca-key.pem"] and new["root-cert.pem"] == old["root-cert.pem"]
+        x509.load_pem_x509_certificate(new["ca-cert.pem"].encode()).verify_directly_issued_by(root)
+        assert after.one("tls:index/privateKey:PrivateKey", name_contains=f"mesh-{c}-ca-k1-key")

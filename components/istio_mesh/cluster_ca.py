@@ -56,6 +56,8 @@ class ClusterCAArgs:
     #: The generation of the root that signs the intermediate: names its key and certificate
     #: (``rotation.intermediate_name``), so a rotation's new intermediate is a new resource with a new key.
     generation: int = 0
+    #: Raise to replace the intermediate's key (a new intermediate under the same root).
+    key_generation: int = 0
 
 
 def _chain(cert: str, between: str, root: str) -> str:
@@ -106,7 +108,7 @@ class ClusterCA(pulumi.ComponentResource):
         else:
             if args.root_key_pem is None:
                 raise ValueError(f"ClusterCA {name!r}: give root_key_pem (to sign an intermediate) or external")
-            prefix = intermediate_name(name, args.generation)
+            prefix = intermediate_name(name, args.generation, args.key_generation)
             key = tls.PrivateKey(f"{prefix}-key", algorithm="RSA", rsa_bits=CA_RSA_BITS, opts=child)
             # Signed by our own dynamic provider, not tls.LocallySignedCert: only this way does the
             # intermediate get pathlen:0 (see intermediate_cert.py).

@@ -58,6 +58,8 @@ class IstioControlPlaneArgs:
     trust_bundle_pem: pulumi.Input[str] | None = None
     #: The generation of ``root_cert_pem`` (names the intermediate, see ``ClusterCAArgs.generation``).
     intermediate_generation: int = 0
+    #: The generation of the intermediate's key (``CASettings.intermediate_generation``).
+    intermediate_key_generation: int = 0
     #: istiod and proxies set up for root rotations (``rotation.MULTI_ROOT_VALUES``).
     multi_root: bool = False
 
@@ -180,6 +182,7 @@ class IstioControlPlane(pulumi.ComponentResource):
                     signer=args.intermediate_signer,
                     trust_bundle_pem=args.trust_bundle_pem,
                     generation=args.intermediate_generation,
+                    key_generation=args.intermediate_key_generation,
                 ),
                 opts=child,
             )

@@ -169,6 +169,8 @@ def _ca_problems(ca: CASettings, clusters: Sequence[str]) -> list[str]:
             problems.append(f"ca.{field_name} must be at least 1, got {getattr(ca, field_name)}")
     if ca.renew_before_days < 0:
         problems.append(f"ca.renew_before_days must be 0 (never) or more, got {ca.renew_before_days}")
+    if ca.intermediate_generation < 0:
+        problems.append(f"ca.intermediate_generation must be 0 or more, got {ca.intermediate_generation}")
     if ca.generation < 0:
         problems.append(f"ca.generation must be 0 or more (the root rotations finished), got {ca.generation}")
     rotation = ca.rotation
@@ -456,6 +458,7 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
                     external_intermediate=trust.external_intermediate(ca, c.name),
                     trust_bundle_pem=trust.bundle_pem,
                     intermediate_generation=trust.signer_generation,
+                    intermediate_key_generation=ca.intermediate_generation,
                     multi_root=multi_root(ca),
                     intermediate_signer=args.intermediate_signer,
                     # Istio's CRDs before istiod, unless the cluster has no Istio yet.

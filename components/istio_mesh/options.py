@@ -168,6 +168,9 @@ class CASettings:
     generation: int = 0
     #: A root rotation in progress, or ``None``.
     rotation: RootRotation | None = None
+    #: Raise by one to give every cluster a new intermediate with a new key under the same root (renewal,
+    #: ``renew_before_days``, keeps the key). istiod signs with it at once; proxies move at their renewal.
+    intermediate_generation: int = 0
 
     def intermediate(self, cluster: str) -> ExternalIntermediate | None:
         """The external intermediate of ``cluster`` (``None`` unless ``source`` is ``external``)."""

@@ -145,6 +145,8 @@ class CAInputs(TypedDict, total=False):
     """Root rotations finished (default 0); raise it by one, with the next root as the root, to finish one."""
     rotation: RotationInputs
     """A root rotation in progress (phase and next root)."""
+    intermediateGeneration: int
+    """Raise by one to give every cluster a new intermediate with a new key under the same root (default 0)."""
 
 
 class RemoteAccessInputs(TypedDict, total=False):
@@ -299,6 +301,7 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         root_key_pem=ca_in.get("rootKeyPem"),
         generation=int(ca_in.get("generation") or 0),
         rotation=_rotation(ca_in.get("rotation")),
+        intermediate_generation=int(ca_in.get("intermediateGeneration") or 0),
     )
     ra_in = spelt.get("remoteAccess") or {}
     ra_defaults = RemoteAccessSettings()

@@ -51,10 +51,12 @@ def root_ca_name(mesh: str, generation: int) -> str:
     return f"{mesh}-root-ca" if generation == 0 else f"{mesh}-root-ca-g{generation}"
 
 
-def intermediate_name(cluster_ca: str, generation: int) -> str:
+def intermediate_name(cluster_ca: str, generation: int, key_generation: int = 0) -> str:
     """The prefix of the names of a cluster's intermediate key and certificate signed by the root of
-    ``generation`` (generation 0: the names intermediates always had)."""
-    return cluster_ca if generation == 0 else f"{cluster_ca}-g{generation}"
+    ``generation``, with a key of ``key_generation`` (``CASettings.intermediate_generation``; both 0: the
+    names intermediates always had)."""
+    name = cluster_ca if generation == 0 else f"{cluster_ca}-g{generation}"
+    return name if key_generation == 0 else f"{name}-k{key_generation}"
 
 
 def bundle(pems: Sequence[str]) -> str:

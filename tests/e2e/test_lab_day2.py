@@ -905,8 +905,9 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
     refused: the proxies running since before the rotation began cannot take a pushed trust bundle, and the
     refusal names each one with the way out (restart it), which is then taken. From there a bounded load
     (10 requests/s from each cluster's sleep, across the networks through the east-west gateways) runs
-    through every later phase and loses no request; afterwards every proxy trusts only the new root and
-    presents a certificate under it (`verify --roots`)."""
+    through every later phase, and a new intermediate generation (new keys, same root) after it, and loses
+    no request; afterwards every proxy trusts only the new root and presents a certificate under it
+    (`verify --roots`)."""
     sys.path.append(str(ROOT / "bench"))
     import load  # bench/load.py
 
@@ -936,7 +937,7 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
     _wait_for_verify_ok(stack, TWO)
 
     clusters = [load.Cluster(c, _core(c)) for c in TWO]
-    running = load.start(clusters, rate=10, duration=130)  # (the phases take about 80 s on the lab)
+    running = load.start(clusters, rate=10, duration=150)  # (the phases take about 90 s on the lab)
     time.sleep(5)  # (the first phase, before any change: the baseline)
     timings: dict[str, float] = {}
     for phase in ("sign-with-next", "rollback to trust-both", "sign-with-next again", "drop-old"):
@@ -950,6 +951,15 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
     started = time.monotonic()
     stack.up()
     timings["finished"] = time.monotonic() - started
+    # An intermediate rotation with a new key, under the new root (renewal keeps the key).
+    keys_before = {c: _core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] for c in TWO}
+    running.mark("new intermediates (ca.intermediateGeneration: 1)")
+    write_config(stack.project, TWO, ca={**finished, "intermediateGeneration": 1})
+    started = time.monotonic()
+    stack.up()
+    timings["new intermediates"] = time.monotonic() - started
+    for c in TWO:
+        assert _core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] != keys_before[c], c
     result = running.result()
     table = load.render_table(load.rows("root rotation", result, by_phase=True))
     print(table, "\n", {k: round(v, 1) for k, v in timings.items()})
