@@ -29,6 +29,8 @@ import pytest
 import yaml
 from harness import LAB_DIR, ROOT, Lab, Stack, k8s_api, run, wait_for
 
+from istio_mesh.fingerprint import pem_fingerprint
+
 #: The last main before stable names (mesh named after meshId, pairs in list order): stacks it
 #: deployed must upgrade with nothing created or deleted.
 PREVIOUS_MAIN = "071d2715ba8d01d327a48ff68e88854f89a31ca3"
@@ -876,6 +878,18 @@ def _write_rotation(stack: Stack, root_pem: str, offline: Path, phase: str) -> N
     _set_external_keys(stack, offline)
 
 
+def _proxy_pods() -> dict[str, list[str]]:
+    """The sample and east-west gateway pods of each cluster, by name."""
+    return {
+        c: sorted(
+            p.metadata.name
+            for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway"))
+            for p in _core(c).list_namespaced_pod(ns, label_selector=selector).items
+        )
+        for c in TWO
+    }
+
+
 def _up_when_allowed(stack: Stack, what: str, timeout: float = 150) -> float:
     """`pulumi up`, rerun while the rotation's gate refuses it (proxies still starting or re-signing);
     returns how long it took. A refusal for any other reason fails the test."""
@@ -905,8 +919,9 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
     refused: the proxies running since before the rotation began cannot take a pushed trust bundle, and the
     refusal names each one with the way out (restart it), which is then taken. From there a bounded load
     (10 requests/s from each cluster's sleep, across the networks through the east-west gateways) runs
-    through every later phase, and a new intermediate generation (new keys, same root) after it, and loses
-    no request; afterwards every proxy trusts only the new root and presents a certificate under it
+    through every later phase, a new intermediate generation (new keys, same root) after it, and a second
+    rotation on the mesh now set up for rotations (all three phases, no proxy restarted), and loses no
+    request; afterwards every proxy trusts only the newest root and presents a certificate under it
     (`verify --roots`)."""
     sys.path.append(str(ROOT / "bench"))
     import load  # bench/load.py
@@ -937,7 +952,7 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
     _wait_for_verify_ok(stack, TWO)
 
     clusters = [load.Cluster(c, _core(c)) for c in TWO]
-    running = load.start(clusters, rate=10, duration=150)  # (the phases take about 90 s on the lab)
+    running = load.start(clusters, rate=10, duration=210)  # (the changes take about 160 s on the lab)
     time.sleep(5)  # (the first phase, before any change: the baseline)
     timings: dict[str, float] = {}
     for phase in ("sign-with-next", "rollback to trust-both", "sign-with-next again", "drop-old"):
@@ -960,6 +975,20 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
     timings["new intermediates"] = time.monotonic() - started
     for c in TWO:
         assert _core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] != keys_before[c], c
+    # The next rotation, on a mesh set up for it since the first: every phase under the load, trust-both
+    # included, and no proxy restarted (each takes pushed trust bundles).
+    proxies_before = _proxy_pods()
+    second = {**finished, "intermediateGeneration": 1}
+    for phase in ("trust-both", "sign-with-next", "drop-old"):
+        running.mark(f"second rotation: {phase}")
+        write_config(stack.project, TWO, ca={**second, "rotation": {"phase": phase}})
+        timings[f"second {phase}"] = _up_when_allowed(stack, f"second {phase}")
+    running.mark("second rotation finished (ca.generation: 2)")
+    write_config(stack.project, TWO, ca={**second, "generation": 2})
+    started = time.monotonic()
+    stack.up()
+    timings["second finished"] = time.monotonic() - started
+    assert _proxy_pods() == proxies_before
     result = running.result()
     table = load.render_table(load.rows("root rotation", result, by_phase=True))
     print(table, "\n", {k: round(v, 1) for k, v in timings.items()})
@@ -969,11 +998,13 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
             assert not s.error and s.sent > 0 and s.failed == 0, (c, phase, s, table)
         assert {cluster for (_, cluster) in result.stats(c).answers} == set(TWO), table  # both networks answered
 
-    # Afterwards: the new root everywhere, in cacerts, in every proxy's trust and in every certificate.
-    assert stack.outputs()["rootCertificatePem"].strip() == next_root.strip()
+    # Afterwards: the newest root everywhere, in cacerts, in every proxy's trust and in every certificate.
+    final_root = stack.outputs()["rootCertificatePem"]
+    assert final_root.strip() not in (old_root.strip(), next_root.strip())
     doc = _verify(stack, "--roots")
     assert doc["ok"], doc["findings"]
     new_fp = doc["rootFingerprintSha256"]
+    assert new_fp == pem_fingerprint(final_root)
     for c in doc["roots"]:
         assert c["cacerts"] == {"trusts": [new_fp], "signsUnder": new_fp}, c
         assert len(c["proxies"]) == 3, c  # helloworld, sleep, the east-west gateway

@@ -1013,13 +1013,23 @@ def test_istioctl_lists_every_proxy_and_the_gateway_knows_the_other_network(lab:
     kubeconfig = Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / "kubeconfig"
     istioctl = ["istioctl", "--kubeconfig", str(kubeconfig)]
     for c in CLUSTERS:
-        status = run([*istioctl, "--context", c, "proxy-status"], stack.env).stdout
         pods = {p.metadata.name for app in ("sleep", "helloworld") for p in sample_pods(c, app)}
         gateways = {
             p.metadata.name
             for p in core(c).list_namespaced_pod("istio-system", label_selector="istio=eastwestgateway").items
         }
-        rows = {line.split()[0].split(".")[0]: line for line in status.splitlines()[1:] if line.strip()}
+        status, rows = "", {}
+
+        def listed(c: str = c, names: set[str] = pods | gateways) -> bool:
+            # istiod was just started: each proxy reconnects after its own backoff (seen: one not yet
+            # connected 0.7 s after the start).
+            nonlocal status, rows
+            status = run([*istioctl, "--context", c, "proxy-status"], stack.env).stdout
+            rows = {line.split()[0].split(".")[0]: line for line in status.splitlines()[1:] if line.strip()}
+            return names <= set(rows)
+
+        with contextlib.suppress(AssertionError):  # (the assertions below say which is missing)
+            wait_for(f"every proxy of {c} in istioctl proxy-status", listed, timeout=60, interval=2)
         for name in pods | gateways:
             assert name in rows, f"{c}: {name} not in istioctl proxy-status:\n{status}"
             assert all(t in rows[name] for t in ("CDS", "LDS", "EDS")), rows[name]
