@@ -27,7 +27,7 @@ from .intermediate_cert import (
 )
 from .options import ExternalIntermediate
 from .root_ca import CA_RSA_BITS
-from .rotation import intermediate_name
+from .rotation import intermediate_name, split_pems
 
 __all__ = ["INTERMEDIATE_SAN", "ClusterCA", "ClusterCAArgs"]
 
@@ -63,15 +63,10 @@ class ClusterCAArgs:
 def _chain(cert: str, between: str, root: str) -> str:
     """``cert-chain.pem``: the intermediate, any certificates between it and the root, then the root
     (once, even if ``between`` already ends with it)."""
-    middle = [p.strip() for p in _split_pems(between) if p.strip() != root.strip()]
+    middle = [p.strip() for p in split_pems(between) if p.strip() != root.strip()]
     if not middle:
         return cert.rstrip("\n") + "\n" + root  # (byte for byte what earlier versions wrote)
     return "\n".join([cert.strip(), *middle, root.strip()]) + "\n"
-
-
-def _split_pems(text: str) -> list[str]:
-    end = "-----END CERTIFICATE-----"
-    return [chunk + end for chunk in text.split(end) if chunk.strip()]
 
 
 def _b64(value: str) -> str:

@@ -179,10 +179,7 @@ def _ca_problems(ca: CASettings, clusters: Sequence[str]) -> list[str]:
             problems.append(f"ca.rotation.phase {rotation.phase!r} is not one of {', '.join(ROTATION_PHASES)}")
         nxt = rotation.next_root
         if nxt.source not in NEXT_ROOT_SOURCES:
-            problems.append(
-                f"ca.rotation.next_root.source {nxt.source!r} is not one of {', '.join(NEXT_ROOT_SOURCES)} "
-                "(a next root with an offline key is not supported yet)"
-            )
+            problems.append(f"ca.rotation.next_root.source {nxt.source!r} is not one of {', '.join(NEXT_ROOT_SOURCES)}")
         if nxt.source == "import" and (nxt.root_cert_pem is None or nxt.root_key_pem is None):
             problems.append("ca.rotation.next_root.source 'import' needs root_cert_pem and root_key_pem")
         if nxt.source == "generate" and (nxt.root_cert_pem is not None or nxt.root_key_pem is not None):
@@ -377,7 +374,6 @@ class MultiPrimaryMesh(pulumi.ComponentResource):
     """The mesh root certificate (public)."""
     root_fingerprint: pulumi.Output[str]
     """SHA-256 fingerprint of the root certificate."""
-
     clusters: pulumi.Output[dict[str, dict[str, object]]]
     """Per cluster: network, east-west gateway address, remote secrets it holds."""
 

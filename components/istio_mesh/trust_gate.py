@@ -24,7 +24,7 @@ import base64
 import concurrent.futures
 import datetime
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,8 +282,6 @@ def _how_to_refresh(p: ProxyTrust) -> str:
 
 
 # --- reading the clusters ---------------------------------------------------------------------------
-
-Reader = Callable[[str], Any]
 
 
 class ClusterReader:
