@@ -10,7 +10,9 @@ network namespaces on the cluster's network (``lab/network.py``, ``lab/sandbox.p
   stops the sandbox of a pod that is gone, being deleted, or was replaced (another uid);
 * restarts a container whose process exited (restartPolicy Always), after 1, 2, 4, ... 30 s;
 * keeps each pod's hosts file in step with the cluster's Services, and refreshes its volumes
-  (ConfigMaps, Secrets, projected tokens) every ``REFRESH_SECONDS``;
+  (ConfigMaps, Secrets, projected tokens) every ``REFRESH_SECONDS``: a changed volume is swapped in
+  as a set, as a kubelet does (``lab/pod_volumes.py``, ``lab/atomic_writer.py``), an unchanged one
+  is not touched;
 * keeps the relay to istiod (``lab/relay.py``) listening on istiod's Service address in the network;
 * programs the cluster's load balancer in the WAN (``network.lb_rules``): each LoadBalancer Service's
   ports to the running pods its selector matches.

@@ -59,3 +59,45 @@ def test_plain_files_written_before_are_taken_over(tmp_path: Path) -> None:
 def test_keys_that_are_not_file_names_are_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="not a valid key"):
         atomic_writer.write(tmp_path / "v", {key: b"x"})
+
+
+def test_uid_owns_the_new_set_its_files_and_links(tmp_path: Path) -> None:
+    vol = tmp_path / "v"
+    assert atomic_writer.write(vol, {"a": b"1"}, uid=1337)
+    data = (vol / "..data").resolve()
+    for path in (vol / "a", vol / "..data", data, data / "a"):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (1337, 1337), path
+    assert atomic_writer.write(vol, {"a": b"2"}, uid=1337)  # the next set as well
+    assert os.lstat((vol / "..data").resolve() / "a").st_uid == 1337
+
+
+def test_without_uid_the_writer_owns_what_it_writes(tmp_path: Path) -> None:
+    vol = tmp_path / "v"
+    atomic_writer.write(vol, {"a": b"1"}, 0o600)
+    data = (vol / "..data").resolve()
+    assert {os.lstat(p).st_uid for p in (vol / "a", vol / "..data", data, data / "a")} == {os.geteuid()}
+
+
+def test_kept_entries_survive_every_swap_and_no_key_may_take_their_name(tmp_path: Path) -> None:
+    vol = tmp_path / "v"
+    (vol / "crl").mkdir(parents=True)
+    (vol / "crl" / "ca-crl.pem").write_bytes(b"crl")
+    assert atomic_writer.write(vol, {"a": b"1"}, keep={"crl"})
+    assert atomic_writer.write(vol, {"a": b"2"}, keep={"crl"})
+    assert (vol / "crl" / "ca-crl.pem").read_bytes() == b"crl"
+    with pytest.raises(ValueError, match="mount point of another volume"):
+        atomic_writer.write(vol, {"crl": b"x"}, keep={"crl"})
+    assert (vol / "a").read_bytes() == b"2"
+
+
+def test_a_plain_file_becomes_its_link_without_ever_missing(tmp_path: Path) -> None:
+    vol = tmp_path / "v"
+    vol.mkdir()
+    (vol / "a").write_bytes(b"plain")
+    (vol / "b").symlink_to("elsewhere")  # a link that is not the set's: pointed into the set
+    with open(vol / "a", "rb") as held:
+        assert atomic_writer.write(vol, {"a": b"linked", "b": b"2"})
+        assert held.read() == b"plain"
+    assert os.readlink(vol / "a") == "..data/a" and os.readlink(vol / "b") == "..data/b"
+    assert sorted(p.name for p in vol.iterdir()) == sorted(["..data", (vol / "..data").resolve().name, "a", "b"])
