@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import sys
 import threading
 import time
@@ -66,6 +67,11 @@ NO_OUTCOME = "no outcome: its line never arrived"
 #: The label of the phase from the start of the load to the first mark.
 FIRST_PHASE = "load started"
 _AFTER_MS = re.compile(r"after \d+ ms\b")
+#: What a stop file's path may be (it is quoted in the loop's script).
+_STOP_FILE = re.compile(r"(/[A-Za-z0-9._-]+)+")
+#: Where the loop looks for its stop file, in the sleep container (the lab's pods share the host's /tmp: each
+#: load and source has its own name).
+STOP_DIR = "/tmp"
 
 _SCRIPT = r"""set -f
 M=__MARK__
@@ -81,11 +87,12 @@ case $(date +%s%3N) in
   now() { t=$(date +%s%3N); }
   echo "$M clock date";;
 esac
-now; end=$((t + __DURATION_MS__)); due=$t; i=0
+now; end=$((t + __DURATION_MS__)); due=$t; i=0; stop='__STOP__'
 echo "$M start $t $end"
 while :; do
   now
   [ "$t" -lt "$end" ] || break
+  if [ -n "$stop" ] && [ -e "$stop" ]; then echo "$M stopped $t"; break; fi
   if [ "$t" -lt "$due" ]; then
     d=$((due - t)); z=$((d % 1000 + 1000)); sleep "$((d / 1000)).${z#1}"; continue
   fi
@@ -99,6 +106,7 @@ while :; do
   ) &
 done
 wait
+[ -z "$stop" ] || rm -f "$stop"
 echo "$M done $i"
 """
 
@@ -112,17 +120,22 @@ def check_bounds(rate: int, duration: int, max_time: int) -> None:
         raise ValueError(f"max_time: {max_time} is out of range (a whole number from 1 to {MAX_MAX_TIME})")
 
 
-def load_command(url: str, rate: int, duration: int, max_time: int = DEFAULT_MAX_TIME) -> list[str]:
+def load_command(
+    url: str, rate: int, duration: int, max_time: int = DEFAULT_MAX_TIME, stop_file: str | None = None
+) -> list[str]:
     """The shell loop run in the sleep container. Its clock is ``date +%s%3N``; where ``date`` has no
     ``%N`` (busybox built without it) it is /proc/uptime (10 ms steps) lined up with the second's edge of
     ``date +%s``. Each request starts at least ceil(1000/rate) ms after the one before: at most ``rate``
     per second, even when requests fail at once; the loop ends ``duration`` s after it began, once the
     requests in flight (each at most ``max_time`` s) are done. Lines: ``clock``, ``start T END``, one
     ``req N T EXIT HTTP SECONDS<tab>ERROR<tab>BODY`` per request (body on one line, 200 characters at most),
-    ``done N``."""
+    ``done N``. With ``stop_file`` (an absolute path in the pod), the loop also stops, sending nothing more,
+    once that file exists (it prints ``stopped T``; ``Load.stop`` creates it) and removes it at its end."""
     check_bounds(rate, duration, max_time)
     if any(c in url for c in "'\\ \t\n") or not url.startswith(("http://", "https://")):
         raise ValueError(f"url: {url!r} is not an http(s) URL without quotes, backslashes or blanks")
+    if stop_file is not None and not _STOP_FILE.fullmatch(stop_file):
+        raise ValueError(f"stop_file: {stop_file!r} is not an absolute path of letters, digits, '.', '_', '-'")
     script = _SCRIPT
     for key, value in (
         ("__MARK__", MARK),
@@ -131,6 +144,7 @@ def load_command(url: str, rate: int, duration: int, max_time: int = DEFAULT_MAX
         ("__MAX_TIME__", str(max_time)),
         ("__W__", _WRITE_OUT),
         ("__URL__", url),
+        ("__STOP__", stop_file or ""),
     ):
         script = script.replace(key, value)
     return ["sh", "-c", script]
@@ -169,6 +183,8 @@ class LoopOutput:
     finished: bool = False
     attempts: list[Attempt] = field(default_factory=list)
     unparsed: int = 0
+    #: When the loop saw its stop file (the pod's clock, epoch ms): it stopped before its deadline.
+    stopped_ms: int | None = None
 
 
 def attempt_of(line: str) -> Attempt | None:
@@ -208,6 +224,8 @@ def parse_loop(stdout: str) -> LoopOutput:
             out.clock = words[2]
         elif words[:2] == [MARK, "start"] and len(words) >= 3 and words[2].isdigit():
             out.started_ms = int(words[2])
+        elif words[:2] == [MARK, "stopped"] and len(words) == 3 and words[2].isdigit():
+            out.stopped_ms = int(words[2])
         elif words[:2] == [MARK, "done"] and len(words) == 3 and words[2].isdigit():
             out.finished, out.sent = True, int(words[2])
         elif line.strip():
@@ -371,9 +389,21 @@ def drain(ws: ExecStream, limit: float) -> tuple[str, str, str, str | None]:
 class Load:
     """A load under way (``start``). ``mark`` records phases; ``result`` waits for the end."""
 
-    def __init__(self, url: str, rate: int, duration: int, max_time: int, clusters: Sequence[Cluster], service: str):
+    def __init__(
+        self,
+        url: str,
+        rate: int,
+        duration: int,
+        max_time: int,
+        clusters: Sequence[Cluster],
+        service: str,
+        stream_fn: StreamFn | None = None,
+    ):
         self.url, self.rate, self.duration, self.max_time = url, rate, duration, max_time
-        self.clusters, self.service = list(clusters), service
+        self.clusters, self.service, self.stream_fn = list(clusters), service, stream_fn
+        token = secrets.token_hex(6)
+        #: Each source's stop file in its pod (``stop``).
+        self.stop_files = {c.name: f"{STOP_DIR}/{MARK}-stop.{token}.{c.name}" for c in self.clusters}
         self.started_ms = int(time.time() * 1000)
         #: Seconds the exec may take: the run, the requests in flight at its end, the clock's alignment.
         self.limit = duration + max_time + CLOCK_ALIGN + EXEC_MARGIN
@@ -397,6 +427,26 @@ class Load:
 
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
+
+    def stop(self, timeout: float | None = None) -> LoadResult:
+        """Stops every source's loop now, before its deadline (one more exec per source: it creates the loop's
+        stop file), and returns ``result``. A source that cannot be told runs on to its deadline (said on
+        stderr), and ``result`` waits for it."""
+        _, _, namespace = self.service.partition(".")
+        for c in self.clusters:
+            run = self.runs.get(c.name)
+            if run is None or run.pod is None or run.error:
+                continue
+            where = exec_place(namespace, run.pod)
+            try:
+                ws = open_exec(c.core, namespace, run.pod, ["touch", self.stop_files[c.name]], self.stream_fn)
+                _, stderr, status, note = drain(ws, REQUEST_TIMEOUT)
+                problem = status_message(status) or note or (stderr.strip() or None)
+            except Exception as e:  # the loop still ends at its deadline
+                problem = exec_error_text(e)
+            if problem:
+                print(f"load: cannot stop the load from {c.name} ({where}): {problem}", file=sys.stderr)
+        return self.result(timeout)
 
     def result(self, timeout: float | None = None) -> LoadResult:
         """Waits for every source's exec (at most ``timeout`` s; by default the load's own bound plus the API
@@ -434,7 +484,7 @@ class Load:
             if run.pod is None:
                 return
             where = exec_place(namespace, run.pod)
-            command = load_command(self.url, self.rate, self.duration, self.max_time)
+            command = load_command(self.url, self.rate, self.duration, self.max_time, self.stop_files[c.name])
             try:
                 ws = open_exec(c.core, namespace, run.pod, command, stream_fn)
             except Exception as e:  # refused (403, no such container), unreachable: said in the result
@@ -478,7 +528,7 @@ def start(
     unknown = sorted(set(senders or ()) - set(names))
     if unknown:
         raise ValueError(f"senders: {', '.join(unknown)} not among the clusters ({', '.join(names)})")
-    load = Load(url, rate, duration, max_time, clusters, service)
+    load = Load(url, rate, duration, max_time, clusters, service, stream_fn)
     threads = [threading.Thread(target=load._list_owners, name="owners", daemon=True)]
     for c in clusters:
         if senders is None or c.name in senders:

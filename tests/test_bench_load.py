@@ -407,9 +407,10 @@ def test_the_load_runs_in_each_sleep_container_in_one_exec_and_counts_per_phase(
         (("sleep-bbb", "sample"), "sleep"),
     ]
     for fn, args, kwargs in stream.calls:
-        assert fn == cores["cluster1" if args[0] == "sleep-aaa" else "cluster2"].connect_get_namespaced_pod_exec
+        name = "cluster1" if args[0] == "sleep-aaa" else "cluster2"
+        assert fn == cores[name].connect_get_namespaced_pod_exec
         assert kwargs == {
-            "command": load.load_command(srv.url, 10, 2, 1),
+            "command": load.load_command(srv.url, 10, 2, 1, running.stop_files[name]),
             "container": "sleep",
             "stdin": False,
             "stdout": True,
@@ -437,6 +438,55 @@ def test_the_load_runs_in_each_sleep_container_in_one_exec_and_counts_per_phase(
         assert all(a.sent_ms < at for a in run.output.attempts[: first.sent])
     assert srv.calls == sum(result.stats(n).sent for n in cores)
     assert sum(result.stats(n).failed for n in cores) >= 1
+
+
+def test_a_stop_file_ends_the_loop_before_its_deadline_and_is_removed(tmp_path: Path) -> None:
+    """The loop runs for 30 s unless told: its stop file appears after about a second, and it sends nothing
+    more, waits for the requests in flight, says when it stopped and removes the file."""
+    url, stop = closed_port_url(), tmp_path / "stop-me"
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        load.load_command(url, 10, 30, 1, str(stop)), stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    time.sleep(1)
+    stop.touch()
+    out, _ = proc.communicate(timeout=10)
+    took = time.monotonic() - began
+    parsed = load.parse_loop(out)
+    assert proc.returncode == 0 and parsed.finished and parsed.unparsed == 0
+    assert took < 1 + 3 and 5 <= parsed.sent <= 20, (took, parsed.sent)
+    assert parsed.stopped_ms is not None and parsed.started_ms is not None
+    assert all(a.sent_ms <= parsed.stopped_ms for a in parsed.attempts)
+    assert not stop.exists()
+
+
+def test_stop_files_are_checked_paths() -> None:
+    for bad in ("relative/stop", "/tmp/it's", "/tmp/a b", "/tmp/$(x)", ""):
+        with pytest.raises(ValueError, match="stop_file"):
+            load.load_command("http://helloworld.sample:5000/hello", 10, 2, 1, bad)
+
+
+def test_stop_tells_every_source_in_its_pod_and_returns_what_was_sent(serve: Any) -> None:
+    """A 60 s load stopped after a second: one more exec per source (``touch`` of that source's stop file,
+    each its own), and the result comes at once with every request counted."""
+    srv = serve(lambda n: hello("v1", V1))
+    cores = {"cluster1": FakeCore(["sleep-aaa"], [V1]), "cluster2": FakeCore(["sleep-bbb"], [V1])}
+    stream = LocalStream()
+    began = time.monotonic()
+    running = load.start(
+        [load.Cluster(n, c) for n, c in cores.items()], rate=10, duration=60, url=srv.url, max_time=1, stream_fn=stream
+    )
+    time.sleep(1)
+    result = running.stop(timeout=20)
+    assert time.monotonic() - began < 1 + 5
+    touches = sorted(kw["command"] for _, _, kw in stream.calls if kw["command"][0] == "touch")
+    assert touches == sorted(["touch", running.stop_files[n]] for n in cores)
+    assert len(set(running.stop_files.values())) == 2
+    for name in cores:
+        run = result.runs[name]
+        assert run.error is None and run.output.finished and run.output.stopped_ms is not None
+        assert 5 <= result.stats(name).sent <= 20 and result.stats(name).failed == 0
+        assert not Path(running.stop_files[name]).exists()
 
 
 def test_no_sleep_pod_or_a_refused_exec_is_said_per_cluster_and_nothing_runs_there() -> None:

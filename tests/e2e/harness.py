@@ -7,8 +7,10 @@ Python client, never from Pulumi's state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -168,6 +170,19 @@ class Stack:
             timeout=timeout,
         )
 
+    def start_up(self, *args: str) -> subprocess.Popen[str]:
+        """``pulumi up`` in a session of its own, so its plugins and language host (each in a process group of
+        its own) can be found and killed with it (``kill_session``, ``reap_session``)."""
+        return subprocess.Popen(
+            ["pulumi", "up", "--yes", "--skip-preview", *args, "--stack", self.name, "--non-interactive"],
+            cwd=self.project,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
     def init(self) -> None:
         listed = run(["pulumi", "stack", "ls", "--json"], self.env, cwd=self.project, check=False)
         if listed.returncode == 0 and any(s.get("name") == self.name for s in json.loads(listed.stdout or "[]")):
@@ -211,6 +226,44 @@ def k8s_api(kubeconfig: Path | dict[str, Any]) -> Any:
 
     doc = yaml.safe_load(kubeconfig.read_text()) if isinstance(kubeconfig, Path) else kubeconfig
     return config.new_client_from_config_dict(doc)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``: the engine started with ``start_new_session`` and
+    everything it started, although each plugin runs in a process group of its own."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
+def reap_session(sid: int) -> None:
+    """Leaves nothing of a stopped ``pulumi up`` running: its plugins and language host get 10 s to exit
+    after the engine, then whatever is left of its session is killed; fails if anything survives that."""
+    try:
+        wait_for(f"session {sid} to exit", lambda: not session_members(sid), timeout=10, interval=0.5)
+    except AssertionError:
+        left = session_members(sid)
+        print(f"session {sid} outlived its engine ({left}): killing it", file=sys.stderr)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    wait_for(f"session {sid} to be gone", lambda: not session_members(sid), timeout=30, interval=0.5)
+
+
+def kill_session(sid: int) -> None:
+    """The machine died: the engine started by ``start_up``, its language host and every plugin at once."""
+    for pid in session_members(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def wait_for(what: str, check: Any, timeout: float = 60, interval: float = 1.0) -> Any:

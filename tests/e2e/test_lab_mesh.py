@@ -12,7 +12,6 @@ import datetime
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -25,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from harness import ROOT, Lab, Stack, k8s_api, run, wait_for
+from harness import ROOT, Lab, Stack, k8s_api, kill_session, reap_session, run, wait_for
 
 CLUSTERS = ("cluster1", "cluster2")
 NETWORK = {"cluster1": "network1", "cluster2": "network2"}
@@ -1248,51 +1247,6 @@ def _exists(cluster: str, api_version: str, kind: str, namespace: str, name: str
         raise
 
 
-def _start_up(stack: Stack) -> subprocess.Popen[str]:
-    """``pulumi up`` in a session of its own, so its plugins and language host (each in a process group of
-    its own) can be found and killed with it."""
-    return subprocess.Popen(
-        ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.name, "--non-interactive"],
-        cwd=ROOT,
-        env=stack.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes of session ``sid``: the engine started with ``start_new_session`` and
-    everything it started, although each plugin runs in a process group of its own."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp session ...
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            members.append(int(entry.name))
-    return members
-
-
-def _reap_session(sid: int) -> None:
-    """Leaves nothing of a stopped ``pulumi up`` running: its plugins and language host get 10 s to exit
-    after the engine, then whatever is left of its session is killed; fails if anything survives that."""
-    try:
-        wait_for(f"session {sid} to exit", lambda: not _session_members(sid), timeout=10, interval=0.5)
-    except AssertionError:
-        left = _session_members(sid)
-        print(f"session {sid} outlived its engine ({left}): killing it", file=sys.stderr)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    wait_for(f"session {sid} to be gone", lambda: not _session_members(sid), timeout=30, interval=0.5)
-
-
 def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
     """From empty: `pulumi up` stopped halfway by SIGINT (Ctrl-C, a CI timeout); the rerun starts without
     help and is itself SIGKILLed halfway (the machine died: the file backend keeps its lock); `pulumi
@@ -1301,7 +1255,7 @@ def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
     stack = stack.with_checkpoints()
     assert "PULUMI_SKIP_CHECKPOINTS" not in stack.env
     stack.cli("destroy", "--yes", "--skip-preview")
-    first = _start_up(stack)
+    first = stack.start_up()
     # Halfway: once cluster1's cacerts exists the CA half is done and the charts are not.
     wait_for(
         "cacerts in cluster1",
@@ -1313,11 +1267,11 @@ def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
     out, _ = first.communicate(timeout=600)
     print(out[-3000:], file=sys.stderr)
     assert first.returncode != 0, "the interrupted up reported success"
-    _reap_session(first.pid)
+    reap_session(first.pid)
 
     # The rerun needs no cleanup after SIGINT; kill it once it has made progress of its own (the
     # remote secret in cluster2 comes late: after both control planes and the reader token).
-    second = _start_up(stack)
+    second = stack.start_up()
 
     def rerun_progressed() -> Any:
         ended = second.poll() is not None
@@ -1328,12 +1282,9 @@ def test_interrupted_and_hard_killed_ups_converge(stack: Stack) -> None:
         return secret
 
     wait_for("istio-remote-secret-cluster1 in cluster2 (the rerun progressed)", rerun_progressed, 600, 0.5)
-    # The machine died: the engine, its language host and every plugin at once (its whole session).
-    for pid in _session_members(second.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_session(second.pid)  # the machine died: the engine, its language host and every plugin at once
     second.communicate(timeout=60)
-    _reap_session(second.pid)
+    reap_session(second.pid)
     stack.cli("cancel", "--yes", check=False)
     stack.up("--refresh")
     stack.cli("preview", "--refresh", "--expect-no-changes")
