@@ -800,30 +800,27 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("offline-ca") / "offline"
 
 
+def _assert_key_nowhere(stack: Stack, key: Path) -> str:
+    """The key's base64 body, line by line: no line of it in the stack's config, its state files or its
+    export with secrets shown (returned)."""
+    key_lines = [line for line in key.read_text().splitlines() if "PRIVATE KEY" not in line]
+    shown = stack.cli("stack", "export", "--show-secrets").stdout
+    texts = {"export --show-secrets": shown, "stack config": (stack.project / f"Pulumi.{STACK}.yaml").read_text()}
+    texts.update({str(f): f.read_text(errors="replace") for f in stack.state_files()})
+    for where, text in texts.items():
+        assert not [line for line in key_lines[:3] if line in text], f"the root key {key} is in {where}"
+    return shown
+
+
 def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: Stack, offline: Path) -> None:
     """`ca.source: generate` -> `external`: `scripts/offline-ca` makes a root and each cluster's
     intermediate on "the offline machine" (a directory the stack never sees); the stack gets the root
     certificate, the intermediates and their keys (secret config). `up` replaces each `cacerts` (istiod
     rolls) and the generated root leaves the state; `verify` passes under the new root; the root key is
     in neither the config nor the state, not even in the export with secrets shown."""
-    script = str(ROOT / "scripts" / "offline-ca")
-    run([script, "root", str(offline)], stack.env)
-    for c in TWO:
-        run([script, "intermediate", str(offline), c], stack.env)
-    root_pem = (offline / "root-cert.pem").read_text()
-    ca = {
-        "source": "external",
-        "rootCertPem": root_pem,
-        "intermediates": {c: {"certPem": (offline / c / "ca-cert.pem").read_text()} for c in TWO},
-    }
-    write_config(stack.project, TWO, ca=ca)
-    for c in TWO:  # (the key on stdin: not in any command line or log)
-        run(
-            [*("pulumi", "config", "set", "--secret", "--path", f"istio-mesh:caIntermediateKeyPems.{c}"), *STACK_ARGS],
-            stack.env,
-            cwd=stack.project,
-            input_text=(offline / c / "ca-key.pem").read_text(),
-        )
+    root_pem = _offline_ca(offline, stack.env)
+    write_config(stack.project, TWO, ca=_external(root_pem, offline))
+    _set_external_keys(stack, offline)
     stack.up()
     for c in TWO:
         data = {
@@ -841,13 +838,7 @@ def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: S
         for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway")):
             _core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
     _wait_for_verify_ok(stack, TWO)
-    # The root key: nowhere. (Its base64 body, line by line: no line of it in any file the stack has.)
-    key_lines = [line for line in (offline / "root-key.pem").read_text().splitlines() if "PRIVATE KEY" not in line]
-    shown = stack.cli("stack", "export", "--show-secrets").stdout
-    texts = {"export --show-secrets": shown, "stack config": (stack.project / f"Pulumi.{STACK}.yaml").read_text()}
-    texts.update({str(f): f.read_text(errors="replace") for f in stack.state_files()})
-    for where, text in texts.items():
-        assert not [line for line in key_lines[:3] if line in text], f"the root key is in {where}"
+    shown = _assert_key_nowhere(stack, offline / "root-key.pem")
     types = {r["type"] for r in json.loads(shown)["deployment"]["resources"]}
     assert not {t for t in types if t.startswith("tls:") or t.endswith("IntermediateCertificate")}, types
 
@@ -855,26 +846,40 @@ def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: S
 # ---- root rotation ---------------------------------------------------------------------------------------
 
 
-def _set_external_keys(stack: Stack, offline: Path) -> None:
-    """The offline intermediates' keys as secret config (``write_config`` rewrites the file without them)."""
+def _set_external_keys(stack: Stack, offline: Path, key: str = "caIntermediateKeyPems") -> None:
+    """The offline intermediates' keys as secret config ``key`` (``write_config`` rewrites the file without
+    them); each key on stdin: not in any command line or log."""
     for c in TWO:
         run(
-            [*("pulumi", "config", "set", "--secret", "--path", f"istio-mesh:caIntermediateKeyPems.{c}"), *STACK_ARGS],
+            [*("pulumi", "config", "set", "--secret", "--path", f"istio-mesh:{key}.{c}"), *STACK_ARGS],
             stack.env,
             cwd=stack.project,
             input_text=(offline / c / "ca-key.pem").read_text(),
         )
 
 
-def _write_rotation(stack: Stack, root_pem: str, offline: Path, phase: str) -> None:
-    """The offline root's settings (the previous test's) with ``ca.rotation.phase``."""
-    ca = {
+def _offline_ca(directory: Path, env: dict[str, str]) -> str:
+    """A root and each cluster's intermediate made by ``scripts/offline-ca`` in ``directory`` ("the offline
+    machine", which the stack never sees); returns the root certificate."""
+    script = str(ROOT / "scripts" / "offline-ca")
+    run([script, "root", str(directory)], env)
+    for c in TWO:
+        run([script, "intermediate", str(directory), c], env)
+    return (directory / "root-cert.pem").read_text()
+
+
+def _external(root_pem: str, directory: Path) -> dict[str, Any]:
+    """``ca``/``nextRoot`` settings of an offline root: its certificate and each cluster's intermediate."""
+    return {
         "source": "external",
         "rootCertPem": root_pem,
-        "intermediates": {c: {"certPem": (offline / c / "ca-cert.pem").read_text()} for c in TWO},
-        "rotation": {"phase": phase},
+        "intermediates": {c: {"certPem": (directory / c / "ca-cert.pem").read_text()} for c in TWO},
     }
-    write_config(stack.project, TWO, ca=ca)
+
+
+def _write_rotation(stack: Stack, root_pem: str, offline: Path, phase: str) -> None:
+    """The offline root's settings (the previous test's) with ``ca.rotation.phase``."""
+    write_config(stack.project, TWO, ca={**_external(root_pem, offline), "rotation": {"phase": phase}})
     _set_external_keys(stack, offline)
 
 
@@ -945,31 +950,38 @@ def _up_killed_mid_phase(stack: Stack, what: str, timeout: float = 150) -> float
     return time.monotonic() - started
 
 
-def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
-    lab: Lab, stack: Stack, offline: Path
-) -> None:
-    """From the offline root of the previous test to a generated one, in the three phases (one `up` each),
-    with a rollback from phase 2 to phase 1 on the way, then finished (`ca.generation: 1`). Phase 2 is first
-    refused: the proxies running since before the rotation began cannot take a pushed trust bundle, and the
-    refusal names each one with the way out (restart it), which is then taken. From there a bounded load
-    (10 requests/s from each cluster's sleep, across the networks through the east-west gateways) runs
-    through every later phase, a new intermediate generation (new keys, same root) after it, and a second
-    rotation on the mesh now set up for rotations (all three phases, no proxy restarted; its phase 2 killed
-    half-way, as a dying machine would, and rerun), and loses no request; afterwards every proxy trusts only
-    the newest root and presents a certificate under it (`verify --roots`)."""
-    sys.path.append(str(ROOT / "bench"))
-    import load  # bench/load.py
+Timings = dict[str, float]
+#: The first rotation finished, and the mesh as the second one finds it (new intermediates since).
+FIRST_FINISHED = {"source": "generate", "generation": 1}
+SECOND_STARTS = {**FIRST_FINISHED, "intermediateGeneration": 1}
 
-    outputs = stack.outputs()
-    old_root = outputs["rootCertificatePem"]
-    _write_rotation(stack, old_root, offline, "trust-both")
+
+def _timed_up(stack: Stack) -> float:
+    started = time.monotonic()
     stack.up()
+    return time.monotonic() - started
+
+
+def _first_rotation_begins_and_phase_2_waits_for_old_proxies(
+    stack: Stack, load: Any, clusters: list[Any], old_root: str, offline: Path
+) -> tuple[str, Any]:
+    """`trust-both` from the offline root, under the load, with every proxy predating the rotation;
+    `sign-with-next` is then refused while such a proxy would reject what it signs, naming each proxy and
+    the way out (restart it), which is taken. Returns the next root (generated) and the load's result."""
+    _wait_for_a_clean_probe(load, clusters)
+    running = load.start(clusters, rate=10, duration=120)  # (stopped once trust-both is applied)
+    time.sleep(5)
+    running.mark("trust-both (every proxy predates the rotation)")
+    _write_rotation(stack, old_root, offline, "trust-both")
+    up = _timed_up(stack)
+    time.sleep(5)  # (what follows the change: istiod rolled, its new mesh config pushed)
+    result = running.stop()
+    print(f"trust-both: up {up:.1f} s")
     for c in TWO:
         data = _core(c).read_namespaced_secret("cacerts", "istio-system").data
         assert base64.b64decode(data["root-cert.pem"]).decode().startswith(old_root.strip()), c
-    next_root = stack.outputs()["trustedRootsPem"].replace(old_root.strip() + "\n", "", 1)
+    next_root = str(stack.outputs()["trustedRootsPem"]).replace(old_root.strip() + "\n", "", 1)
 
-    # Phase 2 is refused while a proxy would reject what it signs, naming each proxy and the way out.
     _write_rotation(stack, old_root, offline, "sign-with-next")
     refused = stack.cli("preview", check=False)
     assert refused.returncode != 0
@@ -984,13 +996,15 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
         for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway")):
             _core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
     _wait_for_verify_ok(stack, TWO)
+    return next_root, result
 
-    clusters = [load.Cluster(c, _core(c)) for c in TWO]
 
-    def settled() -> bool:
-        # Restarted pods: the mesh is still forming for some seconds after verify passes (measured: 35 of
-        # 47 requests timed out in the first 7 s once). A 5 s probe with no failure, reaching both
-        # clusters, as bench/day2-traffic waits before each change.
+def _wait_for_a_clean_probe(load: Any, clusters: list[Any]) -> None:
+    """Restarted pods: the mesh is still forming for some seconds after verify passes (measured: 35 of 47
+    requests timed out in the first 7 s once). A 5 s probe with no failure, reaching both clusters, as
+    bench/day2-traffic waits before each change."""
+
+    def clean() -> bool:
         probe = load.start(clusters, rate=10, duration=5).result()
         return all(
             not probe.stats(c).error
@@ -999,41 +1013,50 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
             for c in TWO
         )
 
-    wait_for("a 5 s probe with no failed request", settled, timeout=120, interval=1)
-    # Bounded at 400 s (the changes take about 190 s on the lab); stopped once they are done.
-    running = load.start(clusters, rate=10, duration=400)
-    time.sleep(5)  # (the first phase, before any change: the baseline)
-    timings: dict[str, float] = {}
+    wait_for("a 5 s probe with no failed request", clean, timeout=120, interval=1)
+
+
+def _first_rotation_completes(stack: Stack, running: Any, old_root: str, offline: Path, next_root: str) -> Timings:
+    """Under the load: `sign-with-next`, back to `trust-both` (the rollback), `sign-with-next` again,
+    `drop-old`, then finished (`ca.generation: 1`): the next root is the mesh's."""
+    timings: Timings = {}
     for phase in ("sign-with-next", "rollback to trust-both", "sign-with-next again", "drop-old"):
         running.mark(phase)
-        setting = phase.removeprefix("rollback to ").removesuffix(" again")
-        _write_rotation(stack, old_root, offline, setting)
+        _write_rotation(stack, old_root, offline, phase.removeprefix("rollback to ").removesuffix(" again"))
         timings[phase] = _up_when_allowed(stack, phase)
     running.mark("finished (ca.generation: 1)")
-    finished = {"source": "generate", "generation": 1}
-    write_config(stack.project, TWO, ca=finished)
-    started = time.monotonic()
-    stack.up()
-    timings["finished"] = time.monotonic() - started
-    # An intermediate rotation with a new key, under the new root (renewal keeps the key).
+    write_config(stack.project, TWO, ca=FIRST_FINISHED)
+    timings["finished"] = _timed_up(stack)
+    assert stack.outputs()["rootCertificatePem"].strip() == next_root.strip()
+    return timings
+
+
+def _new_intermediates_under_the_same_root(stack: Stack, running: Any) -> Timings:
+    """Under the load: `ca.intermediateGeneration: 1` gives every cluster a new intermediate key (renewal
+    keeps the key)."""
     keys_before = {c: _core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] for c in TWO}
     running.mark("new intermediates (ca.intermediateGeneration: 1)")
-    write_config(stack.project, TWO, ca={**finished, "intermediateGeneration": 1})
-    started = time.monotonic()
-    stack.up()
-    timings["new intermediates"] = time.monotonic() - started
+    write_config(stack.project, TWO, ca=SECOND_STARTS)
+    timings = {"new intermediates": _timed_up(stack)}
     for c in TWO:
         assert _core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] != keys_before[c], c
-    # The next rotation, on a mesh set up for it since the first: every phase under the load, trust-both
-    # included, and no proxy restarted (each takes pushed trust bundles).
+    return timings
+
+
+def _second_rotation_to_an_offline_root(stack: Stack, running: Any, third: Path, third_root: str) -> Timings:
+    """Under the load, on a mesh set up for rotations since the first: the three phases to a root made by
+    `scripts/offline-ca` (its key never enters the config or the state), trust-both included and no proxy
+    restarted (each takes pushed trust bundles); phase 2 is killed half-way, as a dying machine would, and
+    rerun once `pulumi cancel` has released the lock the killed run left (as the refusal says). Finished
+    as the mesh's own `ca.source: external`, which changes no object in any cluster."""
+    timings: Timings = {}
     proxies_before = _proxy_pods()
-    second = {**finished, "intermediateGeneration": 1}
+    third_settings = _external(third_root, third)
     for phase in ("trust-both", "sign-with-next", "drop-old"):
         running.mark(f"second rotation: {phase}")
-        write_config(stack.project, TWO, ca={**second, "rotation": {"phase": phase}})
+        write_config(stack.project, TWO, ca={**SECOND_STARTS, "rotation": {"phase": phase, "nextRoot": third_settings}})
+        _set_external_keys(stack, third, "caNextIntermediateKeyPems")
         if phase == "sign-with-next":
-            # The machine dies half-way through the phase: a rerun (once `pulumi cancel` has released the
-            # lock the killed run left, as the refusal says) converges to the same phase.
             timings["second sign-with-next, killed"] = _up_killed_mid_phase(stack, "second sign-with-next")
             locked = stack.cli("up", "--yes", "--skip-preview", check=False)
             assert locked.returncode != 0 and "pulumi cancel" in locked.stdout + locked.stderr, locked.stderr
@@ -1041,29 +1064,72 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
             running.mark("second rotation: sign-with-next, rerun after the kill")
         timings[f"second {phase}"] = _up_when_allowed(stack, f"second {phase}")
     running.mark("second rotation finished (ca.generation: 2)")
-    write_config(stack.project, TWO, ca={**second, "generation": 2})
-    started = time.monotonic()
-    stack.up()
-    timings["second finished"] = time.monotonic() - started
+    uids = {c: _cacerts_uid(c) for c in TWO}
+    write_config(stack.project, TWO, ca={**third_settings, "generation": 2})
+    _set_external_keys(stack, third)
+    timings["second finished"] = _timed_up(stack)
+    assert {c: _cacerts_uid(c) for c in TWO} == uids
     assert _proxy_pods() == proxies_before
-    result = running.stop()
+    return timings
+
+
+def _assert_no_request_failed(load: Any, result: Any, timings: Timings) -> None:
+    """Every phase sent requests from both clusters and none failed; both networks answered."""
     table = load.render_table(load.rows("root rotation", result, by_phase=True))
     print(table, "\n", {k: round(v, 1) for k, v in timings.items()})
     for c in TWO:
         for phase, _ in result.phases():
             s = result.stats(c, phase)
             assert not s.error and s.sent > 0 and s.failed == 0, (c, phase, s, table)
-        assert {cluster for (_, cluster) in result.stats(c).answers} == set(TWO), table  # both networks answered
+        assert {cluster for (_, cluster) in result.stats(c).answers} == set(TWO), table
 
-    # Afterwards: the newest root everywhere, in cacerts, in every proxy's trust and in every certificate.
-    final_root = stack.outputs()["rootCertificatePem"]
-    assert final_root.strip() not in (old_root.strip(), next_root.strip())
+
+def _assert_one_root_everywhere(stack: Stack, root_pem: str) -> None:
+    """The root in the stack's output, in every cacerts, in every proxy's trust and under every certificate
+    a proxy presents (`verify --roots`)."""
+    assert stack.outputs()["rootCertificatePem"] == root_pem
     doc = _verify(stack, "--roots")
     assert doc["ok"], doc["findings"]
-    new_fp = doc["rootFingerprintSha256"]
-    assert new_fp == pem_fingerprint(final_root)
+    fp = doc["rootFingerprintSha256"]
+    assert fp == pem_fingerprint(root_pem)
     for c in doc["roots"]:
-        assert c["cacerts"] == {"trusts": [new_fp], "signsUnder": new_fp}, c
+        assert c["cacerts"] == {"trusts": [fp], "signsUnder": fp}, c
         assert len(c["proxies"]) == 3, c  # helloworld, sleep, the east-west gateway
         for p in c["proxies"]:
-            assert (p["trusted"], p["chains_to"]) == ([new_fp], new_fp), p
+            assert (p["trusted"], p["chains_to"]) == ([fp], fp), p
+
+
+def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
+    lab: Lab, stack: Stack, offline: Path
+) -> None:
+    """From the offline root of the previous test to a generated one, in the three phases (one `up` each),
+    with a rollback from phase 2 to phase 1 on the way, then finished (`ca.generation: 1`); phase 2 first
+    waits for the proxies that predate the rotation (restarted). Then new intermediates (new keys, same root), and a
+    second rotation, to a root made offline, with phase 2 killed half-way and rerun. A bounded load (10
+    requests/s from each cluster's sleep, across the networks through the east-west gateways) runs through
+    the first phase (on the proxies that predate the rotation) and from the restart to the end, and loses
+    no request. Afterwards every proxy trusts only the
+    offline root and presents a certificate under it, and that root's key is nowhere in the stack."""
+    sys.path.append(str(ROOT / "bench"))
+    import load  # bench/load.py
+
+    old_root = stack.outputs()["rootCertificatePem"]
+    clusters = [load.Cluster(c, _core(c)) for c in TWO]
+    next_root, before = _first_rotation_begins_and_phase_2_waits_for_old_proxies(
+        stack, load, clusters, old_root, offline
+    )
+    _assert_no_request_failed(load, before, {})
+    _wait_for_a_clean_probe(load, clusters)
+    third = offline.parent / "third"  # (the second rotation's offline root, made before the load starts)
+    third_root = _offline_ca(third, stack.env)
+
+    # Bounded at 400 s (the changes take about 190 s on the lab); stopped once they are done.
+    running = load.start(clusters, rate=10, duration=400)
+    time.sleep(5)  # (the first phase, before any change: the baseline)
+    timings = _first_rotation_completes(stack, running, old_root, offline, next_root)
+    timings |= _new_intermediates_under_the_same_root(stack, running)
+    timings |= _second_rotation_to_an_offline_root(stack, running, third, third_root)
+    _assert_no_request_failed(load, running.stop(), timings)
+
+    _assert_one_root_everywhere(stack, third_root)
+    _assert_key_nowhere(stack, third / "root-key.pem")
