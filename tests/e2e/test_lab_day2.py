@@ -970,7 +970,7 @@ def _first_rotation_begins_and_phase_2_waits_for_old_proxies(
     the way out (restart it), which is taken. Returns the next root (generated) and the load's result."""
     _wait_for_a_clean_probe(load, clusters)
     running = load.start(clusters, rate=10, duration=120)  # (stopped once trust-both is applied)
-    time.sleep(5)
+    time.sleep(3)  # (before any change: the baseline, after a 5 s probe that lost nothing)
     running.mark("trust-both (every proxy predates the rotation)")
     _write_rotation(stack, old_root, offline, "trust-both")
     up = _timed_up(stack)
@@ -1125,7 +1125,7 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
 
     # Bounded at 400 s (the changes take about 190 s on the lab); stopped once they are done.
     running = load.start(clusters, rate=10, duration=400)
-    time.sleep(5)  # (the first phase, before any change: the baseline)
+    time.sleep(3)  # (the first phase, before any change: the baseline, after a 5 s probe that lost nothing)
     timings = _first_rotation_completes(stack, running, old_root, offline, next_root)
     timings |= _new_intermediates_under_the_same_root(stack, running)
     timings |= _second_rotation_to_an_offline_root(stack, running, third, third_root)
