@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,48 @@ class Stack:
         doc = json.loads(self.cli("preview", "--json", *extra).stdout)
         steps: list[dict[str, Any]] = doc.get("steps") or []
         return steps
+
+
+def started_lab(env: dict[str, str], clusters: int, *, purge_after: bool = True) -> Iterator[Lab]:
+    """A module's lab (``yield from`` it in a module-scoped fixture): started from nothing (what an earlier
+    module left is purged first); afterwards its istiods are stopped and it is purged (``purge_after``), or
+    left for the module's last test to take down."""
+    lab = Lab(env=env, clusters=clusters)
+    lab.down(purge=True)
+    lab.up()
+    yield lab
+    if purge_after:
+        lab.istiod("stop")
+        lab.down(purge=True)
+    else:
+        lab.down()
+
+
+def api_client(cluster: str) -> Any:
+    """An ApiClient for the lab cluster ``cluster`` (its admin kubeconfig)."""
+    return k8s_api(LAB_DIR / cluster / "kubeconfig")
+
+
+def core(cluster: str) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client(cluster))
+
+
+def apps(cluster: str) -> Any:
+    from kubernetes import client
+
+    return client.AppsV1Api(api_client(cluster))
+
+
+def run_verify(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """``scripts/verify ARGS --json``: its report; fails unless verify ran (exit 0 or 1) and its exit says
+    what the report says (0 exactly when ok)."""
+    proc = run([str(ROOT / "scripts" / "verify"), *args, "--json"], env, check=False, timeout=300)
+    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    assert doc["ok"] == (proc.returncode == 0), (proc.returncode, doc["findings"])
+    return doc
 
 
 def k8s_api(kubeconfig: Path | dict[str, Any]) -> Any:

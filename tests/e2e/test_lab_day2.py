@@ -27,7 +27,21 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import LAB_DIR, ROOT, Lab, Stack, k8s_api, kill_session, reap_session, run, wait_for
+from harness import (
+    LAB_DIR,
+    ROOT,
+    Lab,
+    Stack,
+    api_client,
+    apps,
+    core,
+    kill_session,
+    reap_session,
+    run,
+    run_verify,
+    started_lab,
+    wait_for,
+)
 
 from istio_mesh.fingerprint import pem_fingerprint
 
@@ -45,18 +59,6 @@ READER_PARTS = ("", "-account", "-role", "-binding", "-mesh-config-role", "-mesh
 CREATE_OR_DELETE = {"create", "delete", "replace", "create-replacement", "delete-replaced", "discard"}
 
 
-def _core(cluster: str) -> Any:
-    from kubernetes import client
-
-    return client.CoreV1Api(k8s_api(LAB_DIR / cluster / "kubeconfig"))
-
-
-def _apps(cluster: str) -> Any:
-    from kubernetes import client
-
-    return client.AppsV1Api(k8s_api(LAB_DIR / cluster / "kubeconfig"))
-
-
 def _link_shared(project: Path) -> None:
     """The checkout's virtualenv and the lab's kubeconfigs, where the stack config expects them."""
     (project / ".venv").symlink_to(ROOT / ".venv")
@@ -65,12 +67,7 @@ def _link_shared(project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tc_env: dict[str, str]) -> Iterator[Lab]:
-    lab = Lab(env=tc_env, clusters=3)
-    lab.down(purge=True)
-    lab.up()
-    yield lab
-    lab.istiod("stop")
-    lab.down(purge=True)
+    yield from started_lab(tc_env, clusters=3)
 
 
 @pytest.fixture(scope="module")
@@ -173,31 +170,15 @@ def _uids() -> dict[tuple[str, str], str]:
     uids = {}
     for c in ("cluster1", "cluster2"):
         other = "cluster2" if c == "cluster1" else "cluster1"
-        uids[(c, "ns")] = _core(c).read_namespace("istio-system").metadata.uid
+        uids[(c, "ns")] = core(c).read_namespace("istio-system").metadata.uid
         for secret in ("cacerts", f"istio-remote-secret-{other}"):
-            uids[(c, secret)] = _core(c).read_namespaced_secret(secret, "istio-system").metadata.uid
-        uids[(c, "istiod")] = _apps(c).read_namespaced_deployment("istiod", "istio-system").metadata.uid
+            uids[(c, secret)] = core(c).read_namespaced_secret(secret, "istio-system").metadata.uid
+        uids[(c, "istiod")] = apps(c).read_namespaced_deployment("istiod", "istio-system").metadata.uid
     return uids
 
 
 def _verify(stack: Stack, *extra: str) -> dict[str, Any]:
-    python = str(ROOT / ".venv/bin/python")
-    proc = run(
-        [
-            python,
-            "-m",
-            "verify",
-            *("--stack", STACK, "--istiod-addresses", str(LAB_DIR / "clusters.json"), "--json"),
-            *("--project-dir", str(stack.project)),
-            *extra,
-        ],
-        stack.env,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
+    return run_verify(["--stack", STACK, "--lab", "--project-dir", str(stack.project), *extra], stack.env)
 
 
 def _wait_for_verify_ok(stack: Stack, clusters: tuple[str, ...]) -> dict[str, Any]:
@@ -224,7 +205,7 @@ def _validator_policies(cluster: str) -> set[str]:
     """The failurePolicy of every webhook of the cluster's Istio validating webhook configurations."""
     from kubernetes import client
 
-    adm = client.AdmissionregistrationV1Api(k8s_api(LAB_DIR / cluster / "kubeconfig"))
+    adm = client.AdmissionregistrationV1Api(api_client(cluster))
     hooks: Any = adm.list_validating_webhook_configuration().items
     return {str(w.failure_policy) for h in hooks if "istio" in h.metadata.name for w in h.webhooks or []}
 
@@ -293,7 +274,7 @@ def test_a_stack_of_the_previous_main_upgrades_with_nothing_recreated(
     state_names = {r["urn"].rsplit("::", 1)[1] for r in stack.export()["deployment"]["resources"]}
     assert "mesh-cluster1-cluster2" in state_names and "mesh1-cluster1-cluster2" not in state_names
     for c, other in (("cluster1", "cluster2"), ("cluster2", "cluster1")):
-        names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
+        names = {s.metadata.name for s in core(c).list_namespaced_secret("istio-system").items}
         assert f"istio-mesh-reader-token-{other}" in names and f"istio-reader-token-{other}" not in names
     # The lab stack's own configuration from here on: its chart values replace istiod's ConfigMaps.
     write_config(stack.project, ("cluster1", "cluster2"))
@@ -332,18 +313,18 @@ def test_a_hand_made_cacerts_is_refused_not_taken_over(stack: Stack) -> None:
     """cacerts deleted out of band and the state refreshed; then someone makes one by hand (the
     walkthrough's `kubectl create secret generic cacerts`). `up` must not overwrite it: it fails naming
     the object, and the hand-made secret is untouched. Deleted, the next `up` converges."""
-    _core("cluster2").delete_namespaced_secret("cacerts", "istio-system")
+    core("cluster2").delete_namespaced_secret("cacerts", "istio-system")
     stack.cli("refresh", "--yes", "--skip-preview")
     hand_made = _self_signed_ca_secret()
-    _core("cluster2").create_namespaced_secret("istio-system", hand_made)
-    made = _core("cluster2").read_namespaced_secret("cacerts", "istio-system")
+    core("cluster2").create_namespaced_secret("istio-system", hand_made)
+    made = core("cluster2").read_namespaced_secret("cacerts", "istio-system")
 
     failed = stack.cli("up", "--yes", "--skip-preview", check=False)
     assert failed.returncode != 0, "up took over a cacerts it did not create"
     out = failed.stdout + failed.stderr
     assert "Secret istio-system/cacerts already exists in cluster 'cluster2'" in out, out[-3000:]
     assert "Nothing was changed" in out and "pulumi import kubernetes:core/v1:Secret" in out
-    now = _core("cluster2").read_namespaced_secret("cacerts", "istio-system")
+    now = core("cluster2").read_namespaced_secret("cacerts", "istio-system")
     assert (now.metadata.uid, now.metadata.resource_version, now.data) == (
         made.metadata.uid,
         made.metadata.resource_version,
@@ -351,23 +332,23 @@ def test_a_hand_made_cacerts_is_refused_not_taken_over(stack: Stack) -> None:
     )
     assert not any("pulumi" in (m.manager or "") for m in now.metadata.managed_fields or [])
 
-    _core("cluster2").delete_namespaced_secret("cacerts", "istio-system")
+    core("cluster2").delete_namespaced_secret("cacerts", "istio-system")
     stack.up()
-    ours = _core("cluster2").read_namespaced_secret("cacerts", "istio-system")
+    ours = core("cluster2").read_namespaced_secret("cacerts", "istio-system")
     root = base64.b64decode(ours.data["root-cert.pem"]).decode()
     assert root.strip() == stack.outputs()["rootCertificatePem"].strip()
     # The recreated cacerts rolled istiod (it reads a plugged-in CA only at start-up).
-    istiod: Any = _apps("cluster2").read_namespaced_deployment("istiod", "istio-system")
+    istiod: Any = apps("cluster2").read_namespaced_deployment("istiod", "istio-system")
     assert istiod.spec.template.metadata.annotations["istio-mesh.dev/cacerts-uid"] == ours.metadata.uid
 
 
 def _pulumi_managers(cluster: str) -> dict[str, set[str]]:
     """object -> the pulumi field managers of the objects this stack keeps in istio-system (and the namespace)."""
-    core = _core(cluster)
-    objects = [("ns", core.read_namespace("istio-system"))]
-    objects += [(f"secret {o.metadata.name}", o) for o in core.list_namespaced_secret("istio-system").items]
-    objects += [(f"sa {o.metadata.name}", o) for o in core.list_namespaced_service_account("istio-system").items]
-    objects += [(f"cm {o.metadata.name}", o) for o in core.list_namespaced_config_map("istio-system").items]
+    api = core(cluster)
+    objects = [("ns", api.read_namespace("istio-system"))]
+    objects += [(f"secret {o.metadata.name}", o) for o in api.list_namespaced_secret("istio-system").items]
+    objects += [(f"sa {o.metadata.name}", o) for o in api.list_namespaced_service_account("istio-system").items]
+    objects += [(f"cm {o.metadata.name}", o) for o in api.list_namespaced_config_map("istio-system").items]
     return {
         name: {m.manager for m in o.metadata.managed_fields or [] if (m.manager or "").startswith("pulumi")}
         for name, o in objects
@@ -385,7 +366,7 @@ def test_a_lost_state_takes_nothing_over_under_a_new_root_and_the_restored_state
     newest whose root is the one the clusters hold; imported, it has nothing left to change."""
     root = stack.outputs()["rootCertificateFingerprint"]
     clusters = ("cluster1", "cluster2")
-    before = {c: _core(c).read_namespaced_secret("cacerts", "istio-system") for c in clusters}
+    before = {c: core(c).read_namespaced_secret("cacerts", "istio-system") for c in clusters}
     managers = {c: _pulumi_managers(c) for c in clusters}
     stack.remove()
     stack.init()
@@ -399,7 +380,7 @@ def test_a_lost_state_takes_nothing_over_under_a_new_root_and_the_restored_state
         assert "the state was lost or replaced" in out and "pulumi stack import --file" in out
         assert "field conflict" not in out, out[-4000:]
         for c in clusters:
-            now = _core(c).read_namespaced_secret("cacerts", "istio-system")
+            now = core(c).read_namespaced_secret("cacerts", "istio-system")
             assert (now.metadata.uid, now.metadata.resource_version, now.data) == (
                 before[c].metadata.uid,
                 before[c].metadata.resource_version,
@@ -534,7 +515,7 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
         write_config(stack.project, ("cluster1", "cluster2"), changes={**network, **gateway}, istio=tag)
         stack.up()
         for c in ("cluster1", "cluster2"):
-            istiod: Any = _apps(c).read_namespaced_deployment("istiod", "istio-system")
+            istiod: Any = apps(c).read_namespaced_deployment("istiod", "istio-system")
             assert istiod.spec.template.spec.containers[0].image.endswith(":1.30.4-day2")
         _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
     finally:
@@ -546,7 +527,7 @@ def test_a_new_network_gateway_address_and_image_tag_change_exactly_their_object
 
 def _pod_networks(cluster: str) -> dict[str, str | None]:
     """Running sample pods in ``cluster`` -> their topology.istio.io/network label."""
-    pods: Any = _core(cluster).list_namespaced_pod("sample")
+    pods: Any = core(cluster).list_namespaced_pod("sample")
     return {
         p.metadata.name: (p.metadata.labels or {}).get("topology.istio.io/network")
         for p in pods.items
@@ -611,9 +592,9 @@ def test_a_cluster_leaves_and_only_its_remote_secrets_leave_the_others(lab: Lab,
     lab.istiod("stop", only="cluster3")
     stack.up()
     for c in ("cluster1", "cluster2"):
-        names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
+        names = {s.metadata.name for s in core(c).list_namespaced_secret("istio-system").items}
         assert "istio-remote-secret-cluster3" not in names and "istio-mesh-reader-token-cluster3" not in names
-    assert "istio-system" not in {n.metadata.name for n in _core("cluster3").list_namespace().items}
+    assert "istio-system" not in {n.metadata.name for n in core("cluster3").list_namespace().items}
     _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
 
 
@@ -674,7 +655,7 @@ def test_a_cluster_that_is_gone_for_good_leaves_the_mesh(lab: Lab, stack: Stack)
     ]
     assert left == []
     for c in ("cluster1", "cluster2"):
-        names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
+        names = {s.metadata.name for s in core(c).list_namespaced_secret("istio-system").items}
         assert "istio-remote-secret-cluster3" not in names and "istio-mesh-reader-token-cluster3" not in names
     _wait_for_verify_ok(stack, ("cluster1", "cluster2"))
     write_config(stack.project, ("cluster1", "cluster2"))
@@ -692,7 +673,7 @@ PEER = {"cluster1": "cluster2", "cluster2": "cluster1"}
 def _held_token(reader: str) -> str:
     """The token in the remote secret ``reader`` holds for its peer (what its istiod authenticates with)."""
     source = PEER[reader]
-    secret = _core(reader).read_namespaced_secret(f"istio-remote-secret-{source}", "istio-system")
+    secret = core(reader).read_namespaced_secret(f"istio-remote-secret-{source}", "istio-system")
     kubeconfig = yaml.safe_load(base64.b64decode(secret.data[source]))
     token: str = kubeconfig["users"][0]["user"]["token"]
     return token
@@ -751,9 +732,9 @@ def test_a_new_token_generation_rotates_every_reader_token_without_restarting_is
         stack.up()
         for c in TWO:
             source = PEER[c]
-            new = _core(source).read_namespaced_secret(f"istio-mesh-reader-token-{c}-g1", "istio-system")
+            new = core(source).read_namespaced_secret(f"istio-mesh-reader-token-{c}-g1", "istio-system")
             assert _held_token(c) == base64.b64decode(new.data["token"]).decode() != old[c]
-            names = {x.metadata.name for x in _core(source).list_namespaced_secret("istio-system").items}
+            names = {x.metadata.name for x in core(source).list_namespaced_secret("istio-system").items}
             assert f"istio-mesh-reader-token-{c}" not in names  # the old token secret is gone ...
             wait_for(
                 f"the old token of {c}'s istiod revoked in {source}",
@@ -825,7 +806,7 @@ def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: S
     for c in TWO:
         data = {
             k: base64.b64decode(v).decode()
-            for k, v in _core(c).read_namespaced_secret("cacerts", "istio-system").data.items()
+            for k, v in core(c).read_namespaced_secret("cacerts", "istio-system").data.items()
         }
         assert data["ca-cert.pem"] == (offline / c / "ca-cert.pem").read_text()
         assert data["ca-key.pem"] == (offline / c / "ca-key.pem").read_text()
@@ -836,7 +817,7 @@ def test_an_offline_root_never_enters_the_config_or_the_state(lab: Lab, stack: S
     # verify's requests) fails until they have new ones: restart the workloads, as the procedure says.
     for c in TWO:
         for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway")):
-            _core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
+            core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
     _wait_for_verify_ok(stack, TWO)
     shown = _assert_key_nowhere(stack, offline / "root-key.pem")
     types = {r["type"] for r in json.loads(shown)["deployment"]["resources"]}
@@ -889,7 +870,7 @@ def _proxy_pods() -> dict[str, list[str]]:
         c: sorted(
             p.metadata.name
             for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway"))
-            for p in _core(c).list_namespaced_pod(ns, label_selector=selector).items
+            for p in core(c).list_namespaced_pod(ns, label_selector=selector).items
         )
         for c in TWO
     }
@@ -918,7 +899,7 @@ def _up_when_allowed(stack: Stack, what: str, timeout: float = 150) -> float:
 
 def _cacerts_uid(cluster: str) -> str | None:
     try:
-        return str(_core(cluster).read_namespaced_secret("cacerts", "istio-system").metadata.uid)
+        return str(core(cluster).read_namespaced_secret("cacerts", "istio-system").metadata.uid)
     except Exception as e:  # gone (404) for a moment: deleted, not yet created again
         if getattr(e, "status", None) == 404:
             return None
@@ -978,7 +959,7 @@ def _first_rotation_begins_and_phase_2_waits_for_old_proxies(
     result = running.stop()
     print(f"trust-both: up {up:.1f} s")
     for c in TWO:
-        data = _core(c).read_namespaced_secret("cacerts", "istio-system").data
+        data = core(c).read_namespaced_secret("cacerts", "istio-system").data
         assert base64.b64decode(data["root-cert.pem"]).decode().startswith(old_root.strip()), c
     next_root = str(stack.outputs()["trustedRootsPem"]).replace(old_root.strip() + "\n", "", 1)
 
@@ -988,13 +969,13 @@ def _first_rotation_begins_and_phase_2_waits_for_old_proxies(
     text = refused.stdout + refused.stderr
     assert "root rotation phase 'sign-with-next': refused at" in text and "nothing was changed" in text, text[-3000:]
     for c in TWO:
-        for pod in _core(c).list_namespaced_pod("sample").items:
+        for pod in core(c).list_namespaced_pod("sample").items:
             assert f"proxy sample/{pod.metadata.name} in {c} does not trust the next root" in text, text[-3000:]
         assert f"kubectl --context {c} -n sample delete pod" in text
     assert "PROXY_CONFIG_XDS_AGENT is not set" in text
     for c in TWO:  # the way out the refusal gives: restart them (their new pods take pushed bundles)
         for ns, selector in (("sample", ""), ("istio-system", "istio=eastwestgateway")):
-            _core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
+            core(c).delete_collection_namespaced_pod(ns, label_selector=selector)
     _wait_for_verify_ok(stack, TWO)
     return next_root, result
 
@@ -1034,12 +1015,12 @@ def _first_rotation_completes(stack: Stack, running: Any, old_root: str, offline
 def _new_intermediates_under_the_same_root(stack: Stack, running: Any) -> Timings:
     """Under the load: `ca.intermediateGeneration: 1` gives every cluster a new intermediate key (renewal
     keeps the key)."""
-    keys_before = {c: _core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] for c in TWO}
+    keys_before = {c: core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] for c in TWO}
     running.mark("new intermediates (ca.intermediateGeneration: 1)")
     write_config(stack.project, TWO, ca=SECOND_STARTS)
     timings = {"new intermediates": _timed_up(stack)}
     for c in TWO:
-        assert _core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] != keys_before[c], c
+        assert core(c).read_namespaced_secret("cacerts", "istio-system").data["ca-key.pem"] != keys_before[c], c
     return timings
 
 
@@ -1114,7 +1095,7 @@ def test_the_root_rotates_in_phases_behind_the_gate_with_no_failed_request(
     import load  # bench/load.py
 
     old_root = stack.outputs()["rootCertificatePem"]
-    clusters = [load.Cluster(c, _core(c)) for c in TWO]
+    clusters = [load.Cluster(c, core(c)) for c in TWO]
     next_root, before = _first_rotation_begins_and_phase_2_waits_for_old_proxies(
         stack, load, clusters, old_root, offline
     )

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from harness import ROOT, Lab, Stack, k8s_api, kill_session, reap_session, run, wait_for
+from harness import (
+    ROOT,
+    Lab,
+    Stack,
+    api_client,
+    apps,
+    core,
+    k8s_api,
+    kill_session,
+    reap_session,
+    run,
+    run_verify,
+    started_lab,
+    wait_for,
+)
 
 CLUSTERS = ("cluster1", "cluster2")
 NETWORK = {"cluster1": "network1", "cluster2": "network2"}
@@ -36,12 +51,9 @@ HELLO = {"cluster1": "v1", "cluster2": "v2"}
 
 
 @pytest.fixture(scope="module")
-def lab(tc_env: dict[str, str]) -> Any:
-    lab = Lab(env=tc_env, clusters=2)
-    lab.down(purge=True)
-    lab.up()
-    yield lab
-    lab.down()
+def lab(tc_env: dict[str, str]) -> Iterator[Lab]:
+    # (left for the last test, which takes it down and checks that nothing is left)
+    yield from started_lab(tc_env, clusters=2, purge_after=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +63,6 @@ def stack(lab: Lab, tc_env: dict[str, str], e2e_backend: Path) -> Any:
     yield s
     s.cli("destroy", "--yes", "--skip-preview", check=False)
     s.remove()
-
-
-def core(cluster: str) -> Any:
-    from kubernetes import client
-
-    return client.CoreV1Api(k8s_api(Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / cluster / "kubeconfig"))
-
-
-def apps(cluster: str) -> Any:
-    from kubernetes import client
-
-    return client.AppsV1Api(api_client(cluster))
-
-
-def api_client(cluster: str) -> Any:
-    return k8s_api(Path(os.environ.get("LAB_DIR", ROOT / ".lab")) / cluster / "kubeconfig")
 
 
 def secret_data(cluster: str, namespace: str, name: str) -> dict[str, str]:
@@ -488,16 +484,7 @@ def test_real_istiod_syncs_the_other_cluster_and_signs_with_the_mesh_ca(lab: Lab
 def verify(stack: Stack, *flags: str, direct: bool = True) -> dict[str, Any]:
     """``scripts/verify --json [flags]`` on this stack: its report (exit 0 exactly when it says ok). ``direct``
     reaches the lab's istiods where they listen (``--lab``); otherwise through the Kubernetes API."""
-    proc = run(
-        [str(ROOT / "scripts" / "verify"), "--stack", stack.name, *(["--lab"] if direct else []), "--json", *flags],
-        stack.env,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    assert (proc.returncode == 0) == doc["ok"]
-    return doc
+    return run_verify(["--stack", stack.name, *(["--lab"] if direct else []), *flags], stack.env)
 
 
 def found(doc: dict[str, Any]) -> set[tuple[str, str]]:
@@ -738,24 +725,7 @@ def proxy_view(stack: Stack, *flags: str, direct: bool = True) -> dict[str, Any]
     """``scripts/verify --lab --proxy-view --json [flags]``: the report with each istiod's xDS view
     (``direct``: the lab's istiods where they listen; otherwise through API-server port-forwards, as on
     real clusters)."""
-    proc = run(
-        [
-            str(ROOT / "scripts" / "verify"),
-            "--stack",
-            stack.name,
-            *(["--lab"] if direct else []),
-            "--proxy-view",
-            "--json",
-            *flags,
-        ],
-        stack.env,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    assert (proc.returncode == 0) == doc["ok"]
-    return doc
+    return run_verify(["--stack", stack.name, *(["--lab"] if direct else []), "--proxy-view", *flags], stack.env)
 
 
 def ready_pod_ips(cluster: str, service: str = "helloworld", namespace: str = "sample") -> set[str]:

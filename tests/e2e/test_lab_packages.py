@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from harness import LAB_DIR, ROOT, Lab, Stack, k8s_api, run, wait_for
+from harness import LAB_DIR, ROOT, Lab, Stack, core, run, run_verify, started_lab, wait_for
 
 EXAMPLE = ROOT / "examples" / "yaml"
 PLUGIN_DIR = ROOT / "components" / "plugin"
@@ -36,12 +36,7 @@ MANAGED_BY = ("example.com/managed-by", "mesh-example-yaml")
 
 @pytest.fixture(scope="module")
 def lab(tc_env: dict[str, str]) -> Iterator[Lab]:
-    lab = Lab(env=tc_env, clusters=2)
-    lab.down(purge=True)
-    lab.up()
-    yield lab
-    lab.istiod("stop")
-    lab.down(purge=True)
+    yield from started_lab(tc_env, clusters=2)
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +98,6 @@ def stack(lab: Lab, project: Path, tc_env: dict[str, str], e2e_backend: Path) ->
     yield s
     s.cli("destroy", "--yes", "--skip-preview", check=False)
     s.remove()
-
-
-def _core(cluster: str) -> Any:
-    from kubernetes import client
-
-    return client.CoreV1Api(k8s_api(LAB_DIR / cluster / "kubeconfig"))
 
 
 def _engine_form(value: Any, nested: bool = False) -> Any:
@@ -179,12 +168,12 @@ def test_the_yaml_example_builds_the_mesh(stack: Stack) -> None:
             "eastWestGatewayAddress": LB_IP[c],
             "remoteSecrets": [f"istio-remote-secret-{OTHER[c]}"],
         }
-        names = {s.metadata.name for s in _core(c).list_namespaced_secret("istio-system").items}
+        names = {s.metadata.name for s in core(c).list_namespaced_secret("istio-system").items}
         assert {"cacerts", f"istio-remote-secret-{OTHER[c]}", f"istio-mesh-reader-token-{OTHER[c]}"} <= names
-        ns = _core(c).read_namespace("istio-system")
+        ns = core(c).read_namespace("istio-system")
         assert ns.metadata.labels["topology.istio.io/network"] == NETWORK[c]
         assert ns.metadata.labels[MANAGED_BY[0]] == MANAGED_BY[1]  # the example's extra label, on everything
-        cacerts = _core(c).read_namespaced_secret("cacerts", "istio-system")
+        cacerts = core(c).read_namespaced_secret("cacerts", "istio-system")
         assert cacerts.metadata.labels[MANAGED_BY[0]] == MANAGED_BY[1]
         ca = x509.load_pem_x509_certificate(base64.b64decode(cacerts.data["ca-cert.pem"]))
         constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -203,16 +192,7 @@ def test_a_no_op_preview_of_the_yaml_example_shows_no_changes(stack: Stack) -> N
 
 
 def _verify(stack: Stack, config: Path, root: Path) -> dict[str, Any]:
-    proc = run(
-        [str(ROOT / "scripts" / "verify"), "--config", str(config), "--root-cert", str(root), "--lab", "--json"],
-        stack.env,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode in (0, 1), f"verify failed to run (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    assert doc["ok"] == (proc.returncode == 0)
-    return doc
+    return run_verify(["--config", str(config), "--root-cert", str(root), "--lab"], stack.env)
 
 
 def test_verify_passes_on_what_the_yaml_example_built(lab: Lab, stack: Stack, tmp_path: Path) -> None:
@@ -257,10 +237,10 @@ def test_the_yaml_state_keeps_every_credential_encrypted(stack: Stack) -> None:
     for c in CLUSTERS:
         admin = yaml.safe_load((LAB_DIR / c / "kubeconfig").read_text())
         needles[f"{c} admin client key"] = admin["users"][0]["user"]["client-key-data"]
-        token = _core(c).read_namespaced_secret(f"istio-mesh-reader-token-{OTHER[c]}", "istio-system").data["token"]
+        token = core(c).read_namespaced_secret(f"istio-mesh-reader-token-{OTHER[c]}", "istio-system").data["token"]
         needles[f"{c} reader token (base64)"] = token
         needles[f"{c} reader token"] = base64.b64decode(token).decode()
-        cacerts = _core(c).read_namespaced_secret("cacerts", "istio-system")
+        cacerts = core(c).read_namespaced_secret("cacerts", "istio-system")
         needles[f"{c} intermediate key (base64)"] = cacerts.data["ca-key.pem"]
     texts = {str(f): f.read_text(errors="replace") for f in stack.state_files()}
     assert texts
@@ -281,7 +261,7 @@ def _secret_exists(cluster: str, namespace: str, name: str) -> bool:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        _core(cluster).read_namespaced_secret(name, namespace)
+        core(cluster).read_namespaced_secret(name, namespace)
     except ApiException as e:
         if e.status == 404:
             return False
