@@ -714,9 +714,11 @@ def test_verify_proves_the_mesh_and_names_each_broken_thing(lab: Lab, stack: Sta
         lab.istiod("stop")
 
 
-#: verify's requests from each sleep while waiting for them to fail (each failing one waits out curl's
-#: --max-time): fewer than its default 20, enough to see the failure.
-FAILING_REQUESTS = ("--requests", "8")
+#: verify's requests from each sleep while waiting for them to fail (each failing one waits out curl's 3 s
+#: --max-time): fewer than its default 20, but enough for verify to name a cluster never reached (it does
+#: only when luck would explain the miss less than once in a thousand: (1/2)^12 with one helloworld pod in
+#: each cluster; with 8 it never names it).
+FAILING_REQUESTS = ("--requests", "12")
 #: While waiting only for what istiod sends a sidecar: no requests at all.
 NO_TRAFFIC = ("--no-traffic",)
 
