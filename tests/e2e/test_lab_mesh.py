@@ -766,6 +766,19 @@ def _cluster1_is_sent_nothing_for_cluster2(stack: Stack) -> bool:
     return p1["error"] is None and eps is not None and not [e for e in eps if e["port"] == 15443]
 
 
+def _wait_until_cluster1_stops_reaching_cluster2(stack: Stack) -> dict[str, Any]:
+    """The first report in which verify names cluster1's requests as never reaching cluster2."""
+    report: dict[str, Any] = wait_for(
+        "cluster1's requests to stop reaching cluster2",
+        lambda: (lambda d: d if ("cluster1", "traffic-reach") in found(d) else None)(
+            proxy_view(stack, *FAILING_REQUESTS)
+        ),
+        timeout=60,
+        interval=3,
+    )
+    return report
+
+
 def _proxy_views_are_what_the_mesh_should_send(stack: Stack) -> None:
     """Each sidecar is sent its own cluster's helloworld pods and the other network's east-west gateway on
     15443, weighted by that network's pods; each gateway an AUTO_PASSTHROUGH listener on 15443 routing
@@ -839,14 +852,7 @@ def _pods_relabelled_by_another_manager_are_named_and_repaired(stack: Stack) -> 
     wait_for("cluster1's sidecar to be sent cluster2's pods directly", leaked, timeout=120, interval=3)
     # Sent there directly, cluster1's requests find no route to the other network: none reaches
     # cluster2, and the traffic finding names the pods' label.
-    doc = wait_for(
-        "cluster1's requests to stop reaching cluster2",
-        lambda: (lambda d: d if ("cluster1", "traffic-reach") in found(d) else None)(
-            proxy_view(stack, *FAILING_REQUESTS)
-        ),
-        timeout=60,
-        interval=3,
-    )
+    doc = _wait_until_cluster1_stops_reaching_cluster2(stack)
     moved = ready_pod_ips("cluster2")
     assert {("cluster2", "pod-network"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
     reach = next(f["cause"] for f in doc["findings"] if f["check"] == "traffic-reach")
@@ -873,14 +879,7 @@ def _a_deleted_remote_secret_is_named_and_repaired(stack: Stack) -> None:
         timeout=120,
         interval=3,
     )
-    doc = wait_for(
-        "cluster1's requests to stop reaching cluster2",
-        lambda: (lambda d: d if ("cluster1", "traffic-reach") in found(d) else None)(
-            proxy_view(stack, *FAILING_REQUESTS)
-        ),
-        timeout=60,
-        interval=3,
-    )
+    doc = _wait_until_cluster1_stops_reaching_cluster2(stack)
     assert {("cluster1", "remote-secret"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
     assert "Likely cause: " in causes(doc) and "[cluster1] remote-secret" in causes(doc), causes(doc)
     assert (
@@ -905,14 +904,7 @@ def _a_gateway_without_address_is_named_and_repaired(stack: Stack) -> None:
         timeout=120,
         interval=3,
     )
-    doc = wait_for(
-        "cluster1's requests to stop reaching cluster2",
-        lambda: (lambda d: d if ("cluster1", "traffic-reach") in found(d) else None)(
-            proxy_view(stack, *FAILING_REQUESTS)
-        ),
-        timeout=60,
-        interval=3,
-    )
+    doc = _wait_until_cluster1_stops_reaching_cluster2(stack)
     assert {("cluster2", "gateway"), ("cluster1", "proxy-endpoints")} <= found(doc), causes(doc)
     reach = next(f["cause"] for f in doc["findings"] if f["check"] == "traffic-reach")
     assert "Likely cause: " in reach and "[cluster2] gateway" in reach, reach
