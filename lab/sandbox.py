@@ -30,7 +30,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import netns
 from .layout import Cluster
@@ -174,8 +174,13 @@ def copy_image_files(sb: Sandbox, files: Mapping[str, str], uid: int) -> None:
 
 # ---- processes -----------------------------------------------------------------------------------
 def _argv(sb: Sandbox, p: Process) -> list[str]:
+    return ["ip", "netns", "exec", sb.netns, *as_user(p)]
+
+
+def as_user(p: Process) -> list[str]:
+    """The container's command run as its user (root when it has none)."""
     user = ["setpriv", f"--reuid={p.uid}", f"--regid={p.uid}", "--clear-groups", "--"] if p.uid else []
-    return ["ip", "netns", "exec", sb.netns, *user, *p.argv]
+    return [*user, *p.argv]
 
 
 def running_pid(sb: Sandbox, container: str) -> int | None:
@@ -210,12 +215,21 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
+def _owned_by_container(out: BinaryIO, p: Process) -> None:
+    """The container's log, its stdout and stderr, owned by the container's user: a process may open
+    ``/dev/stdout`` by name (Envoy's access log ``accessLogFile: /dev/stdout`` does), which reopens the
+    file and so needs the user's permission, as a kubelet's stdout pipe gives it."""
+    if p.uid:
+        os.fchown(out.fileno(), p.uid, p.uid)
+
+
 def start(sb: Sandbox, p: Process) -> int:
     """Start one container's process in its own process group; its pid."""
     log = sb.log(p.container)
     log.parent.mkdir(parents=True, exist_ok=True)
     sb.pidfile(p.container).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
+        _owned_by_container(out, p)
         out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(p.argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
@@ -237,6 +251,7 @@ def run_to_completion(sb: Sandbox, p: Process) -> None:
     log = sb.log(p.container)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
+        _owned_by_container(out, p)
         out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} running: {' '.join(p.argv)}\n".encode())
         out.flush()
         try:

@@ -387,3 +387,21 @@ def test_a_container_process_is_known_by_its_pid_and_start_time(
     assert sandbox.running_pid(sb, "sleep") is None
     sb.pidfile("sleep").write_text(f"{me}\n")  # an old pid file without a start time
     assert sandbox.running_pid(sb, "sleep") is None
+
+
+def test_a_container_of_another_user_can_open_its_stdout_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Envoy's access log ``/dev/stdout`` reopens the container's log by name as the container's user (1337
+    for istio-proxy): a root-owned log refused it, and istiod's listeners with it ("unable to open file
+    '/dev/stdout': Permission denied"). Run for real, as that user, without the pod's network namespace."""
+    from lab import layout
+
+    monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
+    monkeypatch.setattr(sandbox, "_argv", lambda sb, p: sandbox.as_user(p))
+    sb = sandbox.Sandbox(Cluster(1), "u" * 8, "sample", "sleep-1", "198.18.4.7")
+    sb.root.mkdir(parents=True)
+    proxy = pod_spec.Process("istio-proxy", ("sh", "-c", "echo access-log-line >/dev/stdout"), {}, pod_spec.PROXY_UID)
+    sandbox.run_to_completion(sb, proxy)
+    assert sb.log("istio-proxy").read_text().endswith("access-log-line\n")
+    assert sb.log("istio-proxy").stat().st_uid == pod_spec.PROXY_UID
