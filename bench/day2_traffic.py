@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,11 +55,16 @@ class Project:
         two = yaml.safe_load((REPO / "Pulumi.cluster-lab.yaml").read_text())
         three = yaml.safe_load((REPO / "Pulumi.cluster-lab-3.yaml").read_text())
         self.base = two
+        #: Every Envoy writes an access log (``--access-log``): which upstream a failed request went to.
+        self.access_log = False
         self.entries = {c["name"]: c for c in three["config"]["istio-mesh:clusters"]}
         self.entries.update({c["name"]: c for c in two["config"]["istio-mesh:clusters"]})
 
     def write(self, clusters: list[str], edit: Callable[[dict[str, Any]], None] | None = None) -> None:
         doc = copy.deepcopy(self.base)
+        if self.access_log:
+            mesh_config = doc["config"]["istio-mesh:istio"].setdefault("values", {}).setdefault("meshConfig", {})
+            mesh_config["accessLogFile"] = "/dev/stdout"
         doc["config"]["istio-mesh:clusters"] = [copy.deepcopy(self.entries[n]) for n in clusters]
         if edit:
             edit(doc["config"])
@@ -95,7 +103,9 @@ def apps(lab_dir: Path, cluster: str) -> Any:
     return client.AppsV1Api(api_client(lab_dir, cluster))
 
 
-def measure(lab_dir: Path, clusters: list[str], change: str, apply: Callable[[], str]) -> tuple[list[load.Row], str]:
+def measure(
+    lab_dir: Path, clusters: list[str], change: str, apply: Callable[[], str], access_log: bool = False
+) -> tuple[list[load.Row], str]:
     """Run the load from every cluster's sleep pod, apply the change after ``BEFORE`` seconds; the rows per
     phase and a note (what was done, how long it took)."""
     sources = [load.Cluster(c, core(lab_dir, c)) for c in clusters]
@@ -109,7 +119,51 @@ def measure(lab_dir: Path, clusters: list[str], change: str, apply: Callable[[],
     log(f"{change}: applied in {took:.1f}s ({note}); waiting for the load to end")
     result = run.result()
     print(load.details(result), flush=True)
+    if access_log:
+        print(failures_in_access_logs(lab_dir, result), flush=True)
     return load.rows(change, result, by_phase=True), f"{change}: {note}, {took:.1f} s"
+
+
+#: Seconds of access log shown either side of a failed request.
+AROUND = 3.0
+_START_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\] ")
+
+
+def failures_in_access_logs(lab_dir: Path, result: load.LoadResult) -> str:
+    """Every failed request (source, when sent, why), then the access log lines of every Envoy of the lab
+    (sidecars and gateways, the pods deleted since included: the lab keeps their logs) that started within
+    ``AROUND`` seconds of one and did not answer 200: which upstream each went to and what Envoy saw."""
+    failed = [(c, a) for c, run in result.runs.items() for a in run.output.attempts if not a.answered]
+    if not failed:
+        return "access logs: no request failed"
+    out = ["failed requests:"]
+    for c, a in failed:
+        when = datetime.datetime.fromtimestamp(a.sent_ms / 1000, datetime.UTC).isoformat(timespec="milliseconds")
+        out.append(f"- from {c}: request {a.seq} sent {when}, {a.took_ms} ms: {a.reply.error}")
+    windows = [(a.sent_ms / 1000 - AROUND, a.done_ms / 1000 + AROUND) for _, a in failed]
+    out.append("access log lines (not 200) around them:")
+    for path in sorted(lab_dir.glob("*/pods/*/logs/istio-proxy.log")):
+        hits = []
+        for line in path.read_text(errors="replace").splitlines():
+            m = _START_TIME.match(line)
+            if not m or '" 200 ' in line:
+                continue
+            t = datetime.datetime.fromisoformat(m.group(1)).replace(tzinfo=datetime.UTC).timestamp()
+            if any(lo <= t <= hi for lo, hi in windows):
+                hits.append(line)
+        if hits:
+            out.append(f"  {path.relative_to(lab_dir)} ({_pod_name(path)}):")
+            out += [f"    {h}" for h in hits]
+    return "\n".join(out)
+
+
+def _pod_name(log_path: Path) -> str:
+    """The pod a log belongs to, from its sandbox's record (gone once the pod was stopped: then its uid)."""
+    record = log_path.parent.parent / "pod.json"
+    if record.exists():
+        doc = json.loads(record.read_text())
+        return f"{doc['namespace']}/{doc['name']}"
+    return f"a pod since stopped, uid {log_path.parent.parent.name}"
 
 
 def warm_up(lab_dir: Path, clusters: list[str], timeout: float = 300.0) -> None:
@@ -134,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/day2-traffic", description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", required=True, help="a scratch directory (state, project)")
     ap.add_argument("--only", help="comma-separated change names to run (default: all)")
+    ap.add_argument(
+        "--access-log",
+        action="store_true",
+        help="every Envoy writes an access log; after each change, print the lines around each failed request",
+    )
     args = ap.parse_args(argv)
     work = Path(args.work)
     lab_dir = Path(os.environ.get("LAB_DIR", REPO / ".lab"))
@@ -141,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([py, "-m", "lab", "down", "--purge"], cwd=REPO, check=True, capture_output=True)
     subprocess.run([py, "-m", "lab", "up", "--clusters", "3"], cwd=REPO, check=True, capture_output=True)
     proj = Project(work, lab_dir)
+    proj.access_log = args.access_log
     two, three = ["cluster1", "cluster2"], ["cluster1", "cluster2", "cluster3"]
     proj.write(two)
     subprocess.run(
@@ -207,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: load from {', '.join(senders)}")
         try:
             warm_up(lab_dir, senders)
-            rows, note = measure(lab_dir, senders, name, apply)
+            rows, note = measure(lab_dir, senders, name, apply, args.access_log)
         except Exception as e:  # one change failing must not lose the others' figures
             log(f"{name}: FAILED: {e}")
             notes.append(f"{name}: not measured: {e}".splitlines()[0])
