@@ -23,8 +23,8 @@ from support.mocks import run_program
 from istio_mesh import CASettings, IstioSettings, RemoteAccessSettings
 from istio_mesh.constants import PACKAGE_VERSION
 from istio_mesh.intermediate_cert import SIGNER_PLUGIN
-from istio_mesh.plugin import MultiPrimaryMesh, mesh_args, schema
-from istio_mesh.plugin_server import check_inputs, create, diff
+from istio_mesh.plugin import MESH_TOKEN, VERSION, MeshFromInputs, mesh_args, schema
+from istio_mesh.plugin_server import check_inputs, create, diff, served_request
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "components" / "istio_mesh" / "schema.json"
@@ -138,7 +138,7 @@ def test_the_mesh_the_plugin_builds_signs_with_the_plugins_resource(mesh_setting
         inputs = _inputs(ca={"protect": False})
         for entry, c in zip(inputs["clusters"], settings.clusters, strict=True):
             entry["kubeconfig"] = pulumi.Output.secret(c.kubeconfig)
-        mesh = MultiPrimaryMesh("mesh", inputs)  # type: ignore[arg-type]
+        mesh = MeshFromInputs("mesh", inputs)  # type: ignore[arg-type]
         return {"clusters": mesh.clusters}
 
     rec = run_program(build)
@@ -149,6 +149,35 @@ def test_the_mesh_the_plugin_builds_signs_with_the_plugins_resource(mesh_setting
         assert cert.is_secret("rootKeyPem") and cert.inputs["clusterName"] in ("cluster1", "cluster2")
         assert set(cert.inputs) >= {"publicKeyPem", "rootCertPem", "validityDays", "renewBeforeDays"}
     assert rec.one("istiomesh:index:MultiPrimaryMesh").type == "istiomesh:index:MultiPrimaryMesh"
+
+
+def test_the_mesh_is_served_under_the_package_class_name() -> None:
+    """Programs in every language ask for ``istiomesh:index:MultiPrimaryMesh`` (the schema's token, the
+    package class's name); the SDK's component host knows the serving class by its own name: a request for
+    the mesh reaches it, any other request passes unchanged, and the engine's request is not modified."""
+    from pulumi.provider.experimental.component import ComponentProvider
+    from pulumi.runtime.proto import provider_pb2
+
+    assert MESH_TOKEN == "istiomesh:index:MultiPrimaryMesh" and set(schema()["resources"]) >= {MESH_TOKEN}
+    served_by_sdk = set(
+        json.loads(ComponentProvider([MeshFromInputs], "istiomesh", None, VERSION).schema or "{}")["resources"]
+    )
+    asked = provider_pb2.ConstructRequest(type=MESH_TOKEN, name="mesh", project="p", stack="s")
+    served = served_request(asked)
+    assert served.type in served_by_sdk and served.type != MESH_TOKEN
+    assert (served.name, served.project, served.stack) == ("mesh", "p", "s")
+    assert asked.type == MESH_TOKEN
+    other = provider_pb2.ConstructRequest(type="istiomesh:index:Other")
+    assert served_request(other) is other
+
+
+def test_the_plugins_old_class_name_still_imports_with_a_warning() -> None:
+    from istio_mesh import plugin
+
+    with pytest.warns(DeprecationWarning, match="now istio_mesh.plugin.MeshFromInputs"):
+        assert plugin.MultiPrimaryMesh is MeshFromInputs
+    with pytest.raises(AttributeError):
+        _ = plugin.NoSuchName
 
 
 def _plugin_props(root: tuple[str, str, x509.Certificate], **overrides: Any) -> dict[str, Any]:

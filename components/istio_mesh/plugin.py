@@ -19,27 +19,31 @@ plus the signer resource; ``python -m istio_mesh.plugin --schema`` prints it, an
 
 import json
 import sys
+import warnings
 from typing import Any
 
 from .constants import PACKAGE, PACKAGE_VERSION
 from .plugin_mesh import (
+    MESH_TOKEN,
     RENAMED_INPUTS,
     CAInputs,
     ClusterInputs,
     ClusterIstioInputs,
     GatewayInputs,
     IstioInputs,
+    MeshFromInputs,
     MeshGatewayInputs,
-    MultiPrimaryMesh,
     MultiPrimaryMeshInputs,
     RemoteAccessInputs,
     RenamedInput,
     SamplesInputs,
     mesh_args,
+    served_token,
 )
 
 __all__ = [
     "INTERMEDIATE_TOKEN",
+    "MESH_TOKEN",
     "RENAMED_INPUTS",
     "SECRET_INPUTS",
     "VERSION",
@@ -48,8 +52,8 @@ __all__ = [
     "ClusterIstioInputs",
     "GatewayInputs",
     "IstioInputs",
+    "MeshFromInputs",
     "MeshGatewayInputs",
-    "MultiPrimaryMesh",
     "MultiPrimaryMeshInputs",
     "RemoteAccessInputs",
     "RenamedInput",
@@ -69,8 +73,10 @@ def schema() -> dict[str, Any]:
     """The package schema: the components (inferred from ``plugin_mesh``'s annotations) and the signer resource."""
     from pulumi.provider.experimental.component import ComponentProvider
 
-    provider = ComponentProvider([MultiPrimaryMesh], PACKAGE, None, VERSION)
+    provider = ComponentProvider([MeshFromInputs], PACKAGE, None, VERSION)
     spec: dict[str, Any] = json.loads(provider.schema or "{}")
+    # The component under the package class's name (the SDK named it after the class that serves it).
+    spec["resources"][MESH_TOKEN] = spec["resources"].pop(served_token(MeshFromInputs))
     spec["displayName"] = "Istio multi-primary mesh"
     spec["description"] = "A multi-primary, multi-network Istio mesh across N Kubernetes clusters, from one component."
     spec.setdefault("resources", {})[INTERMEDIATE_TOKEN] = _intermediate_schema()
@@ -115,6 +121,20 @@ def _intermediate_schema() -> dict[str, Any]:
         "properties": outputs,
         "required": ["certPem", "notAfter", "serial"],
     }
+
+
+def __getattr__(name: str) -> Any:
+    """``istio_mesh.plugin.MultiPrimaryMesh``, the plugin's class before it was named ``MeshFromInputs``:
+    still importable, with a warning (the package's own class is ``istio_mesh.MultiPrimaryMesh``)."""
+    if name == "MultiPrimaryMesh":
+        warnings.warn(
+            "istio_mesh.plugin.MultiPrimaryMesh is now istio_mesh.plugin.MeshFromInputs (the plugin's component, "
+            "built from the schema's inputs); the package's component is istio_mesh.MultiPrimaryMesh",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return MeshFromInputs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str]) -> None:

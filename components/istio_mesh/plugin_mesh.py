@@ -1,9 +1,9 @@
 """``MultiPrimaryMesh`` as the ``istiomesh`` plugin serves it: its inputs as the package schema describes
 them (the ``*Inputs`` types, camelCase and spelt as the stack config's keys, plain data; kubeconfigs are
 secret strings), the old spellings it still reads (``RENAMED_INPUTS``), their mapping onto the package's
-``MultiPrimaryMeshArgs`` (``mesh_args``), and the component the engine asks the plugin to construct.
-``plugin`` generates the schema from these annotations and docstrings; ``plugin_server`` serves the
-component.
+``MultiPrimaryMeshArgs`` (``mesh_args``), and the component the engine asks the plugin to construct
+(``MeshFromInputs``, served under the package class's token ``MESH_TOKEN``). ``plugin`` generates the
+schema from these annotations and docstrings; ``plugin_server`` serves the component.
 """
 
 from collections.abc import Mapping
@@ -15,6 +15,7 @@ import pulumi
 from . import multi_primary_mesh as mpm
 from .chart_requirements import SCHEMA_NAMES
 from .chart_values import mesh_values_problems
+from .constants import PACKAGE
 from .intermediate_cert import SIGNER_PLUGIN
 from .options import (
     CASettings,
@@ -286,14 +287,14 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         charts=charts,
         hub=istio_in.get("hub") or defaults.hub,
         tag=istio_in.get("tag") or version,
-        keep_crds=istio_in.get("keepCRDs", True) is not False,
+        keep_crds=istio_in.get("keepCRDs", defaults.keep_crds) is not False,
         values=istio_in.get("values") or {},
     )
     ca_in = spelt.get("ca") or {}
     ca_defaults = CASettings()
     ca = CASettings(
         source=ca_in.get("source") or ca_defaults.source,
-        protect=ca_in.get("protect", True) is not False,
+        protect=ca_in.get("protect", ca_defaults.protect) is not False,
         root_validity_days=int(ca_in.get("rootValidityDays") or ca_defaults.root_validity_days),
         intermediate_validity_days=int(ca_in.get("intermediateValidityDays") or ca_defaults.intermediate_validity_days),
         renew_before_days=int(ca_in.get("renewBeforeDays", ca_defaults.renew_before_days)),
@@ -307,7 +308,7 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
     ra_defaults = RemoteAccessSettings()
     remote_access = RemoteAccessSettings(
         reader=ra_in.get("reader") or ra_defaults.reader,
-        read_secrets=ra_in.get("readSecrets", True) is not False,
+        read_secrets=ra_in.get("readSecrets", ra_defaults.read_secrets) is not False,
         token_generation=int(ra_in.get("tokenGeneration") or 0),
     )
     samples_in = spelt.get("samples") or {}
@@ -315,6 +316,7 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         enabled=bool(samples_in.get("enabled", False)),
         namespace=samples_in.get("namespace") or SampleSettings().namespace,
     )
+    gw_defaults = GatewaySettings()
     clusters = []
     for c in spelt.get("clusters") or []:
         gw = c.get("eastWestGateway") or {}
@@ -326,9 +328,11 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
                 kubeconfig=c["kubeconfig"],
                 context=c.get("context"),
                 gateway=GatewaySettings(
-                    service_type=gw.get("serviceType") or "LoadBalancer",
+                    service_type=gw.get("serviceType") or gw_defaults.service_type,
                     external_ips=tuple(gw.get("externalIPs") or ()),
-                    load_balancer_timeout_seconds=int(gw.get("loadBalancerTimeoutSeconds") or 600),
+                    load_balancer_timeout_seconds=int(
+                        gw.get("loadBalancerTimeoutSeconds") or gw_defaults.load_balancer_timeout_seconds
+                    ),
                     values=gw.get("values") or {},
                 ),
                 helloworld_versions=tuple(c.get("helloworldVersions") or ()),
@@ -356,7 +360,8 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
         ca=ca,
         remote_access=remote_access,
         samples=samples,
-        refuse_existing_objects=spelt.get("refuseExistingObjects", True) is not False,
+        refuse_existing_objects=spelt.get("refuseExistingObjects", mpm.MultiPrimaryMeshArgs.refuse_existing_objects)
+        is not False,
         allow_loopback_api_servers=bool(spelt.get("allowLoopbackApiServers", False)),
         labels=dict(spelt.get("labels") or {}),
         annotations=dict(spelt.get("annotations") or {}),
@@ -365,10 +370,19 @@ def mesh_args(inputs: MultiPrimaryMeshInputs) -> mpm.MultiPrimaryMeshArgs:
     )
 
 
-# The schema's type token (istiomesh:index:MultiPrimaryMesh) is this class's own name, and the SDK reads the
-# outputs' descriptions below under that name too (pulumi.provider.experimental takes ``__name__`` and the
-# source's class name): so it keeps the name of the package's class it serves, which it extends.
-class MultiPrimaryMesh(mpm.MultiPrimaryMesh):
+#: The component's type token in the schema, in every language's SDK and in consumers' states: the package
+#: class's own name. The class below, named for what it does, is served under it: the SDK's component host
+#: would name the token after the class (``served_token``), so ``plugin.schema`` and the server's
+#: ``Construct`` translate between the two.
+MESH_TOKEN = f"{PACKAGE}:index:MultiPrimaryMesh"
+
+
+def served_token(component: type) -> str:
+    """The token ``pulumi.provider.experimental`` gives a component class (``package:index:<class name>``)."""
+    return f"{PACKAGE}:index:{component.__name__}"
+
+
+class MeshFromInputs(mpm.MultiPrimaryMesh):
     """A multi-primary, multi-network Istio mesh across N Kubernetes clusters: a root CA and one intermediate
     per cluster (loaded as cacerts), istiod as a primary in every cluster with a shared mesh ID, an east-west
     gateway per network and remote secrets in both directions for every pair of clusters."""
@@ -394,7 +408,7 @@ def _rotation(raw: Mapping[str, Any] | None) -> RootRotation | None:
     return RootRotation(
         phase=str(raw.get("phase") or ""),
         next_root=NextRoot(
-            source=nxt.get("source") or "generate",
+            source=nxt.get("source") or NextRoot().source,
             root_cert_pem=nxt.get("rootCertPem"),
             root_key_pem=nxt.get("rootKeyPem"),
         ),

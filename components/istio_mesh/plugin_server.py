@@ -26,7 +26,7 @@ from pulumi.runtime.proto import provider_pb2_grpc
 
 from .constants import PACKAGE
 from .intermediate_cert import PLUGIN_NAMES, REPLACE_ON, SigningError, renewal_due_for, sign_intermediate
-from .plugin_mesh import MultiPrimaryMesh
+from .plugin_mesh import MESH_TOKEN, MeshFromInputs, served_token
 
 #: Threads for the component's registrations (each waits on the engine while its resource is created).
 REGISTRATION_THREADS = 256
@@ -92,8 +92,22 @@ def create(props: dict[str, Any], now: datetime.datetime | None = None) -> tuple
     return outs["serial"], outs
 
 
+def served_request(request: Any) -> Any:
+    """A ``Construct`` request as the SDK's component host reads it: the mesh's token (``MESH_TOKEN``, what
+    programs ask for) as the token of the class that serves it (``MeshFromInputs``). Others as they came."""
+    if request.type != MESH_TOKEN:
+        return request
+    served = type(request)()
+    served.CopyFrom(request)
+    served.type = served_token(MeshFromInputs)
+    return served
+
+
 class Servicer(ProviderServicer):
     """The SDK's component servicer, with the certificate resource's CRUD (gRPC method names)."""
+
+    async def Construct(self, request: Any, context: Any) -> Any:
+        return await super().Construct(served_request(request), context)
 
     async def CheckConfig(self, request: Any, context: Any) -> Any:
         return proto.CheckResponse(inputs=request.news)
@@ -156,7 +170,7 @@ def serve(schema: dict[str, Any], version: str, argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="the istiomesh Pulumi plugin")
     parser.add_argument("engine", help="the Pulumi engine's address")
     known, _ = parser.parse_known_args(argv)
-    provider = ComponentProvider([MultiPrimaryMesh], PACKAGE, None, version)
+    provider = ComponentProvider([MeshFromInputs], PACKAGE, None, version)
     provider.schema = json.dumps(schema)
 
     async def run() -> None:
