@@ -19,6 +19,9 @@ from istio_mesh.options import (
 from .model import CONFIG_NAMESPACE, INTERMEDIATE_KEYS_CONFIG, NEXT_ROOT_KEY_CONFIG, ROOT_KEY_CONFIG
 from .validators import Problems, as_bool, as_mapping, as_positive_int, as_str, unknown_keys
 
+#: The package's defaults (``CASettings``, ``NextRoot``), the one place they are set.
+_CA, _NEXT = CASettings(), NextRoot()
+
 _CA_KEYS = {
     "source",
     "protect",
@@ -47,14 +50,18 @@ def parse_ca(
     """``ca`` and the imported root's key (secret), checked; an external CA's intermediates come later."""
     data = as_mapping(p, "ca", raw)
     unknown_keys(p, "ca.", data, _CA_KEYS)
-    source = as_str(p, "ca.source", data.get("source"), "generate") or "generate"
+    source = as_str(p, "ca.source", data.get("source"), _CA.source) or _CA.source
     if source not in CA_SOURCES:
         p.add("ca.source", f"{source!r} is not a CA source; valid: {', '.join(CA_SOURCES)}")
-    protect = as_bool(p, "ca.protect", data.get("protect"), True)
-    root_days = as_positive_int(p, "ca.rootValidityDays", data.get("rootValidityDays"), 3650)
-    inter_days = as_positive_int(p, "ca.intermediateValidityDays", data.get("intermediateValidityDays"), 3650)
+    protect = as_bool(p, "ca.protect", data.get("protect"), _CA.protect)
+    root_days = as_positive_int(p, "ca.rootValidityDays", data.get("rootValidityDays"), _CA.root_validity_days)
+    inter_days = as_positive_int(
+        p, "ca.intermediateValidityDays", data.get("intermediateValidityDays"), _CA.intermediate_validity_days
+    )
     renew_raw = data.get("renewBeforeDays")
-    renew_days = 0 if renew_raw in (0, "0") else as_positive_int(p, "ca.renewBeforeDays", renew_raw, 30)
+    renew_days = (
+        0 if renew_raw in (0, "0") else as_positive_int(p, "ca.renewBeforeDays", renew_raw, _CA.renew_before_days)
+    )
     cert = as_str(p, "ca.rootCertPem", data.get("rootCertPem"))
     if source == "import":
         if not cert:
@@ -131,7 +138,7 @@ def _parse_rotation(
         )
     nxt = as_mapping(p, "ca.rotation.nextRoot", data.get("nextRoot"))
     unknown_keys(p, "ca.rotation.nextRoot.", nxt, _NEXT_ROOT_KEYS)
-    source = as_str(p, "ca.rotation.nextRoot.source", nxt.get("source"), "generate") or "generate"
+    source = as_str(p, "ca.rotation.nextRoot.source", nxt.get("source"), _NEXT.source) or _NEXT.source
     if source not in NEXT_ROOT_SOURCES:
         p.add(
             "ca.rotation.nextRoot.source",

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from istio_mesh.options import ClusterIstioSettings, GatewaySettings
+from istio_mesh.options import GATEWAY_SERVICE_TYPES, ClusterIstioSettings, GatewaySettings
 
 from .kubeconfig import read_kubeconfig
 from .model import ClusterSettings
@@ -26,7 +26,8 @@ from .validators import (
     unknown_keys,
 )
 
-_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+#: The package's defaults (``GatewaySettings``), the one place they are set.
+_GATEWAY = GatewaySettings()
 _HELLOWORLD_VERSION = re.compile(r"^v[0-9]+$")
 _CLUSTER_KEYS = {
     "name",
@@ -45,11 +46,12 @@ _GATEWAY_KEYS = {"serviceType", "externalIPs", "loadBalancerTimeoutSeconds", "va
 def _parse_gateway(p: Problems, path: str, raw: Any) -> GatewaySettings:
     data = as_mapping(p, path, raw)
     unknown_keys(p, f"{path}.", data, _GATEWAY_KEYS)
-    service_type = as_str(p, f"{path}.serviceType", data.get("serviceType"), "LoadBalancer") or "LoadBalancer"
-    if service_type not in _SERVICE_TYPES:
+    service_type = as_str(p, f"{path}.serviceType", data.get("serviceType"), _GATEWAY.service_type)
+    service_type = service_type or _GATEWAY.service_type
+    if service_type not in GATEWAY_SERVICE_TYPES:
         p.add(
             f"{path}.serviceType",
-            f"{service_type!r} is not a Service type for a gateway; valid: {', '.join(_SERVICE_TYPES)}",
+            f"{service_type!r} is not a Service type for a gateway; valid: {', '.join(GATEWAY_SERVICE_TYPES)}",
         )
     ips_raw = data.get("externalIPs") or []
     ips: list[str] = []
@@ -61,7 +63,12 @@ def _parse_gateway(p: Problems, path: str, raw: Any) -> GatewaySettings:
             ips.append(str(ipaddress.ip_address(str(ip))))
         except ValueError:
             p.add(f"{path}.externalIPs[{i}]", f"{ip!r} is not an IP address (e.g. 10.10.13.48)")
-    timeout = as_positive_int(p, f"{path}.loadBalancerTimeoutSeconds", data.get("loadBalancerTimeoutSeconds"), 600)
+    timeout = as_positive_int(
+        p,
+        f"{path}.loadBalancerTimeoutSeconds",
+        data.get("loadBalancerTimeoutSeconds"),
+        _GATEWAY.load_balancer_timeout_seconds,
+    )
     return GatewaySettings(
         service_type=service_type,
         external_ips=tuple(ips),

@@ -58,7 +58,7 @@ def parse_istio(p: Problems, raw: Any, base_dir: str) -> IstioSettings:
         charts = ChartSource(repository=repo)
     hub = as_str(p, "istio.hub", data.get("hub"), DEFAULT_HUB) or DEFAULT_HUB
     tag = as_str(p, "istio.tag", data.get("tag"), version) or version
-    keep_crds = as_bool(p, "istio.keepCRDs", data.get("keepCRDs"), True)
+    keep_crds = as_bool(p, "istio.keepCRDs", data.get("keepCRDs"), IstioSettings.keep_crds)
     values = as_helm_values(p, "istio.values", data.get("values"), "istiod")
     return IstioSettings(version=version, charts=charts, hub=hub, tag=tag, keep_crds=keep_crds, values=values)
 
@@ -67,12 +67,12 @@ def parse_samples(p: Problems, raw: Any) -> SampleSettings:
     """``samples``: whether the walkthrough's helloworld and sleep run, and where."""
     data = as_mapping(p, "samples", raw)
     unknown_keys(p, "samples.", data, _SAMPLE_KEYS)
-    namespace = as_str(p, "samples.namespace", data.get("namespace"), "sample") or "sample"
+    defaults = SampleSettings()
+    namespace = as_str(p, "samples.namespace", data.get("namespace"), defaults.namespace) or defaults.namespace
     if not DNS1123_LABEL.match(namespace):
         p.add("samples.namespace", f"{namespace!r} is not a valid namespace name (DNS-1123 label)")
-    defaults = SampleSettings()
     return SampleSettings(
-        enabled=as_bool(p, "samples.enabled", data.get("enabled"), False),
+        enabled=as_bool(p, "samples.enabled", data.get("enabled"), defaults.enabled),
         namespace=namespace,
         helloworld_image_prefix=as_str(
             p, "samples.helloworldImagePrefix", data.get("helloworldImagePrefix"), defaults.helloworld_image_prefix
@@ -110,7 +110,7 @@ def parse_remote_access(p: Problems, raw: Any) -> RemoteAccessSettings:
                 f"expected an integer from 0 to 999999, got {value!r} (increment it to rotate every reader token)",
             )
             generation = 0
-    read_secrets = as_bool(p, "remoteAccess.readSecrets", data.get("readSecrets"), True)
+    read_secrets = as_bool(p, "remoteAccess.readSecrets", data.get("readSecrets"), RemoteAccessSettings.read_secrets)
     if reader == READER_ISTIO and not read_secrets:
         p.add(
             "remoteAccess.readSecrets",

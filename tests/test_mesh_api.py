@@ -4,6 +4,7 @@ would call it (no stack config, no ``stack_config``), under recording mocks."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -318,6 +319,15 @@ def test_an_existing_root_is_given_as_inputs(mesh_settings: Any) -> None:
     assert len(intermediates) == 2
     for reg in intermediates:
         assert reg.inputs["root_cert_pem"] == cert_pem and reg.is_secret("root_key_pem"), reg.name
+
+
+def test_a_gateway_service_type_kubernetes_lacks_is_named(mesh_settings: Any) -> None:
+    """The Args check it, so the stack config and the plugin's inputs are refused alike, before any object."""
+    first, second = _clusters(mesh_settings, 2)
+    first = dataclasses.replace(first, gateway=GatewaySettings(service_type="NodePorts"))
+    with pytest.raises(ValueError) as err:
+        _run(("mesh", MultiPrimaryMeshArgs(mesh_id="mesh1", clusters=(first, second))))
+    assert "gateway.service_type 'NodePorts' is not one of LoadBalancer, NodePort, ClusterIP" in str(err.value)
 
 
 def test_ca_mistakes_are_named(mesh_settings: Any) -> None:

@@ -23,6 +23,7 @@ from .intermediate_cert import SIGNER_DYNAMIC, SIGNERS
 from .istio_control_plane import IstioControlPlane, IstioControlPlaneArgs
 from .options import (
     CA_SOURCES,
+    GATEWAY_SERVICE_TYPES,
     NEXT_ROOT_SOURCES,
     READER_ISTIO,
     ROTATION_PHASES,
@@ -106,6 +107,11 @@ def args_problems(name: str, args: MultiPrimaryMeshArgs) -> list[str]:
             problems.append(f"{where}: network {c.network!r} is not a label value, e.g. 'network1'")
         if not (c.api_server or "").startswith("https://"):
             problems.append(f"{where}: api_server {c.api_server!r} is not an https:// URL the peers can reach")
+        if c.gateway.service_type not in GATEWAY_SERVICE_TYPES:
+            problems.append(
+                f"{where}: gateway.service_type {c.gateway.service_type!r} is not one of "
+                f"{', '.join(GATEWAY_SERVICE_TYPES)}"
+            )
         if c.provider is None and c.kubeconfig is None:
             problems.append(f"{where}: give its kubeconfig (content, a secret) or a provider bound to it")
         elif c.kubeconfig is None and args.refuse_existing_objects:

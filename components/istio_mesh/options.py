@@ -27,6 +27,8 @@ CA_SOURCES = ("generate", "import", "external")
 ROTATION_PHASES = ("trust-both", "sign-with-next", "drop-old")
 #: ``NextRoot.source`` values.
 NEXT_ROOT_SOURCES = ("generate", "import", "external")
+#: ``GatewaySettings.service_type`` values: the Service types an east-west gateway can be exposed as.
+GATEWAY_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 
 
 @dataclass(frozen=True)
