@@ -7,7 +7,9 @@ network namespaces on the cluster's network (``lab/network.py``, ``lab/sandbox.p
 
 * starts a sandbox for each such pod that has none (volumes, ``istio-init``'s iptables rules, the
   proxy, the app; plus KWOK's Exec/PortForward objects for ``kubectl exec``/``port-forward``), and
-  stops the sandbox of a pod that is gone, being deleted, or was replaced (another uid);
+  stops the sandbox of a pod that is gone, being deleted, or was replaced (another uid), each in a
+  thread of its own: SIGTERM to each container's main process (the proxy's pilot-agent drains Envoy),
+  SIGKILL to what is left after it exits or its grace period ends;
 * restarts a container whose process exited (restartPolicy Always), after 1, 2, 4, ... 30 s;
 * keeps each pod's hosts file in step with the cluster's Services, and refreshes its volumes
   (ConfigMaps, Secrets, projected tokens) every ``REFRESH_SECONDS``: a changed volume is swapped in
@@ -15,7 +17,7 @@ network namespaces on the cluster's network (``lab/network.py``, ``lab/sandbox.p
   is not touched;
 * keeps the relay to istiod (``lab/relay.py``) listening on istiod's Service address in the network;
 * programs the cluster's load balancer in the WAN (``network.lb_rules``): each LoadBalancer Service's
-  ports to the running pods its selector matches.
+  ports to the running pods its selector matches; a pod being deleted leaves it before it is stopped.
 
 Every API call has a timeout; an error is logged and the poll retried; the process ends on SIGTERM,
 leaving the pods running (``lab down`` stops them with ``stop_all``).
@@ -130,6 +132,9 @@ class Agent:
         #: Pods whose start failed: uid -> (failures, not before): retried after 1, 2, 4, ... 30 s.
         self.failed: dict[str, tuple[int, float]] = {}
         self.lb_text = ""
+        #: Pods being stopped, each in a thread of its own as a kubelet's pod workers (a proxy drains for
+        #: seconds; the other pods must not wait): uid -> (thread, the pod's IP, held until it is done).
+        self.stopping: dict[str, tuple[threading.Thread, str]] = {}
         self.relay_target: str | None = None
         self.host = Host(
             node_name="",
@@ -153,23 +158,39 @@ class Agent:
         nodes = {n["metadata"]["name"] for n in self.get("/api/v1/nodes").get("items", [])}
         want = {p["metadata"]["uid"]: p for p in pods if runnable(p) and p["spec"]["nodeName"] in nodes}
         self._ensure_relay(services)
+        # A pod being deleted leaves the load balancer before its containers are stopped, as kube-proxy drops
+        # a terminating endpoint at once: new connections must not be sent to a pod that is going (once its
+        # network namespace is gone, they would hang until a timeout rather than be refused and retried).
+        self._program_load_balancer(services, want)
+        self.stopping = {uid: t for uid, t in self.stopping.items() if t[0].is_alive()}
         for uid in [u for u in self.running if u not in want]:
-            self.stop_pod(self.running.pop(uid))
+            self._stop_in_background(self.running.pop(uid))
         for sb in sandbox.existing(self.c):
-            if sb.uid not in want and sb.uid not in self.running:
+            if sb.uid not in want and sb.uid not in self.running and sb.uid not in self.stopping:
                 log(f"{sb.ref}: removing the sandbox of a pod that is gone (uid {sb.uid})")
                 sandbox.stop(sb, sandbox.containers_on_disk(sb))
                 self._delete_kwok_objects(sb)
         now = time.monotonic()
+        # An address stays with its pod until the pod is stopped, as a CNI plugin releases it only then: a
+        # new pod given the address of one still draining (KWOK reuses addresses at once) waits for it.
+        held = {ip for _, ip in self.stopping.values()}
         for uid, pod in want.items():
-            if uid not in self.running and now >= self.failed.get(uid, (0, 0.0))[1]:
-                self.start_pod(pod, services)
+            if uid in self.running or now < self.failed.get(uid, (0, 0.0))[1]:
+                continue
+            if pod["status"]["podIP"] in held:
+                continue
+            self.start_pod(pod, services)
         self.failed = {uid: f for uid, f in self.failed.items() if uid in want}
         now = time.monotonic()
         for r in self.running.values():
             self._keep_alive(r, now)
             self._refresh(r, services, now)
-        rules = network.lb_rules(self.c, lb_services(self.c, services, [r.pod for r in self.running.values()]))
+        self._program_load_balancer(services, want)
+
+    def _program_load_balancer(self, services: Sequence[Mapping[str, Any]], want: Mapping[str, Any]) -> None:
+        """The cluster's load balancer over the pods that run and are still wanted (not being deleted)."""
+        serving = [r.pod for uid, r in self.running.items() if uid in want]
+        rules = network.lb_rules(self.c, lb_services(self.c, services, serving))
         if rules != self.lb_text:
             network.apply_lb_rules(rules)
             self.lb_text = rules
@@ -214,6 +235,17 @@ class Agent:
             self.failed[sb.uid] = (count, time.monotonic() + wait)
             self.running.pop(sb.uid, None)
             sandbox.stop(sb, [x.container for x in reversed(p.processes)])
+
+    def _stop_in_background(self, r: Running) -> None:
+        def stop() -> None:
+            try:
+                self.stop_pod(r)
+            except Exception:
+                log(f"{r.sandbox.ref}: stopping failed:\n{traceback.format_exc()}")
+
+        thread = threading.Thread(target=stop, name=f"stop {r.sandbox.ref}")
+        self.stopping[r.sandbox.uid] = (thread, r.sandbox.ip)
+        thread.start()
 
     def stop_pod(self, r: Running) -> None:
         sb = r.sandbox
@@ -324,7 +356,7 @@ def stop_all(c: Cluster) -> list[str]:
     """Stop every pod sandbox and the relay of the cluster (``lab down``); the pods' names."""
     stopped = []
     for sb in sandbox.existing(c):
-        sandbox.stop(sb, sandbox.containers_on_disk(sb), grace=5.0)
+        sandbox.stop(sb, sandbox.containers_on_disk(sb), grace=5.0, drain=False)
         stopped.append(sb.ref)
     procs.stop(relay_pidfile(c), None, argv=relay_identity(c))
     return stopped

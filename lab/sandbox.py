@@ -274,24 +274,31 @@ def run_to_completion(sb: Sandbox, p: Process) -> None:
         raise RuntimeError(f"{sb.ref}: init container {p.container} exited {rc}:\n  " + "\n  ".join(tail))
 
 
-def stop_container(sb: Sandbox, container: str, grace: float) -> None:
+def stop_container(sb: Sandbox, container: str, grace: float, drain: bool = True) -> None:
+    """End one container as a kubelet does: SIGTERM to its main process only (so pilot-agent drains Envoy
+    for its ``terminationDrainDuration`` and then ends it; a signal to the whole group would end Envoy at
+    once, cutting every connection through it), then, once that process has exited or ``grace`` has
+    passed, SIGKILL to whatever is left of its process group. ``drain=False``: SIGTERM to the whole group
+    (the lab going down: nothing is left to drain for)."""
     pid = running_pid(sb, container)
     if pid is None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    try:
+        if drain:
+            os.kill(pid, signal.SIGTERM)
+        else:
+            os.killpg(pid, signal.SIGTERM)
+    with contextlib.suppress(WaitTimeoutError):
         wait_until(f"{sb.ref} {container} to exit", lambda: running_pid(sb, container) is None, grace, 0.1)
-    except WaitTimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
     sb.pidfile(container).unlink(missing_ok=True)
 
 
-def stop(sb: Sandbox, containers: Sequence[str], grace: float = MAX_GRACE) -> None:
+def stop(sb: Sandbox, containers: Sequence[str], grace: float = MAX_GRACE, drain: bool = True) -> None:
     """End the pod: its containers (apps first, the proxy last), then its namespace and files."""
     for container in containers:
-        stop_container(sb, container, min(grace, MAX_GRACE))
+        stop_container(sb, container, min(grace, MAX_GRACE), drain)
     netns.delete(sb.netns)  # kills anything left in it
     shutil.rmtree(sb.root, ignore_errors=True)
     shutil.rmtree(sb.dir / "run", ignore_errors=True)

@@ -405,3 +405,140 @@ def test_a_container_of_another_user_can_open_its_stdout_by_name(
     sandbox.run_to_completion(sb, proxy)
     assert sb.log("istio-proxy").read_text().endswith("access-log-line\n")
     assert sb.log("istio-proxy").stat().st_uid == pod_spec.PROXY_UID
+
+
+def test_a_pod_being_deleted_leaves_the_load_balancer_before_it_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As kube-proxy drops a terminating endpoint: the WAN must not send a new connection to a gateway that
+    is stopping (with its namespace gone, the connection hangs until the client times out, measured as
+    failed requests during a network change); its replacement joins once started."""
+    c = Cluster(2)
+    old, new = injected_pod(), injected_pod()
+    for pod, uid, ip in ((old, "old-uid", "198.18.8.1"), (new, "new-uid", "198.18.8.2")):
+        pod["metadata"].update(namespace="istio-system", uid=uid, labels={"istio": "eastwestgateway"})
+        pod["spec"]["containers"][1]["ports"] = [{"containerPort": 15443}]
+        pod["status"]["podIP"] = ip
+    gw_svc = svc("gw", "istio-system", "198.19.2.30", type="LoadBalancer", selector={"istio": "eastwestgateway"})
+    gw_svc["spec"]["ports"] = [{"port": 15443, "targetPort": 15443}]
+    api = {
+        "/api/v1/pods": {"items": [new]},  # the old pod is gone from the API (or being deleted)
+        "/api/v1/services": {"items": [gw_svc]},
+        "/api/v1/nodes": {"items": [{"metadata": {"name": "cluster1-node1"}}]},
+    }
+    agent = dataplane.Agent.__new__(dataplane.Agent)
+    agent.c, agent.lb_text, agent.failed, agent.stopping = c, "", {}, {}
+    agent.running = {"old-uid": dataplane.Running(sandbox.from_pod(c, old), old, dataplane.PodPlan((), (), {}))}
+    programmed: list[str] = []
+    events: list[str] = []
+    monkeypatch.setattr(network, "apply_lb_rules", programmed.append)
+    monkeypatch.setattr(dataplane, "reap_children", lambda: None)
+    monkeypatch.setattr(sandbox, "existing", lambda c: [])
+    monkeypatch.setattr(agent, "get", lambda path: api[path], raising=False)
+    monkeypatch.setattr(agent, "_ensure_relay", lambda services: None, raising=False)
+    monkeypatch.setattr(agent, "_keep_alive", lambda r, now: None, raising=False)
+    monkeypatch.setattr(agent, "_refresh", lambda r, services, now: None, raising=False)
+
+    def stop_pod(r: dataplane.Running) -> None:
+        events.append(f"stop {r.sandbox.ip}; the load balancer then: {programmed[0] if programmed else None}")
+
+    def start_pod(pod: Any, services: Any) -> None:
+        uid = pod["metadata"]["uid"]
+        agent.running[uid] = dataplane.Running(sandbox.from_pod(c, pod), pod, dataplane.PodPlan((), (), {}))
+
+    monkeypatch.setattr(agent, "stop_pod", stop_pod, raising=False)
+    monkeypatch.setattr(agent, "start_pod", start_pod, raising=False)
+    agent.poll()
+    for thread, _ in agent.stopping.values():  # the stop runs in a thread of its own
+        thread.join(10)
+    assert len(events) == 1 and len(programmed) == 2, (events, programmed)
+    before_stop, after_start = programmed
+    assert events[0].startswith("stop 198.18.8.1; the load balancer then: *nat")  # changed before the stop
+    assert "198.18.8.1" not in before_stop and "198.18.8.2" not in before_stop  # no backend: refused at once
+    assert "--to-destination 198.18.8.2:15443" in after_start and "198.18.8.1" not in after_start
+
+
+def test_pods_stop_in_the_background_and_an_address_waits_for_its_old_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod being stopped (a proxy drains for seconds) holds up neither the other pods' starts nor the next
+    poll; a new pod given the address of the one still stopping (KWOK reuses addresses) starts once the old
+    one is gone, never beside it on the bridge."""
+    import threading
+
+    c = Cluster(2)
+    old, reuser, other = injected_pod(), injected_pod(), injected_pod()
+    for pod, uid, ip in (
+        (old, "old-uid", "198.18.8.1"),
+        (reuser, "reuse-uid", "198.18.8.1"),
+        (other, "o-uid", "198.18.8.5"),
+    ):
+        pod["metadata"]["uid"] = uid
+        pod["status"]["podIP"] = ip
+    api = {
+        "/api/v1/pods": {"items": [reuser, other]},
+        "/api/v1/services": {"items": []},
+        "/api/v1/nodes": {"items": [{"metadata": {"name": "cluster1-node1"}}]},
+    }
+    agent = dataplane.Agent.__new__(dataplane.Agent)
+    agent.c, agent.lb_text, agent.failed, agent.stopping = c, "", {}, {}
+    agent.running = {"old-uid": dataplane.Running(sandbox.from_pod(c, old), old, dataplane.PodPlan((), (), {}))}
+    release = threading.Event()
+    started: list[str] = []
+    monkeypatch.setattr(network, "apply_lb_rules", lambda rules: None)
+    monkeypatch.setattr(dataplane, "reap_children", lambda: None)
+    monkeypatch.setattr(sandbox, "existing", lambda c: [])
+    monkeypatch.setattr(agent, "get", lambda path: api[path], raising=False)
+    monkeypatch.setattr(agent, "_ensure_relay", lambda services: None, raising=False)
+    monkeypatch.setattr(agent, "_keep_alive", lambda r, now: None, raising=False)
+    monkeypatch.setattr(agent, "_refresh", lambda r, services, now: None, raising=False)
+    monkeypatch.setattr(agent, "stop_pod", lambda r: release.wait(10), raising=False)
+
+    def start_pod(pod: Any, services: Any) -> None:
+        uid = pod["metadata"]["uid"]
+        started.append(uid)
+        agent.running[uid] = dataplane.Running(sandbox.from_pod(c, pod), pod, dataplane.PodPlan((), (), {}))
+
+    monkeypatch.setattr(agent, "start_pod", start_pod, raising=False)
+    agent.poll()  # the old pod is still draining: its address is held
+    agent.poll()
+    assert started == ["o-uid"] and "old-uid" in agent.stopping
+    release.set()
+    agent.stopping["old-uid"][0].join(10)
+    agent.poll()
+    assert started == ["o-uid", "reuse-uid"] and not agent.stopping
+
+
+def test_a_container_is_stopped_as_a_kubelet_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM to its main process only (pilot-agent; Envoy, its child, is not signalled and keeps serving
+    while pilot-agent drains it), then SIGKILL to what is left of the group once the main process is gone.
+    Real processes, without the pod's network namespace."""
+    import time
+
+    from lab import layout
+
+    monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
+    monkeypatch.setattr(sandbox, "_argv", lambda sb, p: sandbox.as_user(p))
+    sb = sandbox.Sandbox(Cluster(1), "u" * 8, "sample", "sleep-1", "198.18.4.7")
+    sb.root.mkdir(parents=True)
+    script = (
+        "sh -c 'trap \"echo child-term\" TERM; echo $$ >child.pid; while :; do sleep 0.05; done' & "
+        'trap "echo leader-term; sleep 0.3; exit 0" TERM; echo ready; wait'
+    )
+    sandbox.start(sb, pod_spec.Process("istio-proxy", ("sh", "-c", script), {}, 0))
+    child_pid = sb.root / "child.pid"
+    deadline = time.monotonic() + 10
+    while not (child_pid.exists() and child_pid.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(child_pid.read_text())
+    sandbox.stop_container(sb, "istio-proxy", grace=5.0)
+    lines = sb.log("istio-proxy").read_text().splitlines()  # the first is the lab's own (the command)
+    assert "leader-term" in lines and "child-term" not in lines, lines
+
+    def child_gone() -> bool:  # killed with the group once the main process had exited (a zombie counts)
+        try:
+            return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 5
+    while not child_gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child_gone()
+    assert sandbox.running_pid(sb, "istio-proxy") is None
