@@ -73,12 +73,16 @@ def target_port(port: Mapping[str, Any], pod: Mapping[str, Any]) -> int | None:
 
 
 def lb_services(
-    c: Cluster, services: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+    c: Cluster,
+    services: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    terminating: Sequence[Mapping[str, Any]] = (),
 ) -> list[tuple[str, int, str, list[tuple[str, int]]]]:
     """(address, port, protocol, backends) the cluster's load balancer serves, over the pods given (the
     running ones): every port of a LoadBalancer Service on the cluster's VIP, and every port on each of
     a Service's ``externalIPs`` that the lab's networks route (``network.LB_RANGE``), as kube-proxy
-    would serve them on a node."""
+    would serve them on a node. A Service none of ``pods`` backs is served by its ``terminating`` pods
+    (being stopped, their proxies draining), as kube-proxy falls back to serving terminating endpoints."""
     lb_range = ipaddress.ip_network(network.LB_RANGE)
     out = []
     for svc in services:
@@ -87,12 +91,16 @@ def lb_services(
         addresses += [ip for ip in spec.get("externalIPs") or [] if ipaddress.ip_address(ip) in lb_range]
         if not addresses:
             continue
-        members = [
-            p
-            for p in pods
-            if p["metadata"]["namespace"] == svc["metadata"]["namespace"]
-            and selects(spec.get("selector"), p["metadata"].get("labels", {}))
-        ]
+
+        def selected(candidates: Sequence[Mapping[str, Any]], svc: Mapping[str, Any] = svc) -> list[Any]:
+            return [
+                p
+                for p in candidates
+                if p["metadata"]["namespace"] == svc["metadata"]["namespace"]
+                and selects(svc.get("spec", {}).get("selector"), p["metadata"].get("labels", {}))
+            ]
+
+        members = selected(pods) or selected(terminating)
         for port in spec.get("ports", []):
             backends = []
             for p in members:
@@ -123,6 +131,19 @@ class Running:
     restarts: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)  # container -> (count, not before)
 
 
+@dataclasses.dataclass
+class Stopping:
+    """A pod being stopped: its address is held until ``thread`` is done; ``serving`` until its containers
+    have exited (the load balancer may fall back to it meanwhile); ``cut_short`` ends its drain at once."""
+
+    uid: str
+    ip: str
+    pod: Mapping[str, Any]
+    thread: threading.Thread
+    serving: bool = True
+    cut_short: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
 class Agent:
     def __init__(self, c: Cluster, programs: Mapping[str, str]):
         self.c = c
@@ -133,8 +154,12 @@ class Agent:
         self.failed: dict[str, tuple[int, float]] = {}
         self.lb_text = ""
         #: Pods being stopped, each in a thread of its own as a kubelet's pod workers (a proxy drains for
-        #: seconds; the other pods must not wait): uid -> (thread, the pod's IP, held until it is done).
-        self.stopping: dict[str, tuple[threading.Thread, str]] = {}
+        #: seconds; the other pods must not wait), by uid; each holds its IP until it is torn down.
+        self.stopping: dict[str, Stopping] = {}
+        #: What the last poll saw (the stop threads program the load balancer with it) and a lock for it.
+        self.services: Sequence[Mapping[str, Any]] = ()
+        self.want: Mapping[str, Any] = {}
+        self.lb_lock = threading.Lock()
         self.relay_target: str | None = None
         self.host = Host(
             node_name="",
@@ -158,26 +183,34 @@ class Agent:
         nodes = {n["metadata"]["name"] for n in self.get("/api/v1/nodes").get("items", [])}
         want = {p["metadata"]["uid"]: p for p in pods if runnable(p) and p["spec"]["nodeName"] in nodes}
         self._ensure_relay(services)
+        self.services, self.want = services, want
+        self.stopping = {uid: st for uid, st in self.stopping.items() if st.thread.is_alive()}
         # A pod being deleted leaves the load balancer before its containers are stopped, as kube-proxy drops
-        # a terminating endpoint at once: new connections must not be sent to a pod that is going (once its
-        # network namespace is gone, they would hang until a timeout rather than be refused and retried).
-        self._program_load_balancer(services, want)
-        self.stopping = {uid: t for uid, t in self.stopping.items() if t[0].is_alive()}
+        # a terminating endpoint at once (serving only while no other pod backs its Service); the load
+        # balancer never sends a connection to a torn-down pod, where it would hang until a timeout.
         for uid in [u for u in self.running if u not in want]:
             self._stop_in_background(self.running.pop(uid))
+        self._program_load_balancer()
         for sb in sandbox.existing(self.c):
             if sb.uid not in want and sb.uid not in self.running and sb.uid not in self.stopping:
                 log(f"{sb.ref}: removing the sandbox of a pod that is gone (uid {sb.uid})")
                 sandbox.stop(sb, sandbox.containers_on_disk(sb))
                 self._delete_kwok_objects(sb)
         now = time.monotonic()
-        # An address stays with its pod until the pod is stopped, as a CNI plugin releases it only then: a
-        # new pod given the address of one still draining (KWOK reuses addresses at once) waits for it.
-        held = {ip for _, ip in self.stopping.values()}
+        # An address stays with its pod until the pod is torn down. A CNI plugin releases it only then, but
+        # KWOK gives it to a new pod at once: the old pod's drain is cut short, the new one starts after it.
+        held = {st.ip: st for st in self.stopping.values()}
         for uid, pod in want.items():
             if uid in self.running or now < self.failed.get(uid, (0, 0.0))[1]:
                 continue
-            if pod["status"]["podIP"] in held:
+            holder = held.get(pod["status"]["podIP"])
+            if holder is not None:
+                if not holder.cut_short.is_set():
+                    log(
+                        f"{pod['metadata']['namespace']}/{pod['metadata']['name']}: its address is still held "
+                        f"by a pod being stopped (uid {holder.uid}): its drain is cut short"
+                    )
+                    holder.cut_short.set()
                 continue
             self.start_pod(pod, services)
         self.failed = {uid: f for uid, f in self.failed.items() if uid in want}
@@ -185,16 +218,19 @@ class Agent:
         for r in self.running.values():
             self._keep_alive(r, now)
             self._refresh(r, services, now)
-        self._program_load_balancer(services, want)
+        self._program_load_balancer()
 
-    def _program_load_balancer(self, services: Sequence[Mapping[str, Any]], want: Mapping[str, Any]) -> None:
-        """The cluster's load balancer over the pods that run and are still wanted (not being deleted)."""
-        serving = [r.pod for uid, r in self.running.items() if uid in want]
-        rules = network.lb_rules(self.c, lb_services(self.c, services, serving))
-        if rules != self.lb_text:
-            network.apply_lb_rules(rules)
-            self.lb_text = rules
-            log(f"load balancer {self.c.load_balancer_ip}:\n{rules}")
+    def _program_load_balancer(self) -> None:
+        """The cluster's load balancer over the pods that run and are still wanted; a Service none of them
+        backs, over its pods being stopped whose proxies still drain (``lb_services``)."""
+        with self.lb_lock:
+            serving = [r.pod for uid, r in list(self.running.items()) if uid in self.want]
+            draining = [st.pod for st in list(self.stopping.values()) if st.serving]
+            rules = network.lb_rules(self.c, lb_services(self.c, self.services, serving, draining))
+            if rules != self.lb_text:
+                network.apply_lb_rules(rules)
+                self.lb_text = rules
+                log(f"load balancer {self.c.load_balancer_ip}:\n{rules}")
 
     # -- pods
     def start_pod(self, pod: Mapping[str, Any], services: Sequence[Mapping[str, Any]]) -> None:
@@ -237,24 +273,30 @@ class Agent:
             sandbox.stop(sb, [x.container for x in reversed(p.processes)])
 
     def _stop_in_background(self, r: Running) -> None:
+        st = Stopping(r.sandbox.uid, r.sandbox.ip, r.pod, threading.Thread(name=f"stop {r.sandbox.ref}"))
+
         def stop() -> None:
             try:
-                self.stop_pod(r)
+                self.stop_pod(r, st)
             except Exception:
                 log(f"{r.sandbox.ref}: stopping failed:\n{traceback.format_exc()}")
 
-        thread = threading.Thread(target=stop, name=f"stop {r.sandbox.ref}")
-        self.stopping[r.sandbox.uid] = (thread, r.sandbox.ip)
-        thread.start()
+        st.thread = threading.Thread(target=stop, name=f"stop {r.sandbox.ref}")
+        self.stopping[st.uid] = st
+        st.thread.start()
 
-    def stop_pod(self, r: Running) -> None:
+    def stop_pod(self, r: Running, st: Stopping | None = None) -> None:
         sb = r.sandbox
         grace = float(r.pod["spec"].get("terminationGracePeriodSeconds", 30))
         # Apps first, the proxy last (it drains what the apps were still sending).
         order = [x.container for x in r.plan.processes if x.container != PROXY_CONTAINER]
         order += [PROXY_CONTAINER] if any(x.container == PROXY_CONTAINER for x in r.plan.processes) else []
         log(f"{sb.ref}: stopping (uid {sb.uid})")
-        sandbox.stop(sb, order, grace)
+        sandbox.stop_containers(sb, order, grace, cut_short=st.cut_short if st else None)
+        if st is not None:  # nothing serves there any more: out of the load balancer before it is torn down
+            st.serving = False
+            self._program_load_balancer()
+        sandbox.teardown(sb)
         self._delete_kwok_objects(sb)
 
     def _keep_alive(self, r: Running, now: float) -> None:

@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -274,12 +275,14 @@ def run_to_completion(sb: Sandbox, p: Process) -> None:
         raise RuntimeError(f"{sb.ref}: init container {p.container} exited {rc}:\n  " + "\n  ".join(tail))
 
 
-def stop_container(sb: Sandbox, container: str, grace: float, drain: bool = True) -> None:
+def stop_container(
+    sb: Sandbox, container: str, grace: float, drain: bool = True, cut_short: threading.Event | None = None
+) -> None:
     """End one container as a kubelet does: SIGTERM to its main process only (so pilot-agent drains Envoy
     for its ``terminationDrainDuration`` and then ends it; a signal to the whole group would end Envoy at
-    once, cutting every connection through it), then, once that process has exited or ``grace`` has
-    passed, SIGKILL to whatever is left of its process group. ``drain=False``: SIGTERM to the whole group
-    (the lab going down: nothing is left to drain for)."""
+    once, cutting every connection through it), then, once that process has exited, ``grace`` has passed or
+    ``cut_short`` is set, SIGKILL to whatever is left of its process group. ``drain=False``: SIGTERM to the
+    whole group (the lab going down: nothing is left to drain for)."""
     pid = running_pid(sb, container)
     if pid is None:
         return
@@ -288,21 +291,41 @@ def stop_container(sb: Sandbox, container: str, grace: float, drain: bool = True
             os.kill(pid, signal.SIGTERM)
         else:
             os.killpg(pid, signal.SIGTERM)
+
+    def ended() -> bool:
+        return running_pid(sb, container) is None or (cut_short is not None and cut_short.is_set())
+
     with contextlib.suppress(WaitTimeoutError):
-        wait_until(f"{sb.ref} {container} to exit", lambda: running_pid(sb, container) is None, grace, 0.1)
+        wait_until(f"{sb.ref} {container} to exit", ended, grace, 0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     sb.pidfile(container).unlink(missing_ok=True)
 
 
-def stop(sb: Sandbox, containers: Sequence[str], grace: float = MAX_GRACE, drain: bool = True) -> None:
-    """End the pod: its containers (apps first, the proxy last), then its namespace and files."""
+def stop_containers(
+    sb: Sandbox,
+    containers: Sequence[str],
+    grace: float = MAX_GRACE,
+    drain: bool = True,
+    cut_short: threading.Event | None = None,
+) -> None:
+    """The pod's containers, in this order (apps first, the proxy last); ``teardown`` then removes the rest."""
     for container in containers:
-        stop_container(sb, container, min(grace, MAX_GRACE), drain)
-    netns.delete(sb.netns)  # kills anything left in it
+        stop_container(sb, container, min(grace, MAX_GRACE), drain, cut_short)
+
+
+def teardown(sb: Sandbox) -> None:
+    """The pod's network namespace (killing anything left in it) and files; its logs are kept."""
+    netns.delete(sb.netns)
     shutil.rmtree(sb.root, ignore_errors=True)
     shutil.rmtree(sb.dir / "run", ignore_errors=True)
     (sb.dir / "pod.json").unlink(missing_ok=True)
+
+
+def stop(sb: Sandbox, containers: Sequence[str], grace: float = MAX_GRACE, drain: bool = True) -> None:
+    """End the pod: its containers (apps first, the proxy last), then its namespace and files."""
+    stop_containers(sb, containers, grace, drain)
+    teardown(sb)
 
 
 def record(sb: Sandbox) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -407,29 +408,23 @@ def test_a_container_of_another_user_can_open_its_stdout_by_name(
     assert sb.log("istio-proxy").stat().st_uid == pod_spec.PROXY_UID
 
 
-def test_a_pod_being_deleted_leaves_the_load_balancer_before_it_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As kube-proxy drops a terminating endpoint: the WAN must not send a new connection to a gateway that
-    is stopping (with its namespace gone, the connection hangs until the client times out, measured as
-    failed requests during a network change); its replacement joins once started."""
-    c = Cluster(2)
-    old, new = injected_pod(), injected_pod()
-    for pod, uid, ip in ((old, "old-uid", "198.18.8.1"), (new, "new-uid", "198.18.8.2")):
-        pod["metadata"].update(namespace="istio-system", uid=uid, labels={"istio": "eastwestgateway"})
-        pod["spec"]["containers"][1]["ports"] = [{"containerPort": 15443}]
-        pod["status"]["podIP"] = ip
-    gw_svc = svc("gw", "istio-system", "198.19.2.30", type="LoadBalancer", selector={"istio": "eastwestgateway"})
-    gw_svc["spec"]["ports"] = [{"port": 15443, "targetPort": 15443}]
-    api = {
-        "/api/v1/pods": {"items": [new]},  # the old pod is gone from the API (or being deleted)
-        "/api/v1/services": {"items": [gw_svc]},
-        "/api/v1/nodes": {"items": [{"metadata": {"name": "cluster1-node1"}}]},
-    }
+def _gateway_pod(uid: str, ip: str) -> dict[str, Any]:
+    pod = injected_pod()
+    pod["metadata"].update(namespace="istio-system", uid=uid, labels={"istio": "eastwestgateway"})
+    pod["spec"]["containers"][1]["ports"] = [{"containerPort": 15443}]
+    pod["status"]["podIP"] = ip
+    return pod
+
+
+def _agent(monkeypatch: pytest.MonkeyPatch, c: Cluster, api: dict[str, Any], running: list[Any]) -> Any:
+    """An agent over a fake API (path -> answer) running these pods, with nothing started or stopped for real."""
     agent = dataplane.Agent.__new__(dataplane.Agent)
     agent.c, agent.lb_text, agent.failed, agent.stopping = c, "", {}, {}
-    agent.running = {"old-uid": dataplane.Running(sandbox.from_pod(c, old), old, dataplane.PodPlan((), (), {}))}
-    programmed: list[str] = []
-    events: list[str] = []
-    monkeypatch.setattr(network, "apply_lb_rules", programmed.append)
+    agent.services, agent.want, agent.lb_lock = (), {}, threading.Lock()
+    agent.running = {
+        p["metadata"]["uid"]: dataplane.Running(sandbox.from_pod(c, p), p, dataplane.PodPlan((), (), {}))
+        for p in running
+    }
     monkeypatch.setattr(dataplane, "reap_children", lambda: None)
     monkeypatch.setattr(sandbox, "existing", lambda c: [])
     monkeypatch.setattr(agent, "get", lambda path: api[path], raising=False)
@@ -437,72 +432,83 @@ def test_a_pod_being_deleted_leaves_the_load_balancer_before_it_is_stopped(monke
     monkeypatch.setattr(agent, "_keep_alive", lambda r, now: None, raising=False)
     monkeypatch.setattr(agent, "_refresh", lambda r, services, now: None, raising=False)
 
-    def stop_pod(r: dataplane.Running) -> None:
-        events.append(f"stop {r.sandbox.ip}; the load balancer then: {programmed[0] if programmed else None}")
-
     def start_pod(pod: Any, services: Any) -> None:
-        uid = pod["metadata"]["uid"]
-        agent.running[uid] = dataplane.Running(sandbox.from_pod(c, pod), pod, dataplane.PodPlan((), (), {}))
+        agent.running[pod["metadata"]["uid"]] = dataplane.Running(
+            sandbox.from_pod(c, pod), pod, dataplane.PodPlan((), (), {})
+        )
 
-    monkeypatch.setattr(agent, "stop_pod", stop_pod, raising=False)
     monkeypatch.setattr(agent, "start_pod", start_pod, raising=False)
+    return agent
+
+
+def _gateway_api(*pods: dict[str, Any]) -> dict[str, Any]:
+    gw_svc = svc("gw", "istio-system", "198.19.2.30", type="LoadBalancer", selector={"istio": "eastwestgateway"})
+    gw_svc["spec"]["ports"] = [{"port": 15443, "targetPort": 15443}]
+    return {
+        "/api/v1/pods": {"items": list(pods)},
+        "/api/v1/services": {"items": [gw_svc]},
+        "/api/v1/nodes": {"items": [{"metadata": {"name": "cluster1-node1"}}]},
+    }
+
+
+def test_a_terminating_pod_serves_only_while_no_other_pod_backs_its_service() -> None:
+    """kube-proxy's rule: a Service's ready pods; with none, its terminating pods that still serve."""
+    c = Cluster(2)
+    old, new = _gateway_pod("old-uid", "198.18.8.1"), _gateway_pod("new-uid", "198.18.8.2")
+    services = _gateway_api()["/api/v1/services"]["items"]
+    vip = "198.19.200.2"
+    assert dataplane.lb_services(c, services, [], [old]) == [(vip, 15443, "TCP", [("198.18.8.1", 15443)])]
+    assert dataplane.lb_services(c, services, [new], [old]) == [(vip, 15443, "TCP", [("198.18.8.2", 15443)])]
+    assert dataplane.lb_services(c, services, [], []) == [(vip, 15443, "TCP", [])]
+
+
+def test_a_pod_being_deleted_leaves_the_load_balancer_before_it_is_torn_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway replaced: the old pod serves while it drains and nothing else backs the Service, its
+    replacement takes over once started, and the old one is out of the load balancer before its network
+    namespace is deleted (a connection sent there would hang until the client times out)."""
+    c = Cluster(2)
+    old, new = _gateway_pod("old-uid", "198.18.8.1"), _gateway_pod("new-uid", "198.18.8.2")
+    agent = _agent(monkeypatch, c, _gateway_api(new), [old])  # the old pod is gone from the API
+    programmed: list[str] = []
+    monkeypatch.setattr(network, "apply_lb_rules", programmed.append)
+    torn_down: list[str] = []
+    monkeypatch.setattr(sandbox, "stop_containers", lambda sb, order, grace, cut_short=None: None)
+    monkeypatch.setattr(sandbox, "teardown", lambda sb: torn_down.append(agent.lb_text))
+    monkeypatch.setattr(agent, "_delete_kwok_objects", lambda sb: None, raising=False)
     agent.poll()
-    for thread, _ in agent.stopping.values():  # the stop runs in a thread of its own
-        thread.join(10)
-    assert len(events) == 1 and len(programmed) == 2, (events, programmed)
-    before_stop, after_start = programmed
-    assert events[0].startswith("stop 198.18.8.1; the load balancer then: *nat")  # changed before the stop
-    assert "198.18.8.1" not in before_stop and "198.18.8.2" not in before_stop  # no backend: refused at once
-    assert "--to-destination 198.18.8.2:15443" in after_start and "198.18.8.1" not in after_start
+    for st in list(agent.stopping.values()):  # the stop runs in a thread of its own
+        st.thread.join(10)
+    draining, *rest = programmed
+    assert "--to-destination 198.18.8.1:15443" in draining  # nothing else backed the Service yet
+    assert rest and all("198.18.8.1" not in rules for rules in rest), programmed
+    assert "--to-destination 198.18.8.2:15443" in agent.lb_text and "198.18.8.1" not in agent.lb_text
+    assert len(torn_down) == 1 and "198.18.8.1" not in torn_down[0]
 
 
 def test_pods_stop_in_the_background_and_an_address_waits_for_its_old_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pod being stopped (a proxy drains for seconds) holds up neither the other pods' starts nor the next
-    poll; a new pod given the address of the one still stopping (KWOK reuses addresses) starts once the old
-    one is gone, never beside it on the bridge."""
-    import threading
-
+    poll; a new pod given the address of one still draining (KWOK reuses addresses) cuts that drain short
+    and starts once the old pod is gone, never beside it on the bridge."""
     c = Cluster(2)
     old, reuser, other = injected_pod(), injected_pod(), injected_pod()
-    for pod, uid, ip in (
-        (old, "old-uid", "198.18.8.1"),
-        (reuser, "reuse-uid", "198.18.8.1"),
-        (other, "o-uid", "198.18.8.5"),
-    ):
+    addresses = (("old-uid", "198.18.8.1"), ("reuse-uid", "198.18.8.1"), ("o-uid", "198.18.8.5"))
+    for pod, (uid, ip) in zip((old, reuser, other), addresses, strict=True):
         pod["metadata"]["uid"] = uid
         pod["status"]["podIP"] = ip
-    api = {
-        "/api/v1/pods": {"items": [reuser, other]},
-        "/api/v1/services": {"items": []},
-        "/api/v1/nodes": {"items": [{"metadata": {"name": "cluster1-node1"}}]},
-    }
-    agent = dataplane.Agent.__new__(dataplane.Agent)
-    agent.c, agent.lb_text, agent.failed, agent.stopping = c, "", {}, {}
-    agent.running = {"old-uid": dataplane.Running(sandbox.from_pod(c, old), old, dataplane.PodPlan((), (), {}))}
-    release = threading.Event()
-    started: list[str] = []
+    api = {**_gateway_api(reuser, other), "/api/v1/services": {"items": []}}
+    agent = _agent(monkeypatch, c, api, [old])
     monkeypatch.setattr(network, "apply_lb_rules", lambda rules: None)
-    monkeypatch.setattr(dataplane, "reap_children", lambda: None)
-    monkeypatch.setattr(sandbox, "existing", lambda c: [])
-    monkeypatch.setattr(agent, "get", lambda path: api[path], raising=False)
-    monkeypatch.setattr(agent, "_ensure_relay", lambda services: None, raising=False)
-    monkeypatch.setattr(agent, "_keep_alive", lambda r, now: None, raising=False)
-    monkeypatch.setattr(agent, "_refresh", lambda r, services, now: None, raising=False)
-    monkeypatch.setattr(agent, "stop_pod", lambda r: release.wait(10), raising=False)
+    drains: list[bool] = []
 
-    def start_pod(pod: Any, services: Any) -> None:
-        uid = pod["metadata"]["uid"]
-        started.append(uid)
-        agent.running[uid] = dataplane.Running(sandbox.from_pod(c, pod), pod, dataplane.PodPlan((), (), {}))
+    def stop_pod(r: Any, st: Any) -> None:  # a drain that lasts until it is cut short
+        drains.append(st.cut_short.wait(10))
 
-    monkeypatch.setattr(agent, "start_pod", start_pod, raising=False)
-    agent.poll()  # the old pod is still draining: its address is held
+    monkeypatch.setattr(agent, "stop_pod", stop_pod, raising=False)
     agent.poll()
-    assert started == ["o-uid"] and "old-uid" in agent.stopping
-    release.set()
-    agent.stopping["old-uid"][0].join(10)
+    assert set(agent.running) == {"o-uid"} and agent.stopping["old-uid"].cut_short.is_set()
+    agent.stopping["old-uid"].thread.join(10)
     agent.poll()
-    assert started == ["o-uid", "reuse-uid"] and not agent.stopping
+    assert set(agent.running) == {"o-uid", "reuse-uid"} and not agent.stopping and drains == [True]
 
 
 def test_a_container_is_stopped_as_a_kubelet_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
