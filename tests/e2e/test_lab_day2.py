@@ -182,14 +182,17 @@ def _verify(stack: Stack, *extra: str) -> dict[str, Any]:
 
 
 def _wait_for_verify_ok(stack: Stack, clusters: tuple[str, ...]) -> dict[str, Any]:
+    """Until verify passes, requests included. The control plane is waited for first, without requests: while
+    restarted pods settle, each failing request costs verify its timeout (about 30 s a poll)."""
     last: dict[str, Any] = {}
 
-    def ok() -> bool:
+    def ok(*flags: str) -> bool:
         nonlocal last
-        last = _verify(stack)
+        last = _verify(stack, *flags)
         return bool(last["ok"])
 
     try:
+        wait_for("verify without requests to pass", lambda: ok("--no-traffic"), timeout=150, interval=3)
         wait_for("verify to pass", ok, timeout=150, interval=3)
     except AssertionError:
         raise AssertionError(
