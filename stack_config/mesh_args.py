@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import pulumi_kubernetes as k8s
 
-from istio_mesh import MeshCluster, MultiPrimaryMeshArgs
+from istio_mesh import MultiPrimaryMeshArgs
 
 from .settings import MeshSettings
 
@@ -23,20 +24,8 @@ def mesh_args(settings: MeshSettings, providers: Mapping[str, k8s.Provider]) -> 
         raise ValueError(f"no provider for clusters {missing}")
     return MultiPrimaryMeshArgs(
         mesh_id=settings.mesh_id,
-        clusters=tuple(
-            MeshCluster(
-                name=c.name,
-                network=c.network,
-                api_server=c.api_server,
-                kubeconfig=c.kubeconfig,
-                context=c.context,
-                provider=providers[c.name],
-                gateway=c.gateway,
-                helloworld_versions=c.helloworld_versions,
-                istio=c.istio,
-            )
-            for c in settings.members
-        ),
+        # A stack's cluster entry is a MeshCluster: handed over as it is, with its provider.
+        clusters=tuple(dataclasses.replace(c, provider=providers[c.name]) for c in settings.members),
         istio=settings.istio,
         ca=settings.ca,
         remote_access=settings.remote_access,

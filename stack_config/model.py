@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from istio_mesh.chart_requirements import SCHEMA_NAMES
 from istio_mesh.options import (
     CASettings,
-    ClusterIstioSettings,
-    GatewaySettings,
     IstioSettings,
+    MeshCluster,
     MeshGatewaySettings,
     RemoteAccessSettings,
     SampleSettings,
@@ -42,29 +41,20 @@ class ConfigError(ValueError):
         super().__init__("invalid istio-mesh configuration (nothing was changed):\n  - " + "\n  - ".join(self.problems))
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    """One primary cluster of the mesh."""
+@dataclass(frozen=True, kw_only=True)
+class ClusterSettings(MeshCluster):
+    """One cluster entry of the stack config: the package's ``MeshCluster`` (what the mesh takes of a
+    cluster, handed to it as is) plus where this stack read its kubeconfig and whether it is gone for good."""
 
-    name: str
-    network: str
-    kubeconfig_path: str
     #: The kubeconfig file's content: credentials, so it is only ever handed to a provider as a secret.
     kubeconfig: str = field(repr=False)
     context: str
-    #: API server URL written into the remote secrets other clusters read (must be reachable from them).
-    api_server: str
-    gateway: GatewaySettings = GatewaySettings()
-    #: helloworld versions this cluster runs when samples are enabled (the walkthrough: v1 in one
-    #: cluster, v2 in the other). Said per cluster, so reordering ``clusters`` moves nothing.
-    helloworld_versions: tuple[str, ...] = ()
+    kubeconfig_path: str
     #: The cluster is gone for good: remove it from the mesh without contacting it (its objects leave
     #: the state with a warning; the other clusters drop its remote secrets).
     unreachable: bool = False
     #: The API server URL in the kubeconfig (what this program talks to; ``api_server`` is what peers use).
     kubeconfig_server: str = ""
-    #: This cluster's own Istio values (``clusters[].istio.values``: its istiod chart's, over ``istio.values``).
-    istio: ClusterIstioSettings = field(default_factory=ClusterIstioSettings)
 
 
 @dataclass(frozen=True)

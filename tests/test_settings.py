@@ -395,3 +395,24 @@ def test_an_unreachable_cluster_stays_in_the_config_but_leaves_the_mesh(kubeconf
     for c in raw["clusters"]:
         c["unreachable"] = True
     assert "clusters: every cluster is marked unreachable; at least one must remain in the mesh" in _problems(raw)
+
+
+def test_a_cluster_entry_is_the_packages_mesh_cluster_handed_over_with_its_provider(mesh_settings: Any) -> None:
+    """One class for a cluster: the stack's entry is a ``MeshCluster`` (plus where its kubeconfig was read);
+    the mesh gets the members as they are, each with its provider, and no unreachable one."""
+    import dataclasses
+
+    from istio_mesh import MeshCluster
+    from stack_config import mesh_args
+
+    settings = mesh_settings(3)
+    settings = dataclasses.replace(
+        settings, clusters=(*settings.clusters[:2], dataclasses.replace(settings.clusters[2], unreachable=True))
+    )
+    providers: dict[str, Any] = {c.name: object() for c in settings.clusters}
+    args = mesh_args(settings, providers)
+    assert all(isinstance(c, MeshCluster) for c in settings.clusters)
+    assert [c.name for c in args.clusters] == ["cluster1", "cluster2"]
+    for given, handed in zip(settings.clusters, args.clusters, strict=False):
+        assert handed.provider is providers[given.name]
+        assert dataclasses.replace(handed, provider=None) == given
