@@ -548,3 +548,36 @@ def test_a_container_is_stopped_as_a_kubelet_does(tmp_path: Path, monkeypatch: p
         time.sleep(0.05)
     assert child_gone()
     assert sandbox.running_pid(sb, "istio-proxy") is None
+
+
+def test_a_networks_bridge_keeps_its_mac_when_a_pod_goes() -> None:
+    """The pods' router must not change its MAC when the port with the lowest one leaves (a bridge left to
+    itself does): the pods' ARP entries would point nowhere. Run for real, in a scratch network namespace."""
+    import subprocess
+    import uuid
+
+    from lab import netns as lab_netns
+
+    ns = f"t{uuid.uuid4().hex[:10]}"  # not the lab's prefix: lab down must not meet it
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        mac = network.bridge_mac(Cluster(7))
+        network.ensure_bridge(ns, mac)
+        macs = []
+        for i in (1, 2):
+            lab_netns.ip("link", "add", f"v{i}", "type", "veth", "peer", "name", f"p{i}", netns=ns)
+            lab_netns.ip("link", "set", f"v{i}", "master", network.BRIDGE, "up", netns=ns)
+            macs.append(lab_netns.ip("-o", "link", "show", f"v{i}", netns=ns).split("link/ether ")[1].split()[0])
+        lowest = min(range(2), key=lambda i: macs[i])
+        lab_netns.ip("link", "delete", f"v{lowest + 1}", netns=ns)
+        assert f"link/ether {mac} " in lab_netns.ip("-o", "link", "show", network.BRIDGE, netns=ns)
+        network.ensure_bridge(ns, mac)  # kept when it exists
+        assert f"link/ether {mac} " in lab_netns.ip("-o", "link", "show", network.BRIDGE, netns=ns)
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def test_every_clusters_bridge_mac_is_its_own_and_locally_administered() -> None:
+    macs = [network.bridge_mac(Cluster(i)) for i in range(1, MAX_CLUSTERS + 1)]
+    assert len(set(macs)) == len(macs)
+    assert all(int(m.split(":")[0], 16) & 0b11 == 0b10 for m in macs)  # locally administered, unicast
