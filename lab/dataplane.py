@@ -17,7 +17,8 @@ network namespaces on the cluster's network (``lab/network.py``, ``lab/sandbox.p
   is not touched;
 * keeps the relay to istiod (``lab/relay.py``) listening on istiod's Service address in the network;
 * programs the cluster's load balancer in the WAN (``network.lb_rules``): each LoadBalancer Service's
-  ports to the running pods its selector matches; a pod being deleted leaves it before it is stopped.
+  ports to the running pods its selector matches; a pod being stopped leaves it at once unless no other
+  pod backs its Service (then it serves while it drains), and in any case before its teardown.
 
 Every API call has a timeout; an error is logged and the poll retried; the process ends on SIGTERM,
 leaving the pods running (``lab down`` stops them with ``stop_all``).
