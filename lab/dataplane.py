@@ -274,15 +274,13 @@ class Agent:
             sandbox.stop(sb, [x.container for x in reversed(p.processes)])
 
     def _stop_in_background(self, r: Running) -> None:
-        st = Stopping(r.sandbox.uid, r.sandbox.ip, r.pod, threading.Thread(name=f"stop {r.sandbox.ref}"))
-
         def stop() -> None:
             try:
                 self.stop_pod(r, st)
             except Exception:
                 log(f"{r.sandbox.ref}: stopping failed:\n{traceback.format_exc()}")
 
-        st.thread = threading.Thread(target=stop, name=f"stop {r.sandbox.ref}")
+        st = Stopping(r.sandbox.uid, r.sandbox.ip, r.pod, threading.Thread(target=stop, name=f"stop {r.sandbox.ref}"))
         self.stopping[st.uid] = st
         st.thread.start()
 

@@ -515,9 +515,8 @@ def test_a_container_is_stopped_as_a_kubelet_does(tmp_path: Path, monkeypatch: p
     """SIGTERM to its main process only (pilot-agent; Envoy, its child, is not signalled and keeps serving
     while pilot-agent drains it), then SIGKILL to what is left of the group once the main process is gone.
     Real processes, without the pod's network namespace."""
-    import time
-
     from lab import layout
+    from lab.wait import wait_until
 
     monkeypatch.setattr(layout, "LAB_DIR", tmp_path)
     monkeypatch.setattr(sandbox, "_argv", lambda sb, p: sandbox.as_user(p))
@@ -529,24 +528,16 @@ def test_a_container_is_stopped_as_a_kubelet_does(tmp_path: Path, monkeypatch: p
     )
     sandbox.start(sb, pod_spec.Process("istio-proxy", ("sh", "-c", script), {}, 0))
     child_pid = sb.root / "child.pid"
-    deadline = time.monotonic() + 10
-    while not (child_pid.exists() and child_pid.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = int(child_pid.read_text())
+
+    def written() -> str | None:
+        return child_pid.read_text().strip() if child_pid.exists() else None
+
+    child = int(wait_until("the child's pid", written, 10, 0.05))
     sandbox.stop_container(sb, "istio-proxy", grace=5.0)
     lines = sb.log("istio-proxy").read_text().splitlines()  # the first is the lab's own (the command)
     assert "leader-term" in lines and "child-term" not in lines, lines
-
-    def child_gone() -> bool:  # killed with the group once the main process had exited (a zombie counts)
-        try:
-            return Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            return True
-
-    deadline = time.monotonic() + 5
-    while not child_gone() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert child_gone()
+    # Killed with the group once the main process had exited (gone, or a zombie not yet reaped).
+    wait_until("the child to be killed", lambda: sandbox._is_zombie(child), 5, 0.05)
     assert sandbox.running_pid(sb, "istio-proxy") is None
 
 
