@@ -470,9 +470,16 @@ def test_a_pod_being_deleted_leaves_the_load_balancer_before_it_is_torn_down(mon
     old, new = _gateway_pod("old-uid", "198.18.8.1"), _gateway_pod("new-uid", "198.18.8.2")
     agent = _agent(monkeypatch, c, _gateway_api(new), [old])  # the old pod is gone from the API
     programmed: list[str] = []
-    monkeypatch.setattr(network, "apply_lb_rules", programmed.append)
+    first_programmed = threading.Event()
+
+    def apply_lb_rules(rules: str) -> None:
+        programmed.append(rules)
+        first_programmed.set()
+
+    monkeypatch.setattr(network, "apply_lb_rules", apply_lb_rules)
     torn_down: list[str] = []
-    monkeypatch.setattr(sandbox, "stop_containers", lambda sb, order, grace, cut_short=None: None)
+    # The drain lasts until the poll has programmed the load balancer (a real one takes seconds).
+    monkeypatch.setattr(sandbox, "stop_containers", lambda sb, order, grace, cut_short=None: first_programmed.wait(10))
     monkeypatch.setattr(sandbox, "teardown", lambda sb: torn_down.append(agent.lb_text))
     monkeypatch.setattr(agent, "_delete_kwok_objects", lambda sb: None, raising=False)
     agent.poll()
